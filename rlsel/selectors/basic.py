@@ -1,0 +1,40 @@
+"""The reference selectors: `full` (the whole pool) and `random` (stratified random at the budget)."""
+
+import jax
+import numpy as np
+
+from rlsel.selectors.base import Pool, Selector, register
+
+
+def stratified_sample(rng: np.random.Generator, labels: np.ndarray, n: int) -> np.ndarray:
+  """Row positions of `n` examples drawn without replacement, with class shares as in `labels` (largest remainder)."""
+  classes, counts = np.unique(labels, return_counts=True)
+  exact = counts * n / labels.shape[0]
+  take = np.floor(exact).astype(int)
+  short = n - take.sum()
+  take[np.argsort(-(exact - take), kind="stable")[:short]] += 1
+  picks = [rng.choice(np.flatnonzero(labels == c), size=t, replace=False) for c, t in zip(classes, take)]
+  return np.sort(np.concatenate(picks))
+
+
+def numpy_rng(key) -> np.random.Generator:
+  """A NumPy generator seeded deterministically from a JAX key (host-side sampling)."""
+  return np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint32).ravel().tolist())
+
+
+@register("full")
+class Full(Selector):
+  """Every example in the pool, whatever the budget: the full-data reference."""
+  uses_budget = False
+
+  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+    return pool.train.ids.copy()
+
+
+@register("random")
+class StratifiedRandom(Selector):
+  """A uniformly random subset of exactly the budget, stratified by label."""
+
+  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+    pos = stratified_sample(numpy_rng(key), pool.train.labels, budget)
+    return pool.train.ids[pos]
