@@ -108,6 +108,7 @@ class Selector(abc.ABC):
   """A subset-selection method. Subclasses set `name` and implement `select`."""
   name: str = ""
   uses_budget: bool = True  # False for `full`, which ignores the budget and returns the whole pool.
+  needs_embeddings: bool = True  # the harness computes (or loads) pool features before timing select()
 
   def __init__(self, config):
     self.config = config
@@ -123,6 +124,16 @@ _REGISTRY: dict = {}
 _MODULES = {
     "full": "rlsel.selectors.basic",
     "random": "rlsel.selectors.basic",
+    "less": "rlsel.selectors.less",
+    "learnalign": "rlsel.selectors.learnalign",
+    "cropi": "rlsel.selectors.cropi",
+    "dots": "rlsel.selectors.dots",
+    "kcenter": "rlsel.selectors.heuristics",
+    "entropy": "rlsel.selectors.heuristics",
+    "cluster_balanced": "rlsel.selectors.heuristics",
+    "rl_ppo": "rlsel.selectors.rl",
+    "rl_dqn": "rlsel.selectors.rl",
+    "rl_reinforce": "rlsel.selectors.rl",
 }
 
 

@@ -26,6 +26,7 @@ def numpy_rng(key) -> np.random.Generator:
 class Full(Selector):
   """Every example in the pool, whatever the budget: the full-data reference."""
   uses_budget = False
+  needs_embeddings = False
 
   def select(self, key, pool: Pool, budget: int) -> np.ndarray:
     return pool.train.ids.copy()
@@ -34,6 +35,7 @@ class Full(Selector):
 @register("random")
 class StratifiedRandom(Selector):
   """A uniformly random subset of exactly the budget, stratified by label."""
+  needs_embeddings = False
 
   def select(self, key, pool: Pool, budget: int) -> np.ndarray:
     pos = stratified_sample(numpy_rng(key), pool.train.labels, budget)

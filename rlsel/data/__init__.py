@@ -1,0 +1,3 @@
+"""Tasks as `datasets.DatasetDict`s with deterministic splits; see `tasks.py`."""
+
+from rlsel.data.tasks import GLUE_TASKS, OFFLINE_TASKS, TaskData, load_task, task_names

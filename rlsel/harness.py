@@ -1,0 +1,133 @@
+"""One harness for every selector: load the task, build the pool, then per (seed, selector) cell
+select -> save ids -> fine-tune the target -> evaluate on test -> append a row to results.json.
+
+Cells already in `<workdir>/results.json` are skipped, and a selection saved before a crash is reused, so running
+the same command again resumes.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import time
+
+import jax
+import numpy as np
+
+from rlsel import features, results
+from rlsel.data import load_task
+from rlsel.io import atomic_write_json
+from rlsel.selectors import base as selbase
+
+
+def _split_from(task, split: str, config, workdir):
+  ds = task.dataset[split]
+  toks = features.tokenize(ds["text"], ds["text_pair"], config.features.max_length)
+  ids = np.asarray(ds["id"], np.int64)
+  labels = np.asarray(ds["label"], np.int32)
+  embed = lambda: features.cached_embeddings(workdir, task.name, split, ids, toks, config.features.max_length,
+                                             config.features.batch_size)
+  return selbase.Split(ids, labels, toks["input_ids"], toks["attention_mask"], toks["token_type_ids"], embed)
+
+
+def build_pool(config, task, workdir):
+  """(Pool over train + validation, test Split) with tokens; embeddings load lazily from the workdir cache."""
+  pool = selbase.Pool(task.name, task.label_names, _split_from(task, "train", config, workdir),
+                      _split_from(task, "validation", config, workdir))
+  return pool, _split_from(task, "test", config, workdir)
+
+
+def cell_name(selector: str, task: str, seed: int) -> str:
+  return f"{selector}-{task}-{seed}"
+
+
+def _json_safe(obj):
+  try:
+    json.dumps(obj)
+    return obj
+  except TypeError:
+    return {k: v for k, v in obj.items() if isinstance(v, (int, float, str, bool, type(None)))} if isinstance(obj, dict) else None
+
+
+def save_selection(workdir, task, pool, name: str, ids: np.ndarray) -> None:
+  """`selections/<name>.json` (sorted ids) and `selections/<name>/` (the subset as a Hugging Face dataset)."""
+  sel_dir = pathlib.Path(workdir) / "selections"
+  sel_dir.mkdir(parents=True, exist_ok=True)
+  import datasets
+  datasets.disable_progress_bars()
+  target = sel_dir / name
+  tmp = sel_dir / f".{name}.tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  task.dataset["train"].select(pool.train.positions_of(ids).tolist()).save_to_disk(str(tmp))
+  shutil.rmtree(target, ignore_errors=True)
+  os.replace(tmp, target)
+  atomic_write_json(sel_dir / f"{name}.json", [int(i) for i in np.sort(ids)])
+
+
+def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, embed_seconds: float) -> dict:
+  from rlsel.target import finetune as ft
+  from rlsel.target import model as target_model
+
+  name = cell_name(selector_name, task.name, seed)
+  progress = pathlib.Path(workdir) / "progress" / f"{name}-b{config.budget:g}.json"
+  root = jax.random.key(seed)
+  selector = selbase.make(selector_name, config)
+  budget = selbase.budget_size(config.budget, pool.size) if selector.uses_budget else pool.size
+  if progress.exists():  # selected before an interruption: reuse it
+    saved = json.loads(progress.read_text())
+    ids, select_seconds, info = np.asarray(saved["ids"], np.int64), saved["select_seconds"], saved.get("info")
+    print(f"[{name}] reusing the saved selection of {ids.size} examples", flush=True)
+  else:
+    print(f"[{name}] selecting {budget} of {pool.size} examples", flush=True)
+    t0 = time.time()
+    ids = selector.select(jax.random.fold_in(root, 0), pool, budget)
+    select_seconds = time.time() - t0
+    ids = selbase.check_selection(ids, pool, budget, selector_name)
+    info = _json_safe(getattr(selector, "last_info", None))
+    save_selection(workdir, task, pool, name, ids)
+    atomic_write_json(progress, {"ids": ids.tolist(), "select_seconds": select_seconds, "info": info})
+  subset = pool.train.take(pool.train.positions_of(ids))
+  module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
+  result = ft.finetune(jax.random.fold_in(root, 2), config, module, params, subset, pool.validation,
+                       log_prefix=f"{name} finetune")
+  probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size)
+  m = ft.metrics(test.labels, probs, pool.num_classes)
+  row = {
+      "selector": selector_name, "task": task.name, "seed": int(seed), "budget": float(config.budget),
+      "n_selected": int(ids.size), "pool_size": int(pool.size),
+      "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"], "val_accuracy": result.val_accuracy,
+      "select_seconds": float(select_seconds), "finetune_seconds": float(result.seconds),
+      "embed_seconds": float(embed_seconds) if selector.needs_embeddings else 0.0,
+      "finetune_steps": result.steps, "planned_steps": result.planned_steps, "best_step": result.best_step,
+      "tokens": int(result.tokens), "flops": float(result.flops), "target": config.target.kind,
+  }
+  if info:
+    row["info"] = info
+  print(f"[{name}] test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
+        f"(select {select_seconds:.1f}s, fine-tune {result.seconds:.1f}s)", flush=True)
+  return row
+
+
+def run(config, workdir) -> list:
+  """Runs every (seed, selector) cell of `config` not yet in `workdir`; returns all rows."""
+  task = load_task(config)
+  seeds = (config.seeds,) if isinstance(config.seeds, int) else tuple(config.seeds)
+  names = (config.selectors,) if isinstance(config.selectors, str) else tuple(config.selectors)
+  rows = results.load_rows(workdir)
+  done = {results.cell_key(r) for r in rows}
+  todo = [(s, n) for s in seeds for n in names if (n, task.name, int(s), float(config.budget)) not in done]
+  if not todo:
+    print(f"all {len(seeds) * len(names)} cells already in {workdir}/results.json; nothing to do", flush=True)
+    return rows
+  pool, test = build_pool(config, task, workdir)
+  print(f"task {task.name}: pool {pool.size}, validation {len(pool.validation)}, test {len(test)}, "
+        f"labels {list(task.label_names)}; {len(todo)} cell(s) to run", flush=True)
+  embed_seconds = 0.0
+  if any(selbase.make(n, config).needs_embeddings for _, n in todo):
+    t0 = time.time()
+    pool.train.embeddings, pool.validation.embeddings  # noqa: B018 (computes or loads the cache)
+    embed_seconds = time.time() - t0
+  for seed, name in todo:
+    rows.append(run_cell(config, workdir, task, pool, test, name, seed, embed_seconds))
+    results.write(workdir, rows)
+  return rows

@@ -1,0 +1,68 @@
+"""rlsel's command line: `python -m rlsel.main --config=configs/glue.py[:task] --workdir=DIR [--config.field=value]`.
+
+Runs every (seed, selector) cell of the config through select -> fine-tune -> evaluate, writes `results.json`,
+`results.md` and `selections/` into DIR, and prints the table. Running again with the same DIR resumes. Bad input
+ends with one line on stderr and exit status 2, before anything is written.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/glue.py or configs/glue.py:tweets.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for results, selections, feature caches and checkpoints.")
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str) -> None:
+  """One line on stderr, exit status 2."""
+  line = " ".join(str(message).split())
+  sys.stderr.write(f"rlsel: error: {line}\n")
+  sys.exit(EXIT_BAD_INPUT)
+
+
+def parse_flags(argv):
+  """absl flag parsing, with any flag or config-override error reduced to one line."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # flags.Error, and errors raised while loading or overriding the config file
+    msg = " ".join(str(e).split())
+    if "--config" not in " ".join(argv) or "config" not in msg and "Config" not in msg and not argv[1:]:
+      fail(f"{msg}; usage: python -m rlsel.main --config=configs/glue.py --workdir=DIR")
+    fail(f"{msg}; check the --config file and the --config.<field> overrides (fields are listed in "
+         "rlsel/configlib.py)")
+
+
+def main(argv) -> None:
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # keep library INFO chatter out of the run's output
+  from rlsel.errors import UserError
+  config = _CONFIG.value
+  if config is None:
+    fail("--config is required, e.g. --config=configs/glue.py")
+  try:
+    from rlsel import validation
+    validation.validate(config)
+    validation.check_workdir(_WORKDIR.value)
+    from rlsel import harness, results
+    rows = harness.run(config, _WORKDIR.value)
+  except UserError as e:
+    fail(str(e))
+  print("\n" + results.table(rows) + "\n")
+  print(f"results: {os.path.join(_WORKDIR.value, 'results.json')}, {os.path.join(_WORKDIR.value, 'results.md')}; "
+        f"selections in {os.path.join(_WORKDIR.value, 'selections')}", flush=True)
+
+
+def run() -> None:
+  app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

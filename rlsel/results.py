@@ -1,0 +1,69 @@
+"""Result rows: `results.json` (a list of rows) and `results.md` (the rows plus means and spreads over seeds)."""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from rlsel.io import atomic_write_json, atomic_write_text
+
+REQUIRED = ("selector", "task", "seed", "budget", "n_selected", "test_accuracy", "test_macro_f1", "select_seconds",
+            "finetune_seconds")
+TABLE = (("selector", "selector", "{}"), ("task", "task", "{}"), ("seed", "seed", "{}"),
+         ("examples", "n_selected", "{}"), ("test acc", "test_accuracy", "{:.4f}"),
+         ("macro-F1", "test_macro_f1", "{:.4f}"), ("select s", "select_seconds", "{:.1f}"),
+         ("finetune s", "finetune_seconds", "{:.1f}"))
+
+
+def cell_key(row) -> tuple:
+  return (row["selector"], row["task"], int(row["seed"]), float(row["budget"]))
+
+
+def load_rows(workdir) -> list:
+  path = pathlib.Path(workdir) / "results.json"
+  if not path.exists():
+    return []
+  rows = json.loads(path.read_text())
+  if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in REQUIRED) for r in rows):
+    from rlsel.errors import UserError
+    raise UserError(f"{path} is not an rlsel results file; move it away or use another --workdir")
+  return rows
+
+
+def table(rows) -> str:
+  """The per-cell table as Markdown."""
+  head = "| " + " | ".join(h for h, _, _ in TABLE) + " |"
+  sep = "|" + "|".join("---" for _ in TABLE) + "|"
+  body = ["| " + " | ".join(fmt.format(r[k]) for _, k, fmt in TABLE) + " |" for r in rows]
+  return "\n".join([head, sep] + body)
+
+
+def _mean_std(values):
+  v = np.asarray(values, float)
+  return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else 0.0)
+
+
+def summary(rows) -> str:
+  """Means ± sample standard deviations over seeds, per (selector, task, budget)."""
+  groups = {}
+  for r in rows:
+    groups.setdefault((r["task"], float(r["budget"]), r["selector"]), []).append(r)
+  lines = ["| task | budget | selector | seeds | examples | test acc | macro-F1 | select s | finetune s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for (task, budget, sel), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+    acc, f1 = _mean_std([r["test_accuracy"] for r in rs]), _mean_std([r["test_macro_f1"] for r in rs])
+    ss, fs = _mean_std([r["select_seconds"] for r in rs]), _mean_std([r["finetune_seconds"] for r in rs])
+    n = int(round(np.mean([r["n_selected"] for r in rs])))
+    lines.append(f"| {task} | {budget:g} | {sel} | {len(rs)} | {n} | {acc[0]:.4f} ± {acc[1]:.4f} | "
+                 f"{f1[0]:.4f} ± {f1[1]:.4f} | {ss[0]:.1f} | {fs[0]:.1f} |")
+  return "\n".join(lines)
+
+
+def write(workdir, rows) -> None:
+  """Writes results.json and results.md atomically."""
+  workdir = pathlib.Path(workdir)
+  clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+  atomic_write_json(workdir / "results.json", clean)
+  md = ("# rlsel results\n\n## Per run\n\n" + table(rows) + "\n\n## Mean ± std over seeds\n\n" + summary(rows) + "\n")
+  atomic_write_text(workdir / "results.md", md)

@@ -1,0 +1,152 @@
+"""Fine-tune the target classifier on a subset and evaluate it.
+
+AdamW with linear warmup then linear decay, global-norm clipping, no weight decay on biases and LayerNorm scales.
+Steps are drawn from a stream of seeded epoch permutations of the subset, so every batch has the same shape (one
+compilation) even for subsets smaller than a batch. Validation accuracy every `eval_every` steps picks the best
+parameters and stops early after `patience` evaluations without improvement.
+"""
+
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rlsel.progress import Progress
+from rlsel.selectors.base import Split
+
+
+class FinetuneResult(NamedTuple):
+  params: dict
+  steps: int              # optimiser steps taken
+  best_step: int          # step whose parameters were kept
+  planned_steps: int      # min(epochs * subset / batch, max_steps)
+  seconds: float          # wall-clock of training and validation evaluations
+  tokens: int             # token positions processed in training (padded batch x length x steps)
+  flops: float            # estimated FLOPs of training plus validation evaluations
+  val_accuracy: float     # of the kept parameters
+  history: list           # [(step, train_loss, val_accuracy)]
+
+
+def _decay_mask(params):
+  """True for weights that get weight decay: matrices and embeddings, not biases or LayerNorm scales."""
+  return jax.tree.map(lambda x: x.ndim > 1, params)
+
+
+def make_optimizer(fc, total_steps: int) -> optax.GradientTransformation:
+  warmup = max(1, int(round(fc.warmup_fraction * total_steps)))
+  schedule = optax.join_schedules([
+      optax.linear_schedule(0.0, fc.learning_rate, warmup),
+      optax.linear_schedule(fc.learning_rate, 0.0, max(1, total_steps - warmup)),
+  ], [warmup])
+  return optax.chain(optax.clip_by_global_norm(fc.grad_clip),
+                     optax.adamw(schedule, weight_decay=fc.weight_decay, mask=_decay_mask))
+
+
+def forward_flops_per_token(module, params, length: int) -> float:
+  """≈ 2 FLOPs per non-embedding parameter per token, plus attention's 4·L·H per layer (scores and mixing)."""
+  n_emb = sum(int(np.prod(x.shape)) for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+              if "embeddings" in jax.tree_util.keystr(path))
+  n_all = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  c = module.config
+  return 2.0 * (n_all - n_emb) + 4.0 * c.num_layers * length * c.hidden_size
+
+
+def _batch(split: Split, pos: np.ndarray):
+  return split.input_ids[pos], split.attention_mask[pos], split.token_type_ids[pos], split.labels[pos]
+
+
+def make_eval_fn(module):
+  @jax.jit
+  def probs(params, ids, mask, types):
+    return jax.nn.softmax(module.apply({"params": params}, ids, mask, types, deterministic=True), axis=-1)
+  return probs
+
+
+def predict_proba(module, params, split: Split, batch_size: int, eval_fn=None) -> np.ndarray:
+  """Class probabilities float32 [n, C] in fixed-size jitted batches (the last one padded)."""
+  eval_fn = eval_fn or make_eval_fn(module)
+  n = len(split)
+  out = []
+  for start in range(0, n, batch_size):
+    pos = np.arange(start, start + batch_size) % max(n, 1)
+    ids, mask, types, _ = _batch(split, pos)
+    out.append(np.asarray(eval_fn(params, ids, mask, types))[: min(batch_size, n - start)])
+  return np.concatenate(out) if out else np.zeros((0, module.num_classes), np.float32)
+
+
+def metrics(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
+  """Accuracy and macro-F1 (classes absent from both truth and prediction are skipped)."""
+  pred = probs.argmax(-1)
+  acc = float((pred == labels).mean()) if labels.size else float("nan")
+  f1s = []
+  for c in range(num_classes):
+    tp = np.sum((pred == c) & (labels == c))
+    fp = np.sum((pred == c) & (labels != c))
+    fn = np.sum((pred != c) & (labels == c))
+    if tp + fp + fn:
+      f1s.append(2 * tp / (2 * tp + fp + fn))
+  return {"accuracy": acc, "macro_f1": float(np.mean(f1s)) if f1s else float("nan")}
+
+
+def finetune(key, config, module, params, train: Split, validation: Split, log_prefix: str = "finetune") -> FinetuneResult:
+  """Trains `params` on `train` and returns the parameters with the best validation accuracy."""
+  fc = config.finetune
+  n, bs = len(train), fc.batch_size
+  planned = int(min(fc.max_steps, max(1, int(np.ceil(fc.epochs * n / bs)))))
+  tx = make_optimizer(fc, planned)
+  opt_state = tx.init(params)
+
+  def loss_fn(p, ids, mask, types, labels, rng):
+    logits = module.apply({"params": p}, ids, mask, types, deterministic=False, rngs={"dropout": rng})
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  @jax.jit
+  def train_step(p, s, ids, mask, types, labels, rng):
+    loss, grads = jax.value_and_grad(loss_fn)(p, ids, mask, types, labels, rng)
+    updates, s = tx.update(grads, s, p)
+    return optax.apply_updates(p, updates), s, loss
+
+  eval_fn = make_eval_fn(module)
+  key, order_key = jax.random.split(key)
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(order_key)).astype(np.uint32).ravel().tolist())
+  stream = np.concatenate([rng.permutation(n) for _ in range(int(np.ceil(planned * bs / n)) + 1)])
+
+  def evaluate(p):
+    return metrics(validation.labels, predict_proba(module, p, validation, fc.eval_batch_size, eval_fn),
+                   module.num_classes)["accuracy"]
+
+  t0 = time.time()
+  best_acc, best_step, best_params, bad_evals, history, losses = -1.0, 0, params, 0, [], []
+  bar = Progress(planned, log_prefix, unit="steps")
+  step = 0
+  for step in range(1, planned + 1):
+    key, sub = jax.random.split(key)
+    pos = stream[(step - 1) * bs: step * bs]
+    params, opt_state, loss = train_step(params, opt_state, *_batch(train, pos), sub)
+    losses.append(loss)
+    bar.update(1)
+    if step % fc.eval_every == 0 or step == planned:
+      acc = evaluate(params)
+      mean_loss = float(jnp.mean(jnp.stack(losses)))
+      losses = []
+      history.append((step, mean_loss, acc))
+      if acc > best_acc:
+        best_acc, best_step, best_params, bad_evals = acc, step, params, 0
+      else:
+        bad_evals += 1
+      if step % (fc.eval_every * 4) == 0 or step == planned:
+        print(f"[{log_prefix}] step {step}/{planned} train_loss {mean_loss:.4f} val_acc {acc:.4f}", flush=True)
+      if bad_evals >= fc.patience:
+        print(f"[{log_prefix}] early stop at step {step}: no validation gain in {fc.patience} evaluations", flush=True)
+        break
+  bar.close()
+  jax.block_until_ready(best_params)
+  seconds = time.time() - t0
+  length = train.input_ids.shape[1]
+  tokens = step * bs * length
+  per_token = forward_flops_per_token(module, params, length)
+  flops = 3.0 * per_token * tokens + per_token * len(history) * len(validation) * length
+  return FinetuneResult(best_params, step, best_step, planned, seconds, tokens, flops, best_acc, history)

