@@ -52,6 +52,105 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune.max_steps = 300         # ... capped at this many steps (the cap is recorded in results.json)
   c.finetune.eval_every = 50         # steps between validation evaluations (early stopping, best checkpoint)
   c.finetune.patience = 3            # evaluations without improvement before stopping
+
+  c.mesh = ml_collections.ConfigDict()  # device mesh (rlsel/sharding.py); data * fsdp must equal the device count
+  c.mesh.data = -1                   # devices on the data-parallel axis; -1 = all devices left after fsdp
+  c.mesh.fsdp = 1                    # devices that shard big params (FSDP); 1 = params replicated
+  c.mesh.fsdp_min_size = 2**18       # params with fewer elements stay replicated even when fsdp > 1
+
+  c.distributed = ml_collections.ConfigDict()  # multi-host start-up (rlsel/distributed.py); defaults = auto
+  c.distributed.enabled = ml_collections.config_dict.placeholder(bool)  # None: auto from env; True: always; False: never
+  c.distributed.coordinator_address = ""  # host:port of process 0; "" = JAX_COORDINATOR_ADDRESS or cluster auto-detect
+  c.distributed.num_processes = -1   # total processes (hosts); -1 = JAX_NUM_PROCESSES or auto-detect
+  c.distributed.process_id = -1      # this process's index in [0, num_processes); -1 = JAX_PROCESS_ID or auto-detect
+
+  # RL selectors (rl_ppo, rl_dqn, rl_reinforce): pool -> clusters -> environment -> agent -> ids (rlsel/selectors/rl.py).
+  c.kmeans = ml_collections.ConfigDict()
+  c.kmeans.num_clusters = 64         # actions of the environment (C)
+  c.kmeans.iters = 25                # Lloyd iterations after k-means++ init
+  c.kmeans.batch_size = 8192         # pool rows per distance batch (never a pool x pool array)
+  c.kmeans.stratified = False        # True: cluster each label separately, clusters shared out by label frequency
+
+  c.proxy = ml_collections.ConfigDict()
+  c.proxy.kind = "head"              # "head": MLP on frozen embeddings; "transformer": not implemented yet
+  c.proxy.hidden = 0                 # hidden width of the head; 0 = logistic regression
+  c.proxy.steps = 30                 # fine-tune steps per proxy evaluation (inside lax.scan)
+  c.proxy.batch_size = 64            # minibatch drawn from the selected examples
+  c.proxy.learning_rate = 0.05       # Adam
+  c.proxy.score = "neg_log_loss"     # "neg_log_loss" or "accuracy" on the reward split
+  c.proxy.reward_timing = "step"     # "step": reward = change in score each step; "end": final - initial score at the end
+  c.proxy.reward_fraction = 0.2      # share of the pool carved out (stratified) as the reward split; never selectable
+  c.proxy.reward_subsample = 0       # >0: a fresh random subsample of this many reward examples per episode
+  c.proxy.init_steps = 100           # steps of the initial proxy (random budget-sized sample) behind cluster features
+
+  c.rl = ml_collections.ConfigDict()
+  c.rl.chunk = "auto"                # examples per action: "auto" = budget / episode_steps, an integer, or "cluster"
+  c.rl.episode_steps = 40            # steps per episode for chunk="auto"
+  c.rl.num_envs = 16                 # parallel episodes per update (vmap)
+  c.rl.num_updates = 30              # PPO / REINFORCE updates; DQN rollout rounds
+  c.rl.update_epochs = 4             # PPO epochs per update
+  c.rl.num_minibatches = 4           # PPO minibatches per epoch
+  c.rl.learning_rate = 3e-4          # Adam, for every agent
+  c.rl.max_grad_norm = 0.5           # global-norm clipping of agent gradients
+  c.rl.gamma = 1.0                   # fixed-length episodes and a telescoping score: no discount by default
+  c.rl.gae_lambda = 0.95
+  c.rl.clip_eps = 0.2                # PPO ratio clip
+  c.rl.ent_coef = 0.01               # entropy bonus (PPO, REINFORCE)
+  c.rl.vf_coef = 0.5                 # value-loss weight (PPO, REINFORCE baseline)
+  c.rl.reward_scale = 10.0           # rewards are multiplied by this before the agent sees them
+  c.rl.hidden = 64                   # width of the per-cluster and context MLPs
+  c.rl.dqn_buffer = 4096             # replay transitions held in JAX arrays
+  c.rl.dqn_batch = 64                # replay minibatch
+  c.rl.dqn_grad_steps = 16           # gradient steps per rollout round
+  c.rl.dqn_target_every = 2          # rounds between target-network copies
+  c.rl.dqn_eps_start = 1.0           # epsilon-greedy, decayed linearly over the rounds
+  c.rl.dqn_eps_end = 0.05
+  c.rl.surrogate_share = 1.0         # share of PPO updates scored by the real proxy; the rest by the surrogate MLP
+  c.rl.surrogate_hidden = 64         # surrogate MLP width
+  c.rl.surrogate_buffer = 2048       # (mask features, score) pairs kept for the surrogate
+  c.rl.surrogate_steps = 50          # surrogate gradient steps after each real-proxy update
+  c.rl.surrogate_lr = 1e-3
+  c.rl.log_every = 5                 # updates between progress lines on stdout (0 = silent)
+
+  # Literature selectors (rlsel/selectors/{gradients,less,learnalign,cropi,dots,heuristics}.py).
+  c.selection = ml_collections.ConfigDict()
+  c.selection.param_scope = "head"   # which params get per-example gradients: "head", "last_k" (head + last k layers), "all"
+  c.selection.last_k = 1             # layers added to the head when param_scope="last_k"
+  c.selection.head_patterns = ("head",)  # a param path containing any of these belongs to the head
+  c.selection.layer_pattern = r"layers?_(\d+)"          # regex whose first group is a param path's layer number
+  c.selection.projection_dim = 256   # d of the random gradient projection
+  c.selection.projection_kind = "rademacher"  # dense JL projection: "rademacher" or "gaussian"
+  c.selection.projection_block = 2048  # projection rows generated at once (memory ~ block x d floats)
+  c.selection.sparse_coords = 65536  # CROPI: parameter coordinates kept before its Gaussian projection
+  c.selection.grad_batch_size = 32   # examples per jitted per-example-gradient batch
+  c.selection.eval_batch_size = 128  # examples per jitted forward batch (probabilities)
+  c.selection.progress = True        # progress lines on stderr during per-example gradient passes
+  c.selection.warmup_fraction = 0.05  # share of the pool (stratified random) the model is warmed up on
+  c.selection.warmup_epochs = 4      # warm-up epochs; LESS keeps a checkpoint per epoch
+  c.selection.train_batch_size = 32  # warm-up / CROPI fine-tune batch
+  c.selection.learning_rate = 5e-5   # warm-up / CROPI fine-tune peak learning rate (Adam)
+  c.selection.schedule_warmup_fraction = 0.1  # linear lr warm-up share, then linear decay to 0
+  c.selection.adam_b1 = 0.9          # Adam moments of the warm-up (and of LESS's Adam-aware features)
+  c.selection.adam_b2 = 0.999
+  c.selection.adam_eps = 1e-8
+  c.selection.less_checkpoints = -1  # LESS: use the last this-many epoch checkpoints (-1: all)
+  c.selection.cropi_rounds = 3       # CROPI curriculum rounds (each selects 1/rounds of the budget)
+  c.selection.cropi_round_epochs = 1  # CROPI: fine-tune epochs on the selection so far between rounds
+  c.selection.rrf_offset = 0.0       # CROPI: rank fusion score = sum_c 1 / (offset + rank_c), rank from 1
+  c.selection.dots_reference_size = 256   # DOTS: pool examples the warmed model is evaluated on
+  c.selection.dots_holdout_fraction = 0.25  # DOTS: share of the reference set held out to measure the estimator
+  c.selection.dots_alpha = 0.5       # DOTS: target chance of being right
+  c.selection.dots_tau = 0.1         # DOTS: sampling temperature of P ~ exp(-|p - alpha| / tau)
+  c.selection.estimator_hidden = 64  # DOTS attention estimator: MLP hidden size and key/query size h
+  c.selection.estimator_steps = 300  # DOTS estimator: full-batch Adam steps (leave-one-out loss)
+  c.selection.estimator_learning_rate = 3e-3
+  c.selection.calibration_steps = 200  # DOTS: Platt-scaling gradient steps on the leave-one-out predictions
+  c.selection.calibration_learning_rate = 0.05
+  c.selection.probe_steps = 300      # entropy: linear probe on validation embeddings, full-batch Adam steps
+  c.selection.probe_learning_rate = 0.05
+  c.selection.probe_l2 = 1e-3        # entropy probe weight decay (L2 on weights)
+  c.selection.kmeans_clusters = 64   # cluster_balanced: k of k-means over the embeddings
+  c.selection.kmeans_iters = 25      # cluster_balanced: Lloyd iterations
   return c
 
 
