@@ -157,3 +157,22 @@ def base_config() -> ml_collections.ConfigDict:
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.lock()
   return config
+
+
+def names_list(value) -> tuple:
+  """A tuple of names from a config field given as a tuple or a comma-separated string (`--config.selectors=a,b`)."""
+  items = [value] if isinstance(value, str) else list(value)
+  return tuple(v.strip() for item in items for v in str(item).split(",") if v.strip())
+
+
+def ints_list(value) -> tuple:
+  """A tuple of ints from a field given as an int, a tuple or a comma-separated string (`--config.seeds=0,1`)."""
+  if isinstance(value, int) and not isinstance(value, bool):
+    return (value,)
+  if isinstance(value, str):
+    from rlsel.errors import UserError
+    try:
+      return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+      raise UserError(f"{value!r} is not a comma-separated list of integers, e.g. --config.seeds=0,1") from None
+  return tuple(value)

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from rlsel import features, results
+from rlsel.configlib import ints_list, names_list
 from rlsel.data import load_task
 from rlsel.io import atomic_write_json
 from rlsel.selectors import base as selbase
@@ -111,8 +112,7 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, e
 def run(config, workdir) -> list:
   """Runs every (seed, selector) cell of `config` not yet in `workdir`; returns all rows."""
   task = load_task(config)
-  seeds = (config.seeds,) if isinstance(config.seeds, int) else tuple(config.seeds)
-  names = (config.selectors,) if isinstance(config.selectors, str) else tuple(config.selectors)
+  seeds, names = ints_list(config.seeds), names_list(config.selectors)
   rows = results.load_rows(workdir)
   done = {results.cell_key(r) for r in rows}
   todo = [(s, n) for s in seeds for n in names if (n, task.name, int(s), float(config.budget)) not in done]

@@ -32,11 +32,22 @@ def parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # flags.Error, and errors raised while loading or overriding the config file
-    msg = " ".join(str(e).split())
-    if "--config" not in " ".join(argv) or "config" not in msg and "Config" not in msg and not argv[1:]:
-      fail(f"{msg}; usage: python -m rlsel.main --config=configs/glue.py --workdir=DIR")
-    fail(f"{msg}; check the --config file and the --config.<field> overrides (fields are listed in "
-         "rlsel/configlib.py)")
+    fail(f"{' '.join(str(e).split())}; check the --config file and the --config.<field> overrides (the fields are "
+         "listed in rlsel/configlib.py)")
+
+
+def load_config():
+  """The config file's locked ConfigDict; a missing or broken file ends in one line."""
+  try:
+    config = _CONFIG.value
+    if config is not None:
+      config.get("task")  # a config that failed to load is a placeholder that raises on first use
+  except Exception as e:  # ml_collections defers config-file errors to first access
+    msg = " ".join(str(e).split()).replace("Configuration is not available because of an earlier failure to load: ", "")
+    fail(f"could not load the config: {msg}")
+  if config is None:
+    fail("--config is required, e.g. --config=configs/glue.py")
+  return config
 
 
 def main(argv) -> None:
@@ -44,13 +55,13 @@ def main(argv) -> None:
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter out of the run's output
   from rlsel.errors import UserError
-  config = _CONFIG.value
-  if config is None:
-    fail("--config is required, e.g. --config=configs/glue.py")
+  config = load_config()
   try:
     from rlsel import validation
     validation.validate(config)
     validation.check_workdir(_WORKDIR.value)
+    from rlsel import distributed
+    distributed.maybe_initialize(config)  # multi-host start-up before any device is touched; no-op on one host
     from rlsel import harness, results
     rows = harness.run(config, _WORKDIR.value)
   except UserError as e:

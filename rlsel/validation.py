@@ -24,12 +24,13 @@ def validate(config) -> None:
   budget = config.budget
   require(isinstance(budget, (int, float)) and not isinstance(budget, bool) and 0.0 < budget <= 1.0,
           f"budget={budget!r} must be a fraction of the pool in (0, 1], e.g. --config.budget=0.05")
-  selectors = tuple(config.selectors) if not isinstance(config.selectors, str) else (config.selectors,)
+  from rlsel.configlib import ints_list, names_list
+  selectors = names_list(config.selectors)
   require(len(selectors) > 0, "no selectors given; e.g. --config.selectors=full,random")
   for name in selectors:
     require(name in base.names(), f"unknown selector {name!r}; choose from {', '.join(base.names())}")
   require(len(set(selectors)) == len(selectors), f"selectors {selectors} repeat a name; list each once")
-  seeds = tuple(config.seeds) if not isinstance(config.seeds, int) else (config.seeds,)
+  seeds = ints_list(config.seeds)
   require(len(seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
           f"seeds={config.seeds!r} must be non-negative integers, e.g. --config.seeds=0,1")
   fc = config.finetune

@@ -138,11 +138,12 @@ def _load_offline(name, data_config):
 
 # ------------------------------------------------------------------------------------------------- GLUE (hub)
 def _quiet_hub():
-  """Silences the hub client's retry warnings so a failed download ends in our one line only."""
+  """Silences hub retry warnings and progress bars, so a failure ends in our one line only."""
   import datasets
   import huggingface_hub
   huggingface_hub.utils.logging.set_verbosity_error()
   datasets.logging.set_verbosity_error()
+  datasets.disable_progress_bars()
 
 
 def _load_glue(name, data_config):
@@ -191,6 +192,7 @@ _FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".p
 
 def _read_user_file(path: str):
   import datasets
+  _quiet_hub()
   p = pathlib.Path(path)
   if not p.is_file():
     raise UserError(f"data file {path} does not exist; pass an existing CSV/JSONL/parquet file via --config.data.train_file")

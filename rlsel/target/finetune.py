@@ -6,7 +6,9 @@ compilation) even for subsets smaller than a batch. Validation accuracy every `e
 parameters and stops early after `patience` evaluations without improvement.
 """
 
+import functools
 import time
+import types
 from typing import NamedTuple
 
 import jax
@@ -58,6 +60,7 @@ def _batch(split: Split, pos: np.ndarray):
   return split.input_ids[pos], split.attention_mask[pos], split.token_type_ids[pos], split.labels[pos]
 
 
+@functools.lru_cache(maxsize=16)
 def make_eval_fn(module):
   @jax.jit
   def probs(params, ids, mask, types):
@@ -91,25 +94,35 @@ def metrics(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
   return {"accuracy": acc, "macro_f1": float(np.mean(f1s)) if f1s else float("nan")}
 
 
+@functools.lru_cache(maxsize=16)
+def _programs(module, learning_rate, warmup_fraction, weight_decay, grad_clip, planned):
+  """(optimizer, jitted train step, jitted eval) for a module and schedule, built once and reused across cells."""
+  fc = types.SimpleNamespace(learning_rate=learning_rate, warmup_fraction=warmup_fraction, weight_decay=weight_decay,
+                             grad_clip=grad_clip)
+  tx = make_optimizer(fc, planned)
+
+  def loss_fn(p, ids, mask, types_, labels, rng):
+    logits = module.apply({"params": p}, ids, mask, types_, deterministic=False, rngs={"dropout": rng})
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  @jax.jit
+  def train_step(p, s, ids, mask, types_, labels, rng):
+    loss, grads = jax.value_and_grad(loss_fn)(p, ids, mask, types_, labels, rng)
+    updates, s = tx.update(grads, s, p)
+    return optax.apply_updates(p, updates), s, loss
+
+  return tx, train_step, make_eval_fn(module)
+
+
 def finetune(key, config, module, params, train: Split, validation: Split, log_prefix: str = "finetune") -> FinetuneResult:
   """Trains `params` on `train` and returns the parameters with the best validation accuracy."""
   fc = config.finetune
   n, bs = len(train), fc.batch_size
   planned = int(min(fc.max_steps, max(1, int(np.ceil(fc.epochs * n / bs)))))
-  tx = make_optimizer(fc, planned)
+  tx, train_step, eval_fn = _programs(module, fc.learning_rate, fc.warmup_fraction, fc.weight_decay, fc.grad_clip,
+                                      planned)
   opt_state = tx.init(params)
 
-  def loss_fn(p, ids, mask, types, labels, rng):
-    logits = module.apply({"params": p}, ids, mask, types, deterministic=False, rngs={"dropout": rng})
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-  @jax.jit
-  def train_step(p, s, ids, mask, types, labels, rng):
-    loss, grads = jax.value_and_grad(loss_fn)(p, ids, mask, types, labels, rng)
-    updates, s = tx.update(grads, s, p)
-    return optax.apply_updates(p, updates), s, loss
-
-  eval_fn = make_eval_fn(module)
   key, order_key = jax.random.split(key)
   rng = np.random.default_rng(np.asarray(jax.random.key_data(order_key)).astype(np.uint32).ravel().tolist())
   stream = np.concatenate([rng.permutation(n) for _ in range(int(np.ceil(planned * bs / n)) + 1)])
