@@ -1,0 +1,74 @@
+"""CROPI-style curriculum selection by gradient influence on per-class validation subsets.
+
+Influence of a pool example on a validation subset = cosine between its sparsely projected gradient and the subset's
+mean projected gradient. The validation split is cut into one subset per class; each gives a ranking, merged by summed
+reciprocal rank. Selection runs in R rounds: pick 1/R of the budget, fine-tune from the current checkpoint on all that
+has been picked so far, recompute the gradients there, pick the next share (never re-picking).
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlsel.selectors import gradients as G
+from rlsel.selectors.base import Pool, Selector, register
+
+
+def class_influence(pool_feats: jax.Array, val_feats: jax.Array, val_labels: jax.Array, num_classes: int):
+  """Cosines [C, n] between pool features and each class's mean validation feature, and which classes exist [C]."""
+  onehot = jax.nn.one_hot(val_labels, num_classes, dtype=jnp.float32)
+  counts = onehot.sum(0)
+  means = (onehot.T @ val_feats) / jnp.maximum(counts, 1.0)[:, None]
+  return G.unit_rows(means) @ G.unit_rows(pool_feats).T, counts > 0
+
+
+def reciprocal_rank_fusion(scores: jax.Array, use: jax.Array, offset: float) -> jax.Array:
+  """sum_c use_c / (offset + rank_c(i)) for scores [C, n], rank 1 = highest score (ties by position)."""
+  order = jnp.argsort(-scores, axis=1, stable=True)
+  ranks = jnp.argsort(order, axis=1, stable=True) + 1
+  return jnp.sum(use[:, None] / (offset + ranks.astype(jnp.float32)), axis=0)
+
+
+def round_shares(budget: int, rounds: int) -> list:
+  """The budget cut into `rounds` near-equal positive shares (fewer rounds if the budget is smaller)."""
+  rounds = max(1, min(rounds, budget))
+  return [len(a) for a in np.array_split(np.arange(budget), rounds)]
+
+
+@register("cropi")
+class Cropi(G.WarmedSelector, Selector):
+  """Curriculum of R rounds of sparse-gradient influence selection, fine-tuning on the picks between rounds."""
+
+  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+    s = self.config.selection
+    t0 = time.time()
+    kwarm, kproj, kround = jax.random.split(key, 3)
+    fns, paths, ckpts, _ = self.warm_up(kwarm, pool)
+    params = ckpts[-1].params
+    projector = G.make_projector(kproj, s, G.num_coordinates(G.split_params(params, paths)[0]), sparse=True)
+    seconds = {"warmup": time.time() - t0, "gradients": 0.0, "finetune": 0.0}
+    chosen = np.zeros(len(pool.train), bool)
+    shares = round_shares(budget, int(s.cropi_rounds))
+    for r, share in enumerate(shares):
+      t = time.time()
+      remaining = np.flatnonzero(~chosen)
+      common = dict(paths=paths, projector=projector, batch_size=int(s.grad_batch_size),
+                    progress=bool(s.progress))
+      pool_f = G.gradient_features(fns, params, pool.train.take(remaining), label=f"cropi round {r} pool", **common)
+      val_f = G.gradient_features(fns, params, pool.validation, label=f"cropi round {r} val", **common)
+      infl, use = class_influence(jnp.asarray(pool_f), jnp.asarray(val_f), jnp.asarray(pool.validation.labels),
+                                  pool.num_classes)
+      fused = np.asarray(reciprocal_rank_fusion(infl, use.astype(jnp.float32), float(s.rrf_offset)))
+      chosen[remaining[G.top_k_positions(fused, share)]] = True
+      seconds["gradients"] += time.time() - t
+      if r + 1 < len(shares):
+        t = time.time()
+        params = G.warmup_train(jax.random.fold_in(kround, r), fns, params, pool.train.take(np.flatnonzero(chosen)),
+                                int(s.cropi_round_epochs), int(s.train_batch_size), float(s.learning_rate),
+                                float(s.schedule_warmup_fraction), G.adam_hparams(s))[-1].params
+        seconds["finetune"] += time.time() - t
+    self.last_info = {f"{k}_seconds": v for k, v in seconds.items()}
+    self.last_info.update(rounds=len(shares), shares=shares, sparse_coords=int(projector.coords.shape[0]))
+    return pool.train.ids[np.flatnonzero(chosen)]

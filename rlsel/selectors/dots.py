@@ -1,0 +1,156 @@
+"""DOTS-style selection at adaptive difficulty: prefer examples the warmed model gets right about half the time.
+
+Difficulty of an example = the warmed model's probability of its correct label, p. It is measured on a small reference
+subset of the pool and estimated for the rest by attention over the reference set in the frozen-embedding space:
+p_hat(q) = sum_k softmax_k(z_q . z_k / sqrt(h)) y_k, with separate query and key MLPs trained leave-one-out on the
+reference set, then Platt-calibrated on the leave-one-out predictions. The budget is sampled without replacement with
+P ~ exp(-|p_hat - alpha| / tau) by Gumbel top-k. A held-out part of the reference set measures the estimator.
+"""
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rlsel.selectors import gradients as G
+from rlsel.selectors.base import Pool, Selector, register
+from rlsel.selectors.basic import numpy_rng
+
+_EPS = 1e-6  # keeps probabilities away from 0/1 before a logit
+
+
+def init_estimator(key, emb_dim: int, hidden: int) -> dict:
+  """Query and key MLPs (emb -> hidden -> hidden), LeCun-normal weights."""
+  def mlp(k):
+    k1, k2 = jax.random.split(k)
+    return {"w1": jax.random.normal(k1, (emb_dim, hidden)) / np.sqrt(emb_dim), "b1": jnp.zeros((hidden,)),
+            "w2": jax.random.normal(k2, (hidden, hidden)) / np.sqrt(hidden), "b2": jnp.zeros((hidden,))}
+  kq, kk = jax.random.split(key)
+  return {"query": mlp(kq), "key": mlp(kk), "platt": jnp.array([1.0, 0.0])}
+
+
+def _mlp(p, x):
+  return jax.nn.gelu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+
+def attention_predict(params: dict, queries: jax.Array, keys: jax.Array, y_keys: jax.Array,
+                      leave_one_out: bool = False) -> jax.Array:
+  """p_hat [nq] = attention-weighted mean of the keys' values y_keys [nk]; leave_one_out masks the diagonal
+  (queries == keys)."""
+  zq, zk = _mlp(params["query"], queries), _mlp(params["key"], keys)
+  logits = zq @ zk.T / jnp.sqrt(jnp.float32(zq.shape[-1]))
+  if leave_one_out:
+    logits = jnp.where(jnp.eye(logits.shape[0], dtype=bool), -jnp.inf, logits)
+  return jax.nn.softmax(logits, axis=-1) @ y_keys
+
+
+def calibrate(params: dict, p_hat: jax.Array) -> jax.Array:
+  """Platt scaling: sigmoid(a logit(p_hat) + b)."""
+  a, b = params["platt"][0], params["platt"][1]
+  p = jnp.clip(p_hat, _EPS, 1.0 - _EPS)
+  return jax.nn.sigmoid(a * (jnp.log(p) - jnp.log1p(-p)) + b)
+
+
+@functools.partial(jax.jit, static_argnames=("hidden", "steps", "lr", "cal_steps", "cal_lr"))
+def fit_estimator(key, ref_emb: jax.Array, ref_y: jax.Array, *, hidden: int, steps: int, lr: float, cal_steps: int,
+                  cal_lr: float) -> dict:
+  """Trains the query/key MLPs on the leave-one-out squared error over the reference set, then fits Platt's (a, b)
+  on the leave-one-out predictions by soft-target cross-entropy. One jitted program (two lax.scans)."""
+  params = init_estimator(key, ref_emb.shape[-1], hidden)
+  mlps = {"query": params["query"], "key": params["key"]}
+
+  def loss(m):
+    p = attention_predict({**m, "platt": params["platt"]}, ref_emb, ref_emb, ref_y, leave_one_out=True)
+    return jnp.mean(jnp.square(p - ref_y))
+  opt = optax.adam(lr)
+
+  def step(carry, _):
+    m, s = carry
+    g = jax.grad(loss)(m)
+    u, s = opt.update(g, s, m)
+    return (optax.apply_updates(m, u), s), None
+  (mlps, _), _ = jax.lax.scan(step, (mlps, opt.init(mlps)), None, length=steps)
+
+  loo = attention_predict({**mlps, "platt": params["platt"]}, ref_emb, ref_emb, ref_y, leave_one_out=True)
+
+  def cal_loss(platt):
+    p = jnp.clip(calibrate({"platt": platt}, loo), _EPS, 1.0 - _EPS)
+    return -jnp.mean(ref_y * jnp.log(p) + (1.0 - ref_y) * jnp.log1p(-p))
+  copt = optax.adam(cal_lr)
+
+  def cal_step(carry, _):
+    pl, s = carry
+    u, s = copt.update(jax.grad(cal_loss)(pl), s, pl)
+    return (optax.apply_updates(pl, u), s), None
+  (platt, _), _ = jax.lax.scan(cal_step, (params["platt"], copt.init(params["platt"])), None, length=cal_steps)
+  return {**mlps, "platt": platt}
+
+
+def dots_sample(key, p_hat: jax.Array, k: int, alpha: float, tau: float) -> jax.Array:
+  """k positions without replacement with P ~ exp(-|p_hat - alpha| / tau) (Gumbel top-k)."""
+  logits = -jnp.abs(p_hat - alpha) / tau
+  return jax.lax.top_k(logits + jax.random.gumbel(key, p_hat.shape), k)[1]
+
+
+def pearson(a: np.ndarray, b: np.ndarray):
+  """Pearson correlation, or None when either side is constant or too short."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape[0] < 2 or a.std() == 0 or b.std() == 0:
+    return None
+  return float(np.corrcoef(a, b)[0, 1])
+
+
+@register("dots")
+class Dots(G.WarmedSelector, Selector):
+  """Gumbel top-k sampling around p_hat = alpha, p_hat from an attention estimator fit on a measured reference set."""
+
+  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+    s = self.config.selection
+    t0 = time.time()
+    kwarm, kref, kfit, ksample = jax.random.split(key, 4)
+    fns, _, ckpts, warm_pos = self.warm_up(kwarm, pool)
+    t1 = time.time()
+    n = len(pool.train)
+    candidates = np.setdiff1d(np.arange(n), warm_pos)
+    if candidates.shape[0] < 4:
+      candidates = np.arange(n)
+    ref = numpy_rng(kref).permutation(candidates)[:int(s.dots_reference_size)]
+    n_hold = int(round(float(s.dots_holdout_fraction) * ref.shape[0]))
+    n_hold = min(max(n_hold, 0), ref.shape[0] - 2)
+    fit_pos, hold_pos = np.sort(ref[n_hold:]), np.sort(ref[:n_hold])
+    probs = G.predict_proba(fns, ckpts[-1].params, pool.train.take(ref), int(s.eval_batch_size))
+    measured = np.zeros(n, np.float32)
+    measured[ref] = probs[np.arange(ref.shape[0]), pool.train.labels[ref]]
+    correct = np.zeros(n, bool)
+    correct[ref] = probs.argmax(-1) == pool.train.labels[ref]
+    t2 = time.time()
+
+    emb = pool.train.embeddings
+    mean, std = emb[fit_pos].mean(0), emb[fit_pos].std(0) + 1e-6
+    z = jnp.asarray((emb - mean) / std, jnp.float32)
+    y_fit = jnp.asarray(measured[fit_pos])
+    est = fit_estimator(kfit, z[fit_pos], y_fit, hidden=int(s.estimator_hidden), steps=int(s.estimator_steps),
+                        lr=float(s.estimator_learning_rate), cal_steps=int(s.calibration_steps),
+                        cal_lr=float(s.calibration_learning_rate))
+    predict = jax.jit(lambda q: calibrate(est, attention_predict(est, q, z[fit_pos], y_fit)))
+    p_hat = np.asarray(predict(z))
+    t3 = time.time()
+    info = {"warmup_seconds": t1 - t0, "reference_seconds": t2 - t1, "estimator_seconds": t3 - t2,
+            "reference_size": int(ref.shape[0]), "heldout_size": int(n_hold),
+            "platt_a": float(est["platt"][0]), "platt_b": float(est["platt"][1]),
+            "mean_p_reference": float(measured[ref].mean())}
+    if n_hold:
+      info["heldout_corr_p"] = pearson(p_hat[hold_pos], measured[hold_pos])
+      info["heldout_corr_correct"] = pearson(p_hat[hold_pos], correct[hold_pos])
+      info["heldout_mae"] = float(np.mean(np.abs(p_hat[hold_pos] - measured[hold_pos])))
+    p_use = p_hat.copy()
+    p_use[ref] = measured[ref]  # measured beats estimated where we have it
+    pos = np.asarray(dots_sample(ksample, jnp.asarray(p_use), budget, float(s.dots_alpha), float(s.dots_tau)))
+    info.update(sample_seconds=time.time() - t3, mean_p_hat_pool=float(p_use.mean()),
+                mean_p_hat_selected=float(p_use[pos].mean()),
+                mean_abs_gap_selected=float(np.abs(p_use[pos] - float(s.dots_alpha)).mean()))
+    self.last_info = info
+    return pool.train.ids[pos]

@@ -1,0 +1,62 @@
+"""LearnAlign (gradient-alignment data selection with a learnability weight).
+
+With V_i = p_i (1 - p_i) (p_i the warmed model's probability of the correct label: highest for examples the model is
+unsure of) and phi_hat_i the unit projected gradient, an example's score is its mean weighted cosine alignment with the
+whole pool, mean_j V_i V_j cos(phi_i, phi_j) = V_i phi_hat_i . mean_j (V_j phi_hat_j): O(n d), not O(n^2 d).
+"""
+
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlsel.selectors import gradients as G
+from rlsel.selectors.base import Pool, Selector, register
+
+
+def learnability(p_correct: jax.Array) -> jax.Array:
+  """V = p (1 - p): the Bernoulli variance of being right."""
+  return p_correct * (1.0 - p_correct)
+
+
+def learnalign_scores(feats: jax.Array, p_correct: jax.Array) -> jax.Array:
+  """score_i = V_i phi_hat_i . mean_j V_j phi_hat_j for feats [n, d] and p_correct [n]."""
+  chex.assert_rank([feats, p_correct], [2, 1])
+  chex.assert_equal_shape_prefix([feats, p_correct], 1)
+  u = learnability(p_correct)[:, None] * G.unit_rows(feats)
+  return u @ u.mean(0)
+
+
+def learnalign_scores_pairwise(feats: jax.Array, p_correct: jax.Array) -> jax.Array:
+  """The O(n^2) definition, mean_j V_i V_j cos(phi_i, phi_j); for tests."""
+  v = learnability(p_correct)
+  unit = G.unit_rows(feats)
+  return jnp.mean(v[:, None] * v[None, :] * (unit @ unit.T), axis=1)
+
+
+@register("learnalign")
+class LearnAlign(G.WarmedSelector, Selector):
+  """Top of the budget by learnability-weighted gradient alignment under the warmed model."""
+
+  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+    s = self.config.selection
+    t0 = time.time()
+    kwarm, kproj = jax.random.split(key)
+    fns, paths, ckpts, _ = self.warm_up(kwarm, pool)
+    params = ckpts[-1].params
+    t1 = time.time()
+    probs = G.predict_proba(fns, params, pool.train, int(s.eval_batch_size))
+    p_correct = probs[np.arange(len(pool.train)), pool.train.labels]
+    projector = G.make_projector(kproj, s, G.num_coordinates(G.split_params(params, paths)[0]), sparse=False)
+    feats = G.gradient_features(fns, params, pool.train, paths, projector, int(s.grad_batch_size),
+                                progress=bool(s.progress), label="learnalign pool grads")
+    t2 = time.time()
+    scores = np.asarray(learnalign_scores(jnp.asarray(feats), jnp.asarray(p_correct, jnp.float32)))
+    pos = G.top_k_positions(scores, budget)
+    self.last_info = {"warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1, "score_seconds": time.time() - t2,
+                      "mean_p_correct_pool": float(p_correct.mean()),
+                      "mean_p_correct_selected": float(p_correct[pos].mean()),
+                      "mean_learnability_selected": float(np.mean(p_correct[pos] * (1 - p_correct[pos])))}
+    return pool.train.ids[pos]

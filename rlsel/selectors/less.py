@@ -1,0 +1,74 @@
+"""LESS (Xia et al., 2024): select the pool examples whose Adam-aware gradients align with the validation gradients.
+
+Warm up on a random share of the pool keeping a checkpoint (params + Adam moments) per epoch. At each checkpoint a pool
+example's feature is the projected Adam update direction its gradient would cause (`gradients.adam_features`), a
+validation example's the projected plain gradient; both are L2-normalised. An example's score is the sum over
+checkpoints of (that epoch's mean learning rate) x (max over classes of the mean cosine to that class's validation
+gradients). The top `budget` are chosen.
+"""
+
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlsel.selectors import gradients as G
+from rlsel.selectors.base import Pool, Selector, register
+
+
+def class_mean_directions(val_unit: jax.Array, val_labels: jax.Array, num_classes: int):
+  """Per-class means of unit validation features [C, d] and which classes have any example [C] bool."""
+  onehot = jax.nn.one_hot(val_labels, num_classes, dtype=jnp.float32)
+  counts = onehot.sum(0)
+  means = (onehot.T @ val_unit) / jnp.maximum(counts, 1.0)[:, None]
+  return means, counts > 0
+
+
+def less_scores(train_feats: jax.Array, val_feats: jax.Array, val_labels: jax.Array, lrs: jax.Array,
+                num_classes: int) -> jax.Array:
+  """Scores [n] from features per checkpoint: train [K, n, d], validation [K, m, d], lrs [K].
+
+  mean_j cos(t, v_j) over a class = t_hat . mean_j v_hat_j, so no n x m matrix is formed.
+  """
+  chex.assert_rank([train_feats, val_feats, lrs], [3, 3, 1])
+  chex.assert_equal_shape_prefix([train_feats, val_feats, lrs], 1)
+  def one(t, v):
+    means, present = class_mean_directions(G.unit_rows(v), val_labels, num_classes)
+    per_class = G.unit_rows(t) @ means.T
+    return jnp.max(jnp.where(present[None], per_class, -jnp.inf), axis=1)
+  return jnp.einsum("k,kn->n", lrs, jax.vmap(one)(train_feats, val_feats))
+
+
+@register("less")
+class Less(G.WarmedSelector, Selector):
+  """LESS with per-epoch warm-up checkpoints, Adam-aware pool features and class-wise max validation alignment."""
+
+  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+    s = self.config.selection
+    t0 = time.time()
+    kwarm, kproj = jax.random.split(key)
+    fns, paths, ckpts, _ = self.warm_up(kwarm, pool)
+    if int(s.less_checkpoints) > 0:
+      ckpts = ckpts[-int(s.less_checkpoints):]
+    t1 = time.time()
+    projector = G.make_projector(kproj, s, G.num_coordinates(G.split_params(fns.params, paths)[0]), sparse=False)
+    train_f, val_f = [], []
+    for i, ck in enumerate(ckpts):
+      common = dict(paths=paths, projector=projector, batch_size=int(s.grad_batch_size),
+                    progress=bool(s.progress))
+      train_f.append(G.gradient_features(fns, ck.params, pool.train, adam=ck, adam_hparams=G.adam_hparams(s),
+                                         label=f"less pool grads ckpt {i}", **common))
+      val_f.append(G.gradient_features(fns, ck.params, pool.validation, label=f"less val grads ckpt {i}", **common))
+    t2 = time.time()
+    lrs = jnp.asarray([ck.lr_mean for ck in ckpts], jnp.float32)
+    scores = np.asarray(less_scores(jnp.asarray(np.stack(train_f)), jnp.asarray(np.stack(val_f)),
+                                    jnp.asarray(pool.validation.labels), lrs, pool.num_classes))
+    pos = G.top_k_positions(scores, budget)
+    self.last_info = {"warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
+                      "score_seconds": time.time() - t2, "checkpoints": len(ckpts),
+                      "num_grad_params": G.num_coordinates(G.split_params(fns.params, paths)[0]),
+                      "lr_means": [float(x) for x in lrs], "score_min_selected": float(scores[pos].min()),
+                      "score_mean": float(scores.mean())}
+    return pool.train.ids[pos]

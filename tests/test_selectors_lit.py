@@ -1,0 +1,149 @@
+"""The literature selectors: budget, uniqueness, determinism, and each method's own math on small inputs."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlsel.configlib import base_config
+from rlsel.selectors import base, cropi, dots, heuristics, learnalign, less
+from rlsel.selectors.base import Pool, Split
+
+from tests.test_gradients import tiny_fns
+
+NUM_CLASSES = 3
+
+
+def small_config():
+  c = base_config()
+  s = c.selection
+  s.projection_dim, s.projection_block, s.sparse_coords = 8, 16, 10
+  s.grad_batch_size, s.eval_batch_size, s.progress = 32, 32, False
+  s.warmup_fraction, s.warmup_epochs, s.train_batch_size, s.learning_rate = 0.2, 2, 8, 0.05
+  s.cropi_rounds, s.cropi_round_epochs = 2, 1
+  s.dots_reference_size, s.estimator_hidden, s.estimator_steps, s.calibration_steps = 32, 8, 20, 20
+  s.probe_steps, s.kmeans_clusters, s.kmeans_iters = 30, 4, 5
+  c.kmeans.batch_size = 64
+  return c
+
+
+def make_split(n, seed, offset):
+  rng = np.random.default_rng(seed)
+  labels = (np.arange(n) % NUM_CLASSES).astype(np.int32)
+  ids = rng.integers(1, 32, (n, 6)).astype(np.int32)
+  ids[:, 0] = labels + 1
+  split = Split(np.arange(n, dtype=np.int64) * 7 + offset, labels, ids, np.ones_like(ids), np.zeros_like(ids))
+  split.__dict__["embeddings"] = (rng.normal(size=(n, 16)) + labels[:, None]).astype(np.float32)
+  return split
+
+
+@pytest.fixture(scope="module")
+def pool():
+  return Pool("synthetic", ("a", "b", "c"), make_split(60, 0, 1000), make_split(24, 1, 5000))
+
+
+def build(name):
+  sel = base.make(name, small_config())
+  if hasattr(sel, "model_factory"):
+    sel.model_factory = lambda config, num_classes, key: tiny_fns(key, num_classes)
+  return sel
+
+
+@pytest.mark.parametrize("name", ["less", "learnalign", "cropi", "dots", "kcenter", "entropy", "cluster_balanced"])
+def test_selector_returns_budget_of_unique_ids_deterministically(pool, name):
+  budget = 7
+  sel = build(name)
+  first = sel.select(jax.random.key(3), pool, budget)
+  base.check_selection(first, pool, budget, name)
+  info = sel.last_info
+  assert isinstance(info, dict) and info
+  json.dumps(info)  # JSON-serialisable
+  again = build(name).select(jax.random.key(3), pool, budget)
+  np.testing.assert_array_equal(np.sort(first), np.sort(again))
+
+
+def test_registry_knows_the_literature_selectors():
+  for name in ("less", "learnalign", "cropi", "dots", "kcenter", "entropy", "cluster_balanced"):
+    assert name in base.names()
+
+
+def test_learnalign_shortcut_equals_pairwise_definition():
+  feats = jax.random.normal(jax.random.key(0), (13, 5))
+  p = jax.random.uniform(jax.random.key(1), (13,))
+  np.testing.assert_allclose(np.asarray(learnalign.learnalign_scores(feats, p)),
+                             np.asarray(learnalign.learnalign_scores_pairwise(feats, p)), rtol=1e-5, atol=1e-7)
+
+
+def test_less_scores_equal_brute_force():
+  rng = np.random.default_rng(0)
+  k, n, m, d = 2, 6, 7, 4
+  tr, va = rng.normal(size=(k, n, d)), rng.normal(size=(k, m, d))
+  labels = np.array([0, 0, 1, 1, 1, 0, 1])  # class 2 has no validation example: ignored
+  lrs = np.array([0.3, 0.1])
+  got = np.asarray(less.less_scores(jnp.asarray(tr, jnp.float32), jnp.asarray(va, jnp.float32), jnp.asarray(labels),
+                                    jnp.asarray(lrs, jnp.float32), 3))
+  want = np.zeros(n)
+  for c in range(k):
+    for i in range(n):
+      cos = [tr[c, i] @ va[c, j] / np.linalg.norm(tr[c, i]) / np.linalg.norm(va[c, j]) for j in range(m)]
+      want[i] += lrs[c] * max(np.mean([cos[j] for j in range(m) if labels[j] == y]) for y in (0, 1))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_reciprocal_rank_fusion():
+  scores = jnp.array([[3.0, 1.0, 2.0], [1.0, 3.0, 2.0], [9.0, 9.0, 9.0]])
+  fused = np.asarray(cropi.reciprocal_rank_fusion(scores, jnp.array([1.0, 1.0, 0.0]), 0.0))
+  np.testing.assert_allclose(fused, [1 + 1 / 3, 1 / 3 + 1, 1 / 2 + 1 / 2])
+  assert cropi.round_shares(10, 3) == [4, 3, 3] and cropi.round_shares(2, 5) == [1, 1]
+
+
+def test_dots_sampler_concentrates_near_alpha():
+  p_hat = jnp.linspace(0.0, 1.0, 1001)
+  picks = np.asarray(dots.dots_sample(jax.random.key(0), p_hat, 50, alpha=0.5, tau=0.02))
+  assert np.unique(picks).shape[0] == 50
+  gap = np.abs(np.asarray(p_hat)[picks] - 0.5)
+  assert gap.mean() < 0.1 * np.abs(np.asarray(p_hat) - 0.5).mean() * 4  # pool mean gap is 0.25; picks' < 0.1
+  assert np.median(gap) < 0.05
+
+
+def test_dots_estimator_learns_a_smooth_difficulty():
+  x = jax.random.normal(jax.random.key(0), (120, 6))
+  y = jax.nn.sigmoid(2.0 * x[:, 0])
+  est = dots.fit_estimator(jax.random.key(1), x[:90], y[:90], hidden=16, steps=150, lr=1e-2, cal_steps=50,
+                           cal_lr=0.05)
+  pred = dots.calibrate(est, dots.attention_predict(est, x[90:], x[:90], y[:90]))
+  assert dots.pearson(np.asarray(pred), np.asarray(y[90:])) > 0.6
+  loo = dots.attention_predict(est, x[:5], x[:5], y[:5], leave_one_out=True)
+  assert np.all(np.isfinite(np.asarray(loo)))
+
+
+def test_kcenter_matches_brute_force_farthest_first():
+  x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+  got = np.asarray(heuristics.kcenter_greedy(jax.random.key(2), jnp.asarray(x), 6))
+  want = [int(got[0])]
+  for _ in range(5):
+    d = np.min(((x[:, None] - x[want][None]) ** 2).sum(-1), axis=1)
+    want.append(int(np.argmax(d)))
+  assert got.tolist() == want
+  dup = np.zeros((10, 3), np.float32)  # all rows identical: still k distinct picks
+  assert np.unique(np.asarray(heuristics.kcenter_greedy(jax.random.key(0), jnp.asarray(dup), 4))).shape == (4,)
+
+
+def test_balanced_quotas():
+  rng = np.random.default_rng(0)
+  sizes = np.array([1, 10, 10, 0, 3])
+  q = heuristics.balanced_quotas(rng, sizes, 12)
+  assert q.sum() == 12 and np.all(q <= sizes)
+  # Clusters 0 and 4 are too small for an equal share (12 / 4 = 3 each) and are taken whole; the rest is split evenly.
+  assert q[0] == 1 and q[3] == 0 and q[4] == 3 and sorted(q[1:3].tolist()) == [4, 4]
+  q = heuristics.balanced_quotas(rng, np.array([5, 5, 5]), 4)  # an indivisible remainder goes to one random cluster
+  assert q.sum() == 4 and sorted(q.tolist()) == [1, 1, 2]
+
+
+def test_entropy_picks_the_most_uncertain(pool):
+  sel = build("entropy")
+  ids = sel.select(jax.random.key(0), pool, 5)
+  assert sel.last_info["mean_entropy_selected"] >= sel.last_info["mean_entropy_pool"]
+  assert ids.shape == (5,)
