@@ -5,6 +5,7 @@ Cells already in `<workdir>/results.json` are skipped, and a selection saved bef
 the same command again resumes.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -15,6 +16,7 @@ import jax
 import numpy as np
 
 from rlsel import features, results
+from rlsel.checkpoint import Checkpointer
 from rlsel.configlib import ints_list, names_list
 from rlsel.data import load_task
 from rlsel.io import atomic_write_json
@@ -36,6 +38,15 @@ def build_pool(config, task, workdir):
   pool = selbase.Pool(task.name, task.label_names, _split_from(task, "train", config, workdir),
                       _split_from(task, "validation", config, workdir))
   return pool, _split_from(task, "test", config, workdir)
+
+
+def fingerprint(*parts) -> str:
+  """A short hash of configs and arrays, tying a checkpoint to the exact work it belongs to."""
+  h = hashlib.sha1()
+  for p in parts:
+    h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else
+             (p.to_json() if hasattr(p, "to_json") else repr(p)).encode())
+  return h.hexdigest()[:16]
 
 
 def cell_name(selector: str, task: str, seed: int) -> str:
@@ -89,8 +100,10 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, e
     atomic_write_json(progress, {"ids": ids.tolist(), "select_seconds": select_seconds, "info": info})
   subset = pool.train.take(pool.train.positions_of(ids))
   module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
+  ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints" / f"{name}-b{config.budget:g}-finetune",
+                      fingerprint(config.target, config.finetune, config.features, name, ids))
   result = ft.finetune(jax.random.fold_in(root, 2), config, module, params, subset, pool.validation,
-                       log_prefix=f"{name} finetune")
+                       log_prefix=f"{name} finetune", checkpointer=ckpt)
   probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size)
   m = ft.metrics(test.labels, probs, pool.num_classes)
   row = {
@@ -104,6 +117,7 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, e
   }
   if info:
     row["info"] = info
+  row["_checkpoint"] = ckpt  # removed by run() once the row is safely in results.json
   print(f"[{name}] test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
         f"(select {select_seconds:.1f}s, fine-tune {result.seconds:.1f}s)", flush=True)
   return row
@@ -128,6 +142,9 @@ def run(config, workdir) -> list:
     pool.train.embeddings, pool.validation.embeddings  # noqa: B018 (computes or loads the cache)
     embed_seconds = time.time() - t0
   for seed, name in todo:
-    rows.append(run_cell(config, workdir, task, pool, test, name, seed, embed_seconds))
+    row = run_cell(config, workdir, task, pool, test, name, seed, embed_seconds)
+    ckpt = row.pop("_checkpoint")
+    rows.append(row)
     results.write(workdir, rows)
+    ckpt.remove()
   return rows

@@ -114,8 +114,13 @@ def _programs(module, learning_rate, warmup_fraction, weight_decay, grad_clip, p
   return tx, train_step, make_eval_fn(module)
 
 
-def finetune(key, config, module, params, train: Split, validation: Split, log_prefix: str = "finetune") -> FinetuneResult:
-  """Trains `params` on `train` and returns the parameters with the best validation accuracy."""
+def finetune(key, config, module, params, train: Split, validation: Split, log_prefix: str = "finetune",
+             checkpointer=None) -> FinetuneResult:
+  """Trains `params` on `train` and returns the parameters with the best validation accuracy.
+
+  With a `rlsel.checkpoint.Checkpointer`, the state is saved after every validation evaluation and a later call with
+  the same checkpointer resumes from it, giving the same result as an uninterrupted run.
+  """
   fc = config.finetune
   n, bs = len(train), fc.batch_size
   planned = int(min(fc.max_steps, max(1, int(np.ceil(fc.epochs * n / bs)))))
@@ -133,9 +138,20 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
 
   t0 = time.time()
   best_acc, best_step, best_params, bad_evals, history, losses = -1.0, 0, params, 0, [], []
-  bar = Progress(planned, log_prefix, unit="steps")
-  step = 0
-  for step in range(1, planned + 1):
+  start, elapsed_before = 1, 0.0
+  if checkpointer is not None:
+    template = {"params": params, "opt_state": opt_state, "best_params": params, "key": jax.random.key_data(key)}
+    restored = checkpointer.restore(template)
+    if restored is not None:
+      state, meta = restored
+      params, opt_state, best_params = state["params"], state["opt_state"], state["best_params"]
+      key = jax.random.wrap_key_data(state["key"])
+      best_acc, best_step, bad_evals = meta["best_acc"], meta["best_step"], meta["bad_evals"]
+      history, elapsed_before, start = [tuple(h) for h in meta["history"]], meta["seconds"], meta["step"] + 1
+      print(f"[{log_prefix}] resuming from the checkpoint at step {meta['step']}", flush=True)
+  bar = Progress(planned - start + 1, log_prefix, unit="steps")
+  step = start - 1
+  for step in range(start, planned + 1):
     key, sub = jax.random.split(key)
     pos = stream[(step - 1) * bs: step * bs]
     params, opt_state, loss = train_step(params, opt_state, *_batch(train, pos), sub)
@@ -152,12 +168,17 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
         bad_evals += 1
       if step % (fc.eval_every * 4) == 0 or step == planned:
         print(f"[{log_prefix}] step {step}/{planned} train_loss {mean_loss:.4f} val_acc {acc:.4f}", flush=True)
+      if checkpointer is not None and step < planned and bad_evals < fc.patience:
+        checkpointer.save(step, {"params": params, "opt_state": opt_state, "best_params": best_params,
+                                 "key": jax.random.key_data(key)},
+                          {"step": step, "best_acc": best_acc, "best_step": best_step, "bad_evals": bad_evals,
+                           "history": history, "seconds": elapsed_before + time.time() - t0})
       if bad_evals >= fc.patience:
         print(f"[{log_prefix}] early stop at step {step}: no validation gain in {fc.patience} evaluations", flush=True)
         break
   bar.close()
   jax.block_until_ready(best_params)
-  seconds = time.time() - t0
+  seconds = elapsed_before + time.time() - t0
   length = train.input_ids.shape[1]
   tokens = step * bs * length
   per_token = forward_flops_per_token(module, params, length)

@@ -1,0 +1,78 @@
+"""Orbax checkpoints of long work (target fine-tuning, agent training), so a killed run resumes where it stopped.
+
+A checkpoint holds a pytree of arrays (`state`) and a small JSON record (`meta`) that carries a fingerprint of the work
+it belongs to; restoring into different work, or from a corrupt or foreign folder, is refused with a clear error.
+"""
+
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+
+from rlsel.errors import UserError
+
+
+class Checkpointer:
+  """Keeps the latest `max_to_keep` checkpoints of one piece of work under `directory`."""
+
+  def __init__(self, directory, fingerprint: str, max_to_keep: int = 1):
+    import orbax.checkpoint as ocp
+    self._ocp = ocp
+    self.directory = pathlib.Path(directory).absolute()
+    self.fingerprint = fingerprint
+    self._manager = None
+    self._max_to_keep = max_to_keep
+
+  @property
+  def manager(self):
+    if self._manager is None:
+      self.directory.mkdir(parents=True, exist_ok=True)
+      self._manager = self._ocp.CheckpointManager(
+          self.directory, options=self._ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True))
+    return self._manager
+
+  def _fail(self, why: str):
+    raise UserError(f"checkpoint folder {self.directory} {why}; delete it (or use another --workdir) to start this "
+                    "work afresh")
+
+  def restore(self, template):
+    """(state, meta) of the latest checkpoint, or None if there is none. `template` gives the state's structure."""
+    if not self.directory.exists() or not any(self.directory.iterdir()):
+      return None
+    try:
+      step = self.manager.latest_step()
+    except Exception:  # noqa: BLE001 (orbax raises many kinds on a damaged folder)
+      self._fail("is unreadable")
+    if step is None:
+      self._fail("holds no complete checkpoint")
+    ocp = self._ocp
+    try:
+      meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    except Exception:  # noqa: BLE001
+      self._fail("is corrupt or was not written by rlsel")
+    if not isinstance(meta, dict) or meta.get("fingerprint") != self.fingerprint:
+      self._fail("belongs to a different run (its fingerprint differs from this config's)")
+    abstract = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), template)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    except Exception:  # noqa: BLE001
+      self._fail("is corrupt (its arrays do not match this model)")
+    return restored.state, meta
+
+  def save(self, step: int, state, meta: dict) -> None:
+    ocp = self._ocp
+    meta = dict(meta, fingerprint=self.fingerprint)
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                      force=True)
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    if self._manager is not None:
+      self._manager.close()
+      self._manager = None
+
+  def remove(self) -> None:
+    """Deletes the folder once its work is finished and recorded elsewhere."""
+    self.close()
+    shutil.rmtree(self.directory, ignore_errors=True)
