@@ -13,7 +13,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.selectors = ("full", "random")   # run in this order, each through select -> ids -> fine-tune -> evaluate
   c.seeds = (0,)                     # one cell per (selector, task, seed)
   c.budget = 0.05                    # fraction of the pool to select, in (0, 1]
-  c.log_every = 25                   # fine-tune steps between progress lines
+  c.tasks = ()                       # several tasks in one run (overrides `task` when non-empty), e.g. rt,tweets
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.budgets = ()               # extra budget fractions for a budget sweep, e.g. (0.0625, 0.1, 0.25)
+  c.sweep.selectors = ()             # the selectors run at each sweep budget
 
   c.data = ml_collections.ConfigDict()
   c.data.split_seed = 0              # seed of the stratified train/validation/test split (fixed across run seeds)

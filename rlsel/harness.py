@@ -76,15 +76,22 @@ def save_selection(workdir, task, pool, name: str, ids: np.ndarray) -> None:
   atomic_write_json(sel_dir / f"{name}.json", [int(i) for i in np.sort(ids)])
 
 
-def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, embed_seconds: float) -> dict:
+def selection_name(selector: str, task: str, seed: int, fraction: float, main_budget: float) -> str:
+  """`<selector>-<task>-<seed>` at the config's budget (and for `full`); budget-sweep cells add `-b<fraction>`."""
+  base_name = cell_name(selector, task, seed)
+  return base_name if fraction in (main_budget, 1.0) else f"{base_name}-b{fraction:g}"
+
+
+def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, fraction: float,
+             embed_seconds: float) -> dict:
   from rlsel.target import finetune as ft
   from rlsel.target import model as target_model
 
-  name = cell_name(selector_name, task.name, seed)
-  progress = pathlib.Path(workdir) / "progress" / f"{name}-b{config.budget:g}.json"
+  name = selection_name(selector_name, task.name, seed, fraction, config.budget)
+  progress = pathlib.Path(workdir) / "progress" / f"{cell_name(selector_name, task.name, seed)}-b{fraction:g}.json"
   root = jax.random.key(seed)
   selector = selbase.make(selector_name, config)
-  budget = selbase.budget_size(config.budget, pool.size) if selector.uses_budget else pool.size
+  budget = selbase.budget_size(fraction, pool.size) if selector.uses_budget else pool.size
   if progress.exists():  # selected before an interruption: reuse it
     saved = json.loads(progress.read_text())
     ids, select_seconds, info = np.asarray(saved["ids"], np.int64), saved["select_seconds"], saved.get("info")
@@ -100,14 +107,14 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, e
     atomic_write_json(progress, {"ids": ids.tolist(), "select_seconds": select_seconds, "info": info})
   subset = pool.train.take(pool.train.positions_of(ids))
   module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
-  ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints" / f"{name}-b{config.budget:g}-finetune",
+  ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints" / f"{progress.stem}-finetune",
                       fingerprint(config.target, config.finetune, config.features, name, ids))
   result = ft.finetune(jax.random.fold_in(root, 2), config, module, params, subset, pool.validation,
                        log_prefix=f"{name} finetune", checkpointer=ckpt)
   probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size)
   m = ft.metrics(test.labels, probs, pool.num_classes)
   row = {
-      "selector": selector_name, "task": task.name, "seed": int(seed), "budget": float(config.budget),
+      "selector": selector_name, "task": task.name, "seed": int(seed), "budget": float(fraction),
       "n_selected": int(ids.size), "pool_size": int(pool.size),
       "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"], "val_accuracy": result.val_accuracy,
       "select_seconds": float(select_seconds), "finetune_seconds": float(result.seconds),
@@ -123,28 +130,64 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, e
   return row
 
 
-def run(config, workdir) -> list:
-  """Runs every (seed, selector) cell of `config` not yet in `workdir`; returns all rows."""
-  task = load_task(config)
+def plan(config) -> list:
+  """Every cell of the config as (task, seed, selector, budget fraction), task-major, without repeats.
+
+  The main grid is tasks x seeds x selectors at `config.budget`; the budget sweep adds `sweep.selectors` at each of
+  `sweep.budgets`. `full` ignores the budget, so its cells carry budget 1.0 and are shared by every budget.
+  """
+  tasks = names_list(config.tasks) or (config.task,)
   seeds, names = ints_list(config.seeds), names_list(config.selectors)
+  sweep_budgets = tuple(float(b) for b in config.sweep.budgets)
+  cells = []
+  for t in tasks:
+    cells += [(t, s, n, config.budget) for s in seeds for n in names]
+    cells += [(t, s, n, b) for b in sweep_budgets for s in seeds for n in names_list(config.sweep.selectors)]
+  out, seen = [], set()
+  for t, s, n, b in cells:
+    key = (t, int(s), n, 1.0 if n == "full" else float(b))
+    if key not in seen:
+      seen.add(key)
+      out.append(key)
+  return out
+
+
+def run(config, workdir) -> list:
+  """Runs every cell of `plan(config)` not yet in `workdir/results.json`; returns all rows."""
+  from rlsel import distributed
   rows = results.load_rows(workdir)
   done = {results.cell_key(r) for r in rows}
-  todo = [(s, n) for s in seeds for n in names if (n, task.name, int(s), float(config.budget)) not in done]
+  cells = plan(config)
+  todo = [c for c in cells if (c[2], c[0], c[1], c[3]) not in done]
   if not todo:
-    print(f"all {len(seeds) * len(names)} cells already in {workdir}/results.json; nothing to do", flush=True)
+    print(f"all {len(cells)} cells already in {workdir}/results.json; nothing to do", flush=True)
     return rows
-  pool, test = build_pool(config, task, workdir)
-  print(f"task {task.name}: pool {pool.size}, validation {len(pool.validation)}, test {len(test)}, "
-        f"labels {list(task.label_names)}; {len(todo)} cell(s) to run", flush=True)
-  embed_seconds = 0.0
-  if any(selbase.make(n, config).needs_embeddings for _, n in todo):
-    t0 = time.time()
-    pool.train.embeddings, pool.validation.embeddings  # noqa: B018 (computes or loads the cache)
-    embed_seconds = time.time() - t0
-  for seed, name in todo:
-    row = run_cell(config, workdir, task, pool, test, name, seed, embed_seconds)
-    ckpt = row.pop("_checkpoint")
-    rows.append(row)
-    results.write(workdir, rows)
-    ckpt.remove()
+  print(f"{len(todo)} of {len(cells)} cell(s) to run", flush=True)
+  for task_name in dict.fromkeys(c[0] for c in todo):
+    task_config = config.copy_and_resolve_references()
+    with task_config.unlocked():
+      task_config.task = task_name
+    task = load_task(task_config)
+    pool, test = build_pool(task_config, task, workdir)
+    cells_here = [c for c in todo if c[0] == task_name]
+    print(f"task {task.name}: pool {pool.size}, validation {len(pool.validation)}, test {len(test)}, "
+          f"labels {list(task.label_names)}; {len(cells_here)} cell(s)", flush=True)
+    embed_seconds = 0.0
+    if any(selbase.make(n, config).needs_embeddings for _, _, n, _ in cells_here):
+      t0 = time.time()
+      pool.train.embeddings, pool.validation.embeddings  # noqa: B018 (computes or loads the cache)
+      embed_seconds = time.time() - t0
+    for _, seed, name, fraction in cells_here:
+      row = run_cell(task_config, workdir, task, pool, test, name, seed, fraction, embed_seconds)
+      ckpt = row.pop("_checkpoint")
+      rows.append(row)
+      if distributed.is_main_process():
+        results.write(workdir, rows)
+      ckpt.remove()
+    if distributed.is_main_process():
+      from rlsel import plots
+      plots.selection_maps(workdir, task, pool, [r for r in rows if r["task"] == task.name])
+  if distributed.is_main_process():
+    from rlsel import plots
+    plots.accuracy_vs_budget(workdir, rows)
   return rows

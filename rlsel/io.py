@@ -34,3 +34,7 @@ def atomic_write_json(path, obj) -> None:
 
 def atomic_save_npy(path, array: np.ndarray) -> None:
   _atomic(path, lambda f: np.save(f, array), mode="wb")
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+  _atomic(path, lambda f: f.write(data), mode="wb")

@@ -17,7 +17,9 @@ TABLE = (("selector", "selector", "{}"), ("task", "task", "{}"), ("seed", "seed"
 
 
 def cell_key(row) -> tuple:
-  return (row["selector"], row["task"], int(row["seed"]), float(row["budget"]))
+  """(selector, task, seed, budget); `full` ignores the budget, so its key always says 1.0."""
+  budget = 1.0 if row["selector"] == "full" else float(row["budget"])
+  return (row["selector"], row["task"], int(row["seed"]), budget)
 
 
 def load_rows(workdir) -> list:

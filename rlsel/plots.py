@@ -1,0 +1,96 @@
+"""PNG figures in `<workdir>/plots/`: accuracy against budget per task, and where each selection sits in the pool."""
+
+import pathlib
+
+import numpy as np
+
+from rlsel.io import atomic_write_bytes
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _save(fig, path):
+  import io
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+  atomic_write_bytes(path, buf.getvalue())
+
+
+def accuracy_vs_budget(workdir, rows) -> list:
+  """`plots/accuracy_vs_budget_<task>.png`: mean ± std test accuracy over seeds per selector; full data as a line."""
+  plt = _pyplot()
+  out = []
+  for task in sorted({r["task"] for r in rows}):
+    rs = [r for r in rows if r["task"] == task]
+    budgets = sorted({r["budget"] for r in rs if r["selector"] != "full"})
+    if not budgets:
+      continue
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for sel in sorted({r["selector"] for r in rs if r["selector"] != "full"}):
+      xs, ms, ss = [], [], []
+      for b in budgets:
+        acc = [r["test_accuracy"] for r in rs if r["selector"] == sel and r["budget"] == b]
+        if acc:
+          xs.append(b), ms.append(np.mean(acc)), ss.append(np.std(acc))
+      ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=sel)
+    full = [r["test_accuracy"] for r in rs if r["selector"] == "full"]
+    if full:
+      ax.axhline(np.mean(full), color="k", linestyle="--", label=f"full data ({np.mean(full):.3f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("budget (fraction of the pool)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{task}: test accuracy against budget (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    path = pathlib.Path(workdir) / "plots" / f"accuracy_vs_budget_{task}.png"
+    _save(fig, path)
+    plt.close(fig)
+    out.append(path)
+  return out
+
+
+def _projection(embeddings: np.ndarray, max_fit: int = 5000, seed: int = 0) -> np.ndarray:
+  """2-D PCA of the embeddings (fitted on a subsample, so it stays cheap for big pools)."""
+  rng = np.random.default_rng(seed)
+  fit = embeddings[rng.choice(embeddings.shape[0], min(max_fit, embeddings.shape[0]), replace=False)]
+  mean = fit.mean(0)
+  _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
+  return (embeddings - mean) @ vt[:2].T
+
+
+def selection_maps(workdir, task, pool, rows, max_points: int = 6000) -> list:
+  """`plots/selection_<selector>-<task>-<seed>.png`: selected vs unselected pool examples in a 2-D PCA projection.
+
+  Drawn only when the pool's embeddings were computed in this run (they are not for full/random-only runs).
+  """
+  if "embeddings" not in pool.train.__dict__:
+    return []
+  import json
+  plt = _pyplot()
+  xy = _projection(pool.train.embeddings)
+  rng = np.random.default_rng(0)
+  show = rng.choice(pool.size, min(max_points, pool.size), replace=False)
+  out = []
+  for r in rows:
+    if r["selector"] == "full":
+      continue
+    name = f"{r['selector']}-{r['task']}-{r['seed']}"
+    sel_file = pathlib.Path(workdir) / "selections" / f"{name}.json"
+    path = pathlib.Path(workdir) / "plots" / f"selection_{name}.png"
+    if not sel_file.exists() or path.exists():
+      continue
+    chosen = np.isin(pool.train.ids, np.asarray(json.loads(sel_file.read_text()), np.int64))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(xy[show, 0], xy[show, 1], s=2, c="lightgray", label="pool")
+    ax.scatter(xy[chosen, 0], xy[chosen, 1], s=5, c=pool.train.labels[chosen], cmap="tab10",
+               label=f"selected ({int(chosen.sum())}), coloured by label")
+    ax.set_title(f"{name}: selected examples (PCA of MiniLM embeddings)")
+    ax.legend(fontsize=7, loc="best")
+    _save(fig, path)
+    plt.close(fig)
+    out.append(path)
+  return out

@@ -1,0 +1,49 @@
+"""The harness's cell plan, result tables and plots."""
+
+import numpy as np
+
+from rlsel import harness, plots, results
+from tests.conftest import load_config
+
+
+def test_plan_grid_sweep_and_shared_full():
+  c = load_config("benchmark")
+  cells = harness.plan(c)
+  main = [x for x in cells if x[3] == 0.05]
+  assert len(main) == 4 * 2 * 9  # tasks x seeds x selectors except full
+  fulls = [x for x in cells if x[2] == "full"]
+  assert len(fulls) == 4 * 2 and all(x[3] == 1.0 for x in fulls)  # budget-free, run once per task and seed
+  sweep = [x for x in cells if x[3] not in (0.05, 1.0)]
+  assert len(sweep) == 4 * 3 * 2 * 3
+  assert len(set(cells)) == len(cells)
+  assert [x[0] for x in cells] == sorted([x[0] for x in cells], key=["tweets", "rt", "rt_subj", "bbc"].index)
+
+
+def test_selection_names():
+  assert harness.selection_name("random", "rt", 0, 0.05, 0.05) == "random-rt-0"
+  assert harness.selection_name("full", "rt", 1, 1.0, 0.05) == "full-rt-1"
+  assert harness.selection_name("random", "rt", 0, 0.25, 0.05) == "random-rt-0-b0.25"
+
+
+def _rows():
+  rng = np.random.default_rng(0)
+  rows = []
+  for seed in (0, 1):
+    for sel, budgets in (("full", [1.0]), ("random", [0.05, 0.1]), ("kcenter", [0.05, 0.1])):
+      for b in budgets:
+        rows.append({"selector": sel, "task": "rt", "seed": seed, "budget": b, "n_selected": int(b * 1000),
+                     "test_accuracy": float(rng.uniform(0.6, 0.8)), "test_macro_f1": 0.6, "select_seconds": 1.0,
+                     "finetune_seconds": 2.0})
+  return rows
+
+
+def test_results_files_and_plot(tmp_path):
+  rows = _rows()
+  results.write(tmp_path, rows)
+  assert results.load_rows(tmp_path) == rows
+  md = (tmp_path / "results.md").read_text()
+  mean = np.mean([r["test_accuracy"] for r in rows if r["selector"] == "random" and r["budget"] == 0.05])
+  assert f"| rt | 0.05 | random | 2 | 50 | {mean:.4f} ± " in md
+  paths = plots.accuracy_vs_budget(tmp_path, rows)
+  assert [p.name for p in paths] == ["accuracy_vs_budget_rt.png"]
+  assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
