@@ -184,6 +184,7 @@ def run(config, workdir) -> list:
       if distributed.is_main_process():
         results.write(workdir, rows)
       ckpt.remove()
+      print(f"[{selection_name(name, task.name, seed, fraction, config.budget)}] row saved to results.json", flush=True)
     if distributed.is_main_process():
       from rlsel import plots
       plots.selection_maps(workdir, task, pool, [r for r in rows if r["task"] == task.name])

@@ -173,6 +173,7 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
                                  "key": jax.random.key_data(key)},
                           {"step": step, "best_acc": best_acc, "best_step": best_step, "bad_evals": bad_evals,
                            "history": history, "seconds": elapsed_before + time.time() - t0})
+        print(f"[{log_prefix}] checkpoint saved at step {step}", flush=True)
       if bad_evals >= fc.patience:
         print(f"[{log_prefix}] early stop at step {step}: no validation gain in {fc.patience} evaluations", flush=True)
         break

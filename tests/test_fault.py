@@ -1,0 +1,64 @@
+"""Kill -9 the main command at several points, restart it, and get exactly the uninterrupted results."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+TIMING = {"select_seconds", "finetune_seconds", "embed_seconds", "info"}
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
+ARGS = ["--config=configs/debug.py", "--config.finetune.max_steps=30"]
+
+
+def _run(workdir, kill_on=None):
+  """Runs the main command; with `kill_on`, SIGKILLs it as soon as a stdout line contains that text."""
+  proc = subprocess.Popen([sys.executable, "-m", "rlsel.main", *ARGS, f"--workdir={workdir}"], cwd=REPO, env=ENV,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  seen = []
+  for line in proc.stdout:
+    seen.append(line)
+    if kill_on and kill_on in line:
+      os.kill(proc.pid, signal.SIGKILL)
+      proc.wait()
+      return "killed", seen
+  proc.wait()
+  assert proc.returncode == 0, "".join(seen[-20:])
+  return "finished", seen
+
+
+def _comparable(workdir):
+  rows = json.loads((workdir / "results.json").read_text())
+  rows = [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+  sel = {p.name: json.loads(p.read_text()) for p in sorted((workdir / "selections").glob("*.json"))}
+  return rows, sel
+
+
+@pytest.mark.slow
+def test_sigkill_at_several_points_then_resume_matches_uninterrupted(tmp_path):
+  ref = tmp_path / "ref"
+  assert _run(ref)[0] == "finished"
+
+  wd = tmp_path / "faulty"
+  kill_points = [
+      "[full-rt-0 finetune] checkpoint saved at step 10",   # during fine-tuning, right after a checkpoint
+      "[full-rt-0 finetune] checkpoint saved at step 20",   # again, after resuming from step 10
+      "[full-rt-0] row saved to results.json",              # between cells: the row is written, the next not begun
+      "[random-rt-0] selecting",                            # during selection of the next cell
+  ]
+  outputs = []
+  for point in kill_points:
+    status, out = _run(wd, kill_on=point)
+    assert status == "killed", f"never reached: {point}"
+    outputs.append("".join(out))
+  status, out = _run(wd)
+  assert status == "finished"
+  assert "resuming from the checkpoint at step 10" in outputs[1]
+  assert "resuming from the checkpoint at step 20" in outputs[2]
+  assert "[full-rt-0]" not in "".join(out)  # the finished cell is not redone
+  assert _comparable(wd) == _comparable(ref)
+  assert not any((wd / "checkpoints").iterdir())  # finished cells leave no checkpoints behind
