@@ -36,10 +36,15 @@ class Checkpointer:
     raise UserError(f"checkpoint folder {self.directory} {why}; delete it (or use another --workdir) to start this "
                     "work afresh")
 
-  def restore(self, template):
-    """(state, meta) of the latest checkpoint, or None if there is none. `template` gives the state's structure."""
+  def check_readable(self) -> None:
+    """Raises `UserError` unless the folder is empty or its latest checkpoint carries rlsel's metadata."""
     if not self.directory.exists() or not any(self.directory.iterdir()):
-      return None
+      return
+    meta = self._latest_meta()[1]
+    if not isinstance(meta, dict) or "fingerprint" not in meta:
+      self._fail("was not written by rlsel")
+
+  def _latest_meta(self):
     try:
       step = self.manager.latest_step()
     except Exception:  # noqa: BLE001 (orbax raises many kinds on a damaged folder)
@@ -48,9 +53,16 @@ class Checkpointer:
       self._fail("holds no complete checkpoint")
     ocp = self._ocp
     try:
-      meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+      return step, self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     except Exception:  # noqa: BLE001
       self._fail("is corrupt or was not written by rlsel")
+
+  def restore(self, template):
+    """(state, meta) of the latest checkpoint, or None if there is none. `template` gives the state's structure."""
+    if not self.directory.exists() or not any(self.directory.iterdir()):
+      return None
+    step, meta = self._latest_meta()
+    ocp = self._ocp
     if not isinstance(meta, dict) or meta.get("fingerprint") != self.fingerprint:
       self._fail("belongs to a different run (its fingerprint differs from this config's)")
     abstract = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), template)

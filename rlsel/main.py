@@ -53,13 +53,14 @@ def load_config():
 def main(argv) -> None:
   del argv
   if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # keep library INFO chatter out of the run's output
+    logging.set_verbosity(logging.ERROR)  # keep library chatter (orbax, datasets) out of the run's output
   from rlsel.errors import UserError
   config = load_config()
   try:
     from rlsel import validation
     validation.validate(config)
     validation.check_workdir(_WORKDIR.value)
+    validation.check_workdir_contents(_WORKDIR.value)
     from rlsel import distributed
     distributed.maybe_initialize(config)  # multi-host start-up before any device is touched; no-op on one host
     from rlsel import harness, results

