@@ -93,7 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.num_updates = 30              # PPO / REINFORCE updates; DQN rollout rounds
   c.rl.update_epochs = 4             # PPO epochs per update
   c.rl.num_minibatches = 4           # PPO minibatches per epoch
-  c.rl.learning_rate = 3e-4          # Adam, for every agent
+  c.rl.learning_rate = 1e-3          # Adam, for every agent
   c.rl.max_grad_norm = 0.5           # global-norm clipping of agent gradients
   c.rl.gamma = 1.0                   # fixed-length episodes and a telescoping score: no discount by default
   c.rl.gae_lambda = 0.95
@@ -114,6 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.surrogate_steps = 50          # surrogate gradient steps after each real-proxy update
   c.rl.surrogate_lr = 1e-3
   c.rl.log_every = 5                 # updates between progress lines on stdout (0 = silent)
+  c.rl.fast_compile = False          # True: XLA backend optimisation off for the RL jits (half the compile, slower run)
 
   # Literature selectors (rlsel/selectors/{gradients,less,learnalign,cropi,dots,heuristics}.py).
   c.selection = ml_collections.ConfigDict()
