@@ -56,6 +56,8 @@ def main(argv) -> None:
     logging.set_verbosity(logging.ERROR)  # keep library chatter (orbax, datasets) out of the run's output
   from rlsel.errors import UserError
   config = load_config()
+  if "rlvr" in config:  # the RL-fine-tuning track (configs/rlvr.py) has its own runner
+    return run_rlvr(config)
   try:
     from rlsel import validation
     validation.validate(config)
@@ -70,6 +72,24 @@ def main(argv) -> None:
   print("\n" + results.table(rows) + "\n")
   print(f"results: {os.path.join(_WORKDIR.value, 'results.json')}, {os.path.join(_WORKDIR.value, 'results.md')}; "
         f"selections in {os.path.join(_WORKDIR.value, 'selections')}", flush=True)
+
+
+def run_rlvr(config) -> None:
+  """GRPO on a verifiable task with prompt-selection methods (`rlsel/rlvr/run.py`)."""
+  from rlsel.errors import UserError
+  try:
+    from rlsel import validation
+    validation.check_workdir(_WORKDIR.value)
+    from rlsel.rlvr import run as rlvr_run
+    rows = rlvr_run.run(config, _WORKDIR.value)
+  except UserError as e:
+    fail(str(e))
+  print("\n| method | seed | steps | initial test acc | final test acc | gen s/step | update s/step |")
+  print("|---|---|---|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['selector']} | {r['seed']} | {r.get('steps')} | {r.get('initial_test_accuracy', float('nan')):.3f} | "
+          f"{r['test_accuracy']:.3f} | {r.get('generation_seconds_per_step', float('nan')):.3f} | "
+          f"{r.get('update_seconds_per_step', float('nan')):.3f} |")
 
 
 def run() -> None:

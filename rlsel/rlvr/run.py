@@ -1,0 +1,196 @@
+"""The RLVR experiment: per seed, build the policy (small decoder warmed up on the task, or SmolLM2), then train it
+with each method in `rlvr.methods` from that same start and report greedy test accuracy and costs.
+
+- "grpo": GRPO on uniformly drawn prompts (without replacement within an epoch of the pool).
+- "dots": GRPO on DOTS-selected prompts (attention difficulty estimator, p_hat near alpha) plus rollout replay.
+"""
+
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+from rlsel.errors import UserError, require
+from rlsel.rlvr import arithmetic, decoder, dots, grpo
+from rlsel.rlvr.replay import ReplayBuffer
+
+METHODS = ("grpo", "dots")
+
+
+def load_problems(r):
+  """(train pool, validation, test) Problems for `rlvr.task`."""
+  d = r.data
+  if r.task == "arithmetic":
+    return arithmetic.arithmetic_splits(d.seed, arithmetic.parse_levels(d.levels), d.n_train, d.n_validation,
+                                        d.n_test)
+  if r.task == "jsonl":
+    require(bool(d.jsonl_file), "task 'jsonl' needs --config.rlvr.data.jsonl_file=PATH to a {prompt, answer} JSONL")
+    allp = arithmetic.load_jsonl(d.jsonl_file)
+    perm = np.random.default_rng(d.seed).permutation(len(allp))
+    k = int(round(d.holdout_fraction * len(allp)))
+    require(k >= 1 and len(allp) - 2 * k >= 1, f"{d.jsonl_file} is too small to hold out validation and test; "
+            "add problems or change rlvr.data.holdout_fraction")
+    return allp.take(perm[2 * k:]), allp.take(perm[:k]), allp.take(perm[k:2 * k])
+  if r.task == "gsm8k":
+    train, test = arithmetic.load_gsm8k(d.gsm8k_path)
+    perm = np.random.default_rng(d.seed).permutation(len(train))
+    k = min(d.n_validation, len(train) // 10)
+    return train.take(perm[k:]), train.take(perm[:k]), test
+  raise UserError(f"unknown rlvr.task {r.task!r}; use arithmetic, jsonl or gsm8k")
+
+
+def small_config(r, vocab_size: int) -> decoder.DecoderConfig:
+  s = r.small
+  return decoder.DecoderConfig(vocab_size=vocab_size, width=s.width, num_layers=s.num_layers, num_heads=s.num_heads,
+                               num_kv_heads=s.num_kv_heads, head_dim=s.head_dim, mlp_dim=s.mlp_dim,
+                               rope_theta=s.rope_theta, rms_eps=s.rms_eps, rope_interleaved=s.rope_interleaved,
+                               init_std=s.init_std)
+
+
+def build_policy(r, key, train):
+  """(Policy, start params, seconds spent warming up); for SmolLM2 the prompts get its chat template."""
+  g = r.grpo
+  if r.model == "smollm2":
+    from rlsel.rlvr import smollm2
+    module, params, tok = smollm2.load(r.smollm2_path)
+    return grpo.Policy(module, tok, r.data.prompt_len, g.max_new_tokens, g.temperature, g.top_p), params, 0.0
+  require(r.model == "small", f"unknown rlvr.model {r.model!r}; use small or smollm2")
+  from rlsel.rlvr.tokenizer import CharTokenizer
+  from rlsel.rlvr.warmup import make_warmup
+  tok = CharTokenizer()
+  module, params = decoder.init_params(small_config(r, tok.vocab_size), key)
+  t0 = time.perf_counter()
+  if r.warmup.steps > 0:
+    warm = make_warmup(module, tok, train, r.warmup, r.data.prompt_len, g.max_new_tokens)
+    params, _ = warm(jax.random.fold_in(key, 1), params)
+    jax.block_until_ready(params)
+  return grpo.Policy(module, tok, r.data.prompt_len, g.max_new_tokens, g.temperature, g.top_p), params, \
+      time.perf_counter() - t0
+
+
+def chat_wrap(problems, tokenizer):
+  """Puts each prompt into the instruct model's chat template, asking for the bare number."""
+  wrap = getattr(tokenizer, "chat", None)
+  if wrap is None:
+    return problems
+  prompts = [wrap(f"{p.rstrip('=')} = ? Reply with only the final number.") for p in problems.prompts]
+  return arithmetic.Problems(prompts, problems.answers, problems.levels)
+
+
+def embed_pool(policy, params, problems, batch_size: int):
+  """Frozen prompt embeddings [n, W] (mean-pooled final hidden states), standardised over the pool."""
+  f = jax.jit(lambda p, ids, m: decoder.prompt_embeddings(policy.module, p, ids, m))
+  out = []
+  for s in range(0, len(problems), batch_size):
+    ids, m = policy.encode(problems.prompts[s:s + batch_size])
+    n = ids.shape[0]
+    pad = batch_size - n
+    ids, m = np.concatenate([ids, np.repeat(ids[-1:], pad, 0)]), np.concatenate([m, np.repeat(m[-1:], pad, 0)])
+    out.append(np.asarray(f(params, ids, m))[:n])
+  return dots.standardise(np.concatenate(out))
+
+
+def train_method(method: str, r, policy, params0, train, test, key, optimizer=None, update=None):
+  """Runs one method for `rlvr.grpo.steps` steps; returns (result row with an accuracy history, final params).
+
+  Pass `optimizer`/`update` from a previous call to reuse the compiled update across methods.
+  """
+  g, d = r.grpo, r.dots
+  if update is None:
+    optimizer = grpo.make_optimizer(g)
+    update = grpo.make_update(policy.module, optimizer, g)
+  state = grpo.init_state(params0, optimizer)
+  eval_set = test.take(np.arange(min(g.eval_size, len(test))))
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1])
+  b = g.prompts_per_step
+  require(b <= len(train), f"rlvr.grpo.prompts_per_step={b} exceeds the pool ({len(train)}); lower it")
+  history = [{"step": 0, "test_accuracy": policy.accuracy(params0, eval_set, g.eval_batch_size)}]
+  gen_s, upd_s, est_s, fresh_rollouts, replayed_groups, used = [], [], 0.0, 0, 0, set()
+  buffer = ReplayBuffer(d.replay_capacity) if method == "dots" else None
+  order, pos = rng.permutation(len(train)), 0
+  if method == "dots":
+    t0 = time.perf_counter()
+    pool_emb = embed_pool(policy, params0, train, d.embed_batch_size)  # frozen: the starting policy's features
+    ref_ids = rng.choice(len(train), size=min(d.reference_size, len(train)), replace=False)
+    fit, predict = dots.make_fit(d), dots.make_predict(d)
+    est_params = dots.init_params(jax.random.fold_in(key, 7), pool_emb.shape[1], d.proj_hidden, d.proj_dim)
+    est_s += time.perf_counter() - t0
+  for step in range(g.steps):
+    key, k_roll, k_sel, k_ref = jax.random.split(key, 4)
+    if method == "grpo":
+      if pos + b > len(order):
+        order, pos = rng.permutation(len(train)), 0
+      ids, pos = order[pos:pos + b], pos + b
+      state, _, m = grpo.grpo_step(policy, update, state, params0, train, ids, k_roll, g)
+      gen_s.append(m["generation_seconds"])
+      upd_s.append(m["update_seconds"])
+    else:
+      if step % d.reestimate_every == 0:
+        t0 = time.perf_counter()
+        ref = policy.rollout(state.params, train, ref_ids, g.group_size, k_ref)
+        fresh_rollouts += ref.rewards.size
+        est = fit(est_params, pool_emb[ref_ids], ref.rewards.mean(axis=1))
+        est_params = est.params
+        p_hat = predict(est, pool_emb)
+        jax.block_until_ready(p_hat)
+        est_s += time.perf_counter() - t0
+      n_replay = b - max(1, int(round(d.fresh_fraction * b)))
+      if len(buffer) < n_replay:
+        n_replay = 0  # fill the step with fresh prompts until the buffer can supply its share
+      replayed = buffer.sample(rng, n_replay)
+      replay_ids = set() if replayed is None else set(replayed.prompt_ids.tolist())
+      replayed_groups += len(replay_ids)
+      # the replayed prompts are not drawn fresh in the same step: push their p_hat far from alpha
+      away = np.where(np.isin(np.arange(len(train)), list(replay_ids)), np.inf, 0.0)
+      ids = np.asarray(dots.select(k_sel, np.asarray(p_hat) + away, b - n_replay, d.alpha, d.tau))
+      t0 = time.perf_counter()
+      fresh = policy.rollout(state.params, train, ids, g.group_size, k_roll)
+      gen_s.append(time.perf_counter() - t0)
+      groups = fresh if replayed is None else grpo.concat_groups([fresh, replayed])
+      state, m, upd = grpo.train_step(policy, update, state, params0, groups, g)
+      upd_s.append(upd)
+      buffer.add(fresh, d.informative_only)
+      m["reward"] = float(fresh.rewards.mean())
+    fresh_rollouts += g.group_size * (len(ids))
+    used.update(int(i) for i in ids)
+    if (step + 1) % g.eval_every == 0 or step + 1 == g.steps:
+      history.append({"step": step + 1, "test_accuracy": policy.accuracy(state.params, eval_set, g.eval_batch_size),
+                      "train_reward": float(m["reward"])})
+  return {"selector": method, "test_accuracy": history[-1]["test_accuracy"],
+          "initial_test_accuracy": history[0]["test_accuracy"], "steps": g.steps, "n_selected": len(used),
+          "fresh_rollouts": int(fresh_rollouts), "replayed_groups": replayed_groups,
+          # the first step includes compilation: report the median
+          "generation_seconds_per_step": float(np.median(gen_s)), "update_seconds_per_step": float(np.median(upd_s)),
+          "estimation_seconds": est_s, "select_seconds": est_s,
+          "finetune_seconds": float(np.sum(gen_s) + np.sum(upd_s)), "history": history}, state.params
+
+
+def run(config, workdir) -> list:
+  """All (method, seed) rows; also written to `workdir/rlvr.results_file`."""
+  r = config.rlvr
+  for m in r.methods:
+    require(m in METHODS, f"unknown rlvr method {m!r}; choose from {', '.join(METHODS)}")
+  train, _, test = load_problems(r)
+  rows = []
+  for seed in config.seeds:
+    key = jax.random.key(seed)
+    policy, params0, warm_s = build_policy(r, key, train)
+    tr, te = chat_wrap(train, policy.tokenizer), chat_wrap(test, policy.tokenizer)
+    policy.check_prompt_len(tr)
+    policy.check_prompt_len(te)
+    optimizer = grpo.make_optimizer(r.grpo)
+    update = grpo.make_update(policy.module, optimizer, r.grpo)  # compiled once, shared by the methods
+    for method in r.methods:
+      t0 = time.perf_counter()
+      row, _ = train_method(method, r, policy, params0, tr, te, jax.random.fold_in(key, 2), optimizer, update)
+      rows.append({"task": r.task, "model": r.model, "seed": int(seed), "budget": None, "warmup_seconds": warm_s,
+                   "seconds": time.perf_counter() - t0, **row})
+      print(f"[rlvr] {method} seed={seed} test_accuracy {row['initial_test_accuracy']:.3f} -> "
+            f"{row['test_accuracy']:.3f} gen {row['generation_seconds_per_step']:.3f}s/step "
+            f"update {row['update_seconds_per_step']:.3f}s/step", flush=True)
+  out = pathlib.Path(workdir)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / r.results_file).write_text(json.dumps(rows, indent=1))
+  return rows
