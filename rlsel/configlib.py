@@ -85,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.proxy.reward_fraction = 0.2      # share of the pool carved out (stratified) as the reward split; never selectable
   c.proxy.reward_subsample = 0       # >0: a fresh random subsample of this many reward examples per episode
   c.proxy.init_steps = 100           # steps of the initial proxy (random budget-sized sample) behind cluster features
+  c.proxy.pca_dim = 0                # >0: the proxy (and k-means) see the top principal components only (cheaper steps)
 
   c.rl = ml_collections.ConfigDict()
   c.rl.chunk = "auto"                # examples per action: "auto" = budget / episode_steps, an integer, or "cluster"

@@ -1,0 +1,98 @@
+"""RL agents over the selection environment: PPO, DQN and REINFORCE, each `make_train(config, env_params) -> train`.
+
+Shared here: the `Transition` record, batched rollouts with a policy, the greedy episode, best-episode tracking
+and the host-side progress callback. `train(rng)` returns a dict with `params` (network), `metrics` (per update),
+`best_score` / `best_mask` (best sampled episode scored by the real reward) and `real_evals`.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlsel import env as env_lib
+from rlsel.agents import networks
+
+ALGOS = ("ppo", "dqn", "reinforce")
+
+
+class Transition(NamedTuple):
+  taken: jnp.ndarray    # [C] counts before the step (the observation is rebuilt from these)
+  step: jnp.ndarray
+  action: jnp.ndarray
+  logp: jnp.ndarray
+  value: jnp.ndarray
+  reward: jnp.ndarray   # unscaled
+  done: jnp.ndarray     # the episode ended at this step
+  valid: jnp.ndarray    # the episode had not ended before this step
+  score: jnp.ndarray    # score before the step
+  next_taken: jnp.ndarray
+  next_step: jnp.ndarray
+
+
+def batch_obs(taken, step, env_params):
+  """Observations for a batch of (taken, step) [B, C], [B]."""
+  return jax.vmap(env_lib.observe, in_axes=(0, 0, None))(taken, step, env_params)
+
+
+def rollout(key, policy, env_params, num_envs: int):
+  """Runs `num_envs` episodes for `max_steps` steps; `policy(key, obs) -> (action, logp, value)` on a batch.
+
+  Returns (trajectory with leaves [T, E, ...], final EnvState batch)."""
+  k_reset, k_steps = jax.random.split(key)
+  state, obs = jax.vmap(env_lib.reset, in_axes=(0, None))(jax.random.split(k_reset, num_envs), env_params)
+
+  def one(carry, k):
+    state, obs = carry
+    k_act, k_env = jax.random.split(k)
+    action, logp, value = policy(k_act, obs)
+    nstate, nobs, reward, done, _ = jax.vmap(env_lib.step, in_axes=(0, 0, 0, None))(
+        jax.random.split(k_env, num_envs), state, action, env_params)
+    tr = Transition(state.taken, state.step, action, logp, value, reward, done, ~state.done, state.score,
+                    nstate.taken, nstate.step)
+    return (nstate, nobs), tr
+
+  (final, _), traj = jax.lax.scan(one, (state, obs), jax.random.split(k_steps, env_params.max_steps))
+  return traj, final
+
+
+def sample_policy(hidden: int, params, feats):
+  """Samples from the masked softmax of the network's outputs."""
+  def policy(key, obs):
+    logits, value = networks.apply(hidden, params, feats, obs)
+    a = jax.random.categorical(key, logits)
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), a[..., None], -1)[..., 0]
+    return a, logp, value
+  return policy
+
+
+def greedy_policy(hidden: int, params, feats):
+  """Arg-max of the masked network outputs (logits or Q-values)."""
+  def policy(key, obs):
+    out, value = networks.apply(hidden, params, feats, obs)
+    return jnp.argmax(out, -1), jnp.zeros(out.shape[:-1]), value
+  return policy
+
+
+def greedy_episode(key, hidden: int, params, env_params):
+  """One greedy episode of the trained network; returns the final EnvState (unbatched) and its return."""
+  traj, final = rollout(key, greedy_policy(hidden, params, env_params.feats), env_params, 1)
+  return jax.tree.map(lambda x: x[0], final), traj.reward.sum()
+
+
+def track_best(best_score, best_mask, final, use):
+  """Keeps the best final episode (by score) seen in rollouts scored by the real reward (`use`)."""
+  i = jnp.argmax(final.score)
+  better = use & (final.score[i] > best_score)
+  return jnp.where(better, final.score[i], best_score), jnp.where(better, final.mask[i], best_mask)
+
+
+def progress(name: str, log_every: int):
+  """A host-side printer for `jax.debug.callback` (prints every `log_every` updates; 0 = silent)."""
+  def show(u, ret, best):
+    u = np.asarray(u).reshape(-1)
+    if log_every > 0 and int(u[0]) % log_every == 0:
+      print(f"[{name}] update {int(u[0])}: mean return {np.asarray(ret).round(4).tolist()} "
+            f"best score {np.asarray(best).round(4).tolist()}", flush=True)
+  return show

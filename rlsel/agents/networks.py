@@ -1,0 +1,46 @@
+"""The permutation-equivariant cluster network shared by every agent.
+
+A per-cluster MLP embeds each cluster's static features with its dynamic state (taken fraction, left, share of the
+budget, available); a context vector pools the selected set (embeddings weighted by each cluster's share of the
+budget), the mean over clusters and the global state (budget left, time). Each cluster's output comes from its own
+embedding and the context, so permuting clusters permutes the outputs. Unavailable clusters get `MASKED`.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rlsel.env import Obs
+
+MASKED = -1e9  # finite, so an all-masked row (a finished episode) gives no NaN
+
+
+class ClusterNet(nn.Module):
+  """(feats [C, F], obs) -> (masked per-cluster outputs [..., C], value [...]): logits (PPO) or Q-values (DQN)."""
+  hidden: int
+
+  @nn.compact
+  def __call__(self, feats, obs: Obs):
+    # Static features embedded once [C, H], not once per env and step; dynamic state added per env.
+    h = nn.gelu(nn.Dense(self.hidden, name="embed_static")(feats)
+                + nn.Dense(self.hidden, use_bias=False, name="embed_dyn")(obs.dyn))
+    h = nn.gelu(nn.Dense(self.hidden, name="embed1")(h))
+    share = obs.dyn[..., 2:3]
+    selected = jnp.sum(share * h, axis=-2)
+    ctx = jnp.concatenate([selected, jnp.mean(h, axis=-2), obs.glob], -1)
+    ctx = nn.gelu(nn.Dense(self.hidden, name="ctx0")(ctx))
+    ctx = nn.gelu(nn.Dense(self.hidden, name="ctx1")(ctx))
+    both = jnp.concatenate([h, jnp.broadcast_to(ctx[..., None, :], h.shape)], -1)
+    z = nn.gelu(nn.Dense(self.hidden, name="head0")(both))
+    out = nn.Dense(1, name="head1", kernel_init=nn.initializers.orthogonal(0.01))(z)[..., 0]
+    out = jnp.where(obs.action_mask, out, MASKED)
+    value = nn.Dense(1, name="value", kernel_init=nn.initializers.orthogonal(1.0))(ctx)[..., 0]
+    return out, value
+
+
+def init(key: jax.Array, hidden: int, feats, obs: Obs):
+  return ClusterNet(hidden).init(key, feats, obs)["params"]
+
+
+def apply(hidden: int, params, feats, obs: Obs):
+  return ClusterNet(hidden).apply({"params": params}, feats, obs)

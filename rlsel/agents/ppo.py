@@ -1,0 +1,112 @@
+"""PPO over the selection environment: `make_train(config, env_params) -> train(rng)`, one jit end to end.
+
+Nested `lax.scan`: updates -> env steps (num_envs episodes via vmap) -> GAE in reverse -> epochs -> minibatches.
+With `rl.surrogate_share < 1` and a proxy reward, only that share of updates roll out with the real proxy; the
+others are scored by the surrogate MLP, trained online on the real rollouts' (mask features, score) pairs.
+`jax.jit(jax.vmap(train))` over seeds works.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rlsel import env as env_lib
+from rlsel import surrogate as surrogate_lib
+from rlsel.agents import batch_obs, losses, networks, progress, rollout, sample_policy, track_best
+
+
+def real_update_schedule(share: float, num_updates: int):
+  """Which updates use the real reward: update 0, then evenly spaced so their share is `share`."""
+  u = jnp.arange(num_updates)
+  return (u == 0) | (jnp.floor(u * share) > jnp.floor((u - 1) * share))
+
+
+def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo"):
+  r = config.rl
+  num_envs, horizon, num_updates = int(r.num_envs), env_params.max_steps, int(r.num_updates)
+  hidden, scale = int(r.hidden), float(r.reward_scale)
+  batch = num_envs * horizon
+  num_mb = max(1, min(int(r.num_minibatches), batch))
+  mb = batch // num_mb
+  tx = optax.chain(optax.clip_by_global_norm(r.max_grad_norm), optax.adam(r.learning_rate))
+  use_sur = float(r.surrogate_share) < 1.0 and env_params.reward == "proxy"
+  schedule = real_update_schedule(float(r.surrogate_share), num_updates) if use_sur else jnp.ones(num_updates, bool)
+  feat_dim = 2 * env_params.sizes.shape[0]
+  show = progress(name, int(r.log_every))
+
+  def loss_fn(params, tr, adv, target):
+    obs = batch_obs(tr.taken, tr.step, env_params)
+    logits, value = networks.apply(hidden, params, env_params.feats, obs)
+    logp_all = jax.nn.log_softmax(logits)
+    logp = jnp.take_along_axis(logp_all, tr.action[:, None], -1)[:, 0]
+    w = tr.valid.astype(jnp.float32)
+    return losses.ppo_loss(logp, tr.logp, adv, value, tr.value, target, losses.masked_entropy(logits), w,
+                           r.clip_eps, r.vf_coef, r.ent_coef)
+
+  def train(rng):
+    rng, k_init, k_sur = jax.random.split(rng, 3)
+    obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
+    params = networks.init(k_init, hidden, env_params.feats, obs0)
+    opt = tx.init(params)
+    sur = (surrogate_lib.init(k_sur, feat_dim, int(r.surrogate_hidden), int(r.surrogate_buffer),
+                              float(r.surrogate_lr)) if use_sur else None)
+    best = (jnp.array(-jnp.inf, jnp.float32), jnp.zeros((env_params.num_rows,), bool))
+
+    def update(carry, u):
+      params, opt, sur, best_score, best_mask, rng = carry
+      rng, k_roll, k_ep, k_sur = jax.random.split(rng, 4)
+      policy = sample_policy(hidden, params, env_params.feats)
+      use_real = schedule[u]
+      if use_sur:
+        sur_params = env_params.replace(reward="surrogate", surrogate=sur.params,
+                                        surrogate_hidden=int(r.surrogate_hidden))
+        traj, final = jax.lax.cond(use_real, lambda: rollout(k_roll, policy, env_params, num_envs),
+                                   lambda: rollout(k_roll, policy, sur_params, num_envs))
+      else:
+        traj, final = rollout(k_roll, policy, env_params, num_envs)
+      best_score, best_mask = track_best(best_score, best_mask, final, use_real)
+
+      adv, target = losses.gae(traj.reward * scale, traj.value, traj.done, jnp.zeros((num_envs,)), r.gamma,
+                               r.gae_lambda)
+      flat = jax.tree.map(lambda x: x.reshape((batch,) + x.shape[2:]), (traj, adv, target))
+      flat_w = flat[0].valid.astype(jnp.float32)
+      flat = (flat[0], losses.normalise(flat[1], flat_w), flat[2])
+
+      def epoch(c, k):
+        def minibatch(c2, idx):
+          p, o = c2
+          tr, a, t = jax.tree.map(lambda x: x[idx], flat)
+          (loss, info), g = jax.value_and_grad(loss_fn, has_aux=True)(p, tr, a, t)
+          upd, o = tx.update(g, o, p)
+          return (optax.apply_updates(p, upd), o), (loss, info)
+        perm = jax.random.permutation(k, batch)[:num_mb * mb].reshape(num_mb, mb)
+        return jax.lax.scan(minibatch, c, perm)
+
+      (params, opt), (loss, info) = jax.lax.scan(epoch, (params, opt), jax.random.split(k_ep, int(r.update_epochs)))
+
+      sur_loss = jnp.zeros(())
+      if use_sur:
+        def fit(s):
+          taken = traj.next_taken.reshape(batch, -1)
+          feats = jax.vmap(env_lib.mask_features, in_axes=(0, None))(taken, env_params)
+          scores = jnp.concatenate([traj.score[1:].reshape(-1), final.score])
+          s = surrogate_lib.add(s, feats, scores)
+          return surrogate_lib.train(k_sur, s, int(r.surrogate_steps), 64)
+        sur, sur_loss = jax.lax.cond(use_real, fit, lambda s: (s, jnp.zeros(())), sur)
+
+      ret = traj.reward.sum(0)
+      metrics = {"mean_return": ret.mean(), "max_return": ret.max(), "final_score": final.score.mean(),
+                 "best_score": best_score, "loss": loss.mean(), "entropy": info.entropy.mean(),
+                 "approx_kl": info.approx_kl.mean(), "value_loss": info.value.mean(),
+                 "real_reward": use_real.astype(jnp.float32), "surrogate_loss": sur_loss}
+      jax.debug.callback(show, u, metrics["mean_return"], best_score)
+      return (params, opt, sur, best_score, best_mask, rng), metrics
+
+    carry = (params, opt, sur, best[0], best[1], rng)
+    (params, _, _, best_score, best_mask, _), metrics = jax.lax.scan(update, carry, jnp.arange(num_updates))
+    evals_per_rollout = num_envs * (horizon if env_params.timing == "step" else 1)
+    return {"params": params, "metrics": metrics, "best_score": best_score, "best_mask": best_mask,
+            "real_evals": jnp.sum(schedule) * evals_per_rollout}
+
+  return train
+

@@ -1,0 +1,60 @@
+"""REINFORCE with a learned baseline (the network's value head): `make_train(config, env_params) -> train(rng)`.
+
+Each update rolls out `num_envs` episodes, then takes one Adam step on
+-mean(logp * (G - V)) + vf_coef * mean((V - G)^2) - ent_coef * mean(H), with G the returns-to-go.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rlsel import env as env_lib
+from rlsel.agents import batch_obs, losses, networks, progress, rollout, sample_policy, track_best
+
+
+def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"):
+  r = config.rl
+  num_envs, horizon, num_updates = int(r.num_envs), env_params.max_steps, int(r.num_updates)
+  hidden, scale = int(r.hidden), float(r.reward_scale)
+  tx = optax.chain(optax.clip_by_global_norm(r.max_grad_norm), optax.adam(r.learning_rate))
+  show = progress(name, int(r.log_every))
+
+  def loss_fn(params, tr, ret):
+    logits, value = networks.apply(hidden, params, env_params.feats, batch_obs(tr.taken, tr.step, env_params))
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tr.action[:, None], -1)[:, 0]
+    w = tr.valid.astype(jnp.float32)
+    adv = losses.normalise(ret - jax.lax.stop_gradient(value), w)
+    n = jnp.maximum(w.sum(), 1.0)
+    pg = -jnp.sum(w * logp * adv) / n
+    vl = jnp.sum(w * (value - ret) ** 2) / n
+    ent = jnp.sum(w * losses.masked_entropy(logits)) / n
+    return pg + r.vf_coef * vl - r.ent_coef * ent, ent
+
+  def train(rng):
+    rng, k_init = jax.random.split(rng)
+    obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
+    params = networks.init(k_init, hidden, env_params.feats, obs0)
+    carry = (params, tx.init(params), jnp.array(-jnp.inf, jnp.float32), jnp.zeros((env_params.num_rows,), bool), rng)
+
+    def update(carry, u):
+      params, opt, best_score, best_mask, rng = carry
+      rng, k_roll = jax.random.split(rng)
+      traj, final = rollout(k_roll, sample_policy(hidden, params, env_params.feats), env_params, num_envs)
+      best_score, best_mask = track_best(best_score, best_mask, final, jnp.array(True))
+      ret = losses.returns_to_go(traj.reward * scale, traj.done, r.gamma)
+      flat = jax.tree.map(lambda x: x.reshape((horizon * num_envs,) + x.shape[2:]), (traj, ret))
+      (loss, ent), g = jax.value_and_grad(loss_fn, has_aux=True)(params, *flat)
+      upd, opt = tx.update(g, opt, params)
+      params = optax.apply_updates(params, upd)
+      total = traj.reward.sum(0)
+      metrics = {"mean_return": total.mean(), "max_return": total.max(), "final_score": final.score.mean(),
+                 "best_score": best_score, "loss": loss, "entropy": ent}
+      jax.debug.callback(show, u, metrics["mean_return"], best_score)
+      return (params, opt, best_score, best_mask, rng), metrics
+
+    (params, _, best_score, best_mask, _), metrics = jax.lax.scan(update, carry, jnp.arange(num_updates))
+    evals = num_updates * num_envs * (horizon if env_params.timing == "step" else 1)
+    return {"params": params, "metrics": metrics, "best_score": best_score, "best_mask": best_mask,
+            "real_evals": jnp.asarray(evals)}
+
+  return train

@@ -1,0 +1,130 @@
+"""The selection environment on a jitted step: invariants of the mask, the action mask, the budget and the reward."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlsel import env, proxy
+from rlsel.configlib import base_config
+
+
+_STEP = jax.jit(env.step)
+_RESET = jax.jit(env.reset)
+_ACT = jax.jit(lambda key: tuple(jax.random.split(key, 3)))
+_SAMPLE = jax.jit(lambda key, mask: jax.random.categorical(key, jnp.where(mask, 0.0, -1e9)))
+
+
+def _proxy_params(timing="step", chunk=3, whole=False, subsample=0):
+  """A tiny proxy-rewarded pool: 90 selectable rows in 5 uneven clusters, a 30-row reward split."""
+  rng = np.random.default_rng(0)
+  c = base_config()
+  c.proxy.steps, c.proxy.batch_size, c.proxy.reward_subsample = 3, 8, subsample
+  spec = proxy.spec_from_config(c, 2)
+  x = rng.normal(size=(120, 8)).astype(np.float32)
+  y = (x[:, 0] > 0).astype(np.int32)
+  data = proxy.ProxyData(jnp.asarray(x[:90]), jnp.asarray(y[:90]), jnp.asarray(x[90:]), jnp.asarray(y[90:]),
+                         proxy.init_params(jax.random.PRNGKey(0), spec, 8))
+  assign = np.repeat(np.arange(5), [4, 11, 20, 25, 30])
+  feats = rng.normal(size=(5, 4))
+  return env.make_params(feats=feats, assign=assign, budget=20, chunk=chunk, whole=whole, reward="proxy",
+                         timing=timing, proxy_spec=spec, proxy_data=data)
+
+
+def _run_episode(params, seed, extra_steps=2):
+  """A random valid-action episode through a jitted step that must trace once; returns per-step records."""
+  chex.clear_trace_counter()
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def step(key, state, action):
+    return env.step(key, state, action, params)
+
+  key = jax.random.PRNGKey(seed)
+  state, obs = _RESET(key, params)
+  recs = []
+  for t in range(params.max_steps + extra_steps):
+    key, ka, ks = _ACT(key)
+    a = _SAMPLE(ka, obs.action_mask)
+    prev, prev_obs = state, obs
+    state, obs, r, done, info = step(ks, state, a)
+    recs.append((prev, prev_obs, a, state, r, done, info))
+  return recs
+
+
+@pytest.mark.parametrize("case", ["toy_chunks", "proxy_chunks", "proxy_whole"])
+def test_step_invariants(case):
+  if case == "toy_chunks":  # uneven sizes that are not multiples of the chunk
+    params = env.toy_params(jax.random.PRNGKey(3), num_clusters=5, cluster_size=[3, 5, 7, 9, 14], budget=22, chunk=4)
+  else:
+    params = _proxy_params(whole=case == "proxy_whole")
+  recs = _run_episode(params, seed=1)
+  sizes = np.asarray(params.sizes)
+  finished_at = None
+  for t, (prev, prev_obs, a, state, r, done, info) in enumerate(recs):
+    m0, m1 = np.asarray(prev.mask), np.asarray(state.mask)
+    assert np.all(m1 >= m0)                                   # the mask only grows
+    assert m1.sum() == np.asarray(state.taken).sum()          # no example selected twice
+    assert m1.sum() <= params.budget
+    assert np.all(np.asarray(state.taken) <= sizes)
+    am = np.asarray(prev_obs.action_mask)
+    left = sizes - np.asarray(prev.taken)
+    assert not np.any(am & (left == 0))                       # an exhausted cluster cannot be chosen
+    assert np.isfinite(float(r))
+    if bool(done) and finished_at is None:
+      finished_at = t
+      assert m1.sum() == params.budget                        # the budget is met exactly
+    if finished_at is not None and t > finished_at:
+      assert float(r) == 0.0 and np.array_equal(m0, m1)       # steps after the end change nothing
+  assert finished_at is not None and finished_at < params.max_steps
+  if case != "proxy_whole":
+    assert finished_at == params.max_steps - 1                # chunk mode: exactly ceil(budget / chunk) steps
+
+
+def test_selected_rows_belong_to_the_chosen_cluster_and_exhausted_action_is_a_noop():
+  params = env.toy_params(jax.random.PRNGKey(0), num_clusters=3, cluster_size=4, budget=12, chunk=4)
+  order = np.asarray(params.order)
+  state, obs = _RESET(jax.random.PRNGKey(1), params)
+  state, obs, r, done, _ = _STEP(jax.random.PRNGKey(2), state, jnp.int32(1), params)
+  rows = np.flatnonzero(np.asarray(state.mask))
+  assert set(rows) == set(order[1, :4])
+  assert not bool(obs.action_mask[1])
+  state2, _, r2, _, _ = _STEP(jax.random.PRNGKey(3), state, jnp.int32(1), params)  # exhausted: no-op
+  assert np.array_equal(np.asarray(state2.mask), np.asarray(state.mask)) and float(r2) == 0.0
+
+
+def test_episode_order_is_random_per_episode():
+  params = env.toy_params(jax.random.PRNGKey(0), num_clusters=3, cluster_size=4, budget=12, chunk=4)
+  orders = [np.asarray(_RESET(jax.random.PRNGKey(s), params)[0].order) for s in range(4)]
+  for o in orders:  # each row is a permutation of that cluster's rows
+    np.testing.assert_array_equal(np.sort(o[:, :4], 1), np.sort(np.asarray(params.order)[:, :4], 1))
+  assert len({o.tobytes() for o in orders}) > 1
+
+
+def test_end_reward_and_subsample():
+  params = _proxy_params(timing="end", subsample=10)
+  recs = _run_episode(params, seed=2, extra_steps=0)
+  rewards = np.array([float(r) for *_, r, _, _ in recs])
+  assert np.all(rewards[:-1] == 0.0) and np.isfinite(rewards[-1])
+  last = recs[-1][3]
+  assert last.rows.shape == (10,)
+  np.testing.assert_allclose(rewards.sum(), float(last.score - last.init_score), rtol=1e-5)
+
+
+def test_toy_return_telescopes_to_score():
+  params = env.toy_params(jax.random.PRNGKey(4))
+  recs = _run_episode(params, seed=0, extra_steps=0)
+  total = sum(float(r) for *_, r, _, _ in recs)
+  last = recs[-1][3]
+  expected = float(np.dot(np.asarray(params.values), np.asarray(last.taken)) / params.budget)
+  np.testing.assert_allclose(total, expected, rtol=1e-5)
+  assert total <= env.toy_optimal_return(params) + 1e-6
+
+
+def test_bad_chunk_is_a_user_error():
+  from rlsel.errors import UserError
+  with pytest.raises(UserError):
+    env.resolve_chunk("lots", 10, 4)
+  assert env.resolve_chunk("cluster", 10, 4) == (1, True)
+  assert env.resolve_chunk("auto", 10, 4) == (3, False)
