@@ -98,6 +98,8 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
     print(f"[{name}] reusing the saved selection of {ids.size} examples", flush=True)
   else:
     print(f"[{name}] selecting {budget} of {pool.size} examples", flush=True)
+    if hasattr(selector, "logdir"):  # selectors that train (rl_*) write TensorBoard curves here
+      selector.logdir = str(pathlib.Path(workdir) / "tensorboard" / name)
     t0 = time.time()
     ids = selector.select(jax.random.fold_in(root, 0), pool, budget)
     select_seconds = time.time() - t0

@@ -50,7 +50,7 @@ def summary(rows) -> str:
   """Means ± sample standard deviations over seeds, per (selector, task, budget)."""
   groups = {}
   for r in rows:
-    groups.setdefault((r["task"], float(r["budget"]), r["selector"]), []).append(r)
+    groups.setdefault((r["task"], cell_key(r)[3], r["selector"]), []).append(r)
   lines = ["| task | budget | selector | seeds | examples | test acc | macro-F1 | select s | finetune s |",
            "|---|---|---|---|---|---|---|---|---|"]
   for (task, budget, sel), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
