@@ -13,7 +13,8 @@ plus each selector's own cost: a few hours for the whole grid on 2 CPU cores; mi
 
 from rlsel.configlib import base_config
 
-SELECTORS = ("full", "random", "rl_ppo", "rl_dqn", "less", "learnalign", "cropi", "dots", "kcenter", "entropy")
+SELECTORS = ("full", "random", "rl_ppo", "rl_dqn", "rl_ppo_warm", "climb", "less", "learnalign", "cropi", "dots",
+             "kcenter", "entropy")
 TASKS = ("tweets", "rt", "rt_subj", "bbc")
 
 

@@ -84,12 +84,10 @@ def run_rlvr(config) -> None:
     rows = rlvr_run.run(config, _WORKDIR.value)
   except UserError as e:
     fail(str(e))
-  print("\n| method | seed | steps | initial test acc | final test acc | gen s/step | update s/step |")
-  print("|---|---|---|---|---|---|---|")
-  for r in rows:
-    print(f"| {r['selector']} | {r['seed']} | {r.get('steps')} | {r.get('initial_test_accuracy', float('nan')):.3f} | "
-          f"{r['test_accuracy']:.3f} | {r.get('generation_seconds_per_step', float('nan')):.3f} | "
-          f"{r.get('update_seconds_per_step', float('nan')):.3f} |")
+  from rlsel.rlvr import report
+  print("\n" + report.summary(rows) + "\n\n" + report.table(rows) + "\n")
+  print(f"results: {os.path.join(_WORKDIR.value, config.rlvr.results_file)}, "
+        f"{os.path.join(_WORKDIR.value, 'results.md')}, plots in {os.path.join(_WORKDIR.value, 'plots')}", flush=True)
 
 
 def run() -> None:

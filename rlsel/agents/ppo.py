@@ -21,7 +21,8 @@ def real_update_schedule(share: float, num_updates: int):
   return (u == 0) | (jnp.floor(u * share) > jnp.floor((u - 1) * share))
 
 
-def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo"):
+def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init_params=None):
+  """`init_params` (optional): network params to start from (e.g. behaviour cloning); fresh ones when None."""
   r = config.rl
   num_envs, horizon, num_updates = int(r.num_envs), env_params.max_steps, int(r.num_updates)
   hidden, scale = int(r.hidden), float(r.reward_scale)
@@ -46,7 +47,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo"):
   def train(rng):
     rng, k_init, k_sur = jax.random.split(rng, 3)
     obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
-    params = networks.init(k_init, hidden, env_params.feats, obs0)
+    params = networks.init(k_init, hidden, env_params.feats, obs0) if init_params is None else init_params
     opt = tx.init(params)
     sur = (surrogate_lib.init(k_sur, feat_dim, int(r.surrogate_hidden), int(r.surrogate_buffer),
                               float(r.surrogate_lr)) if use_sur else None)

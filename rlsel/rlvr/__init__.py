@@ -2,7 +2,8 @@
 
 `default_config()` is the `rlvr` sub-config (configs/rlvr.py attaches it to the base config as `c.rlvr`).
 Modules: decoder (Llama-style Flax decoder, KV-cache sampling), smollm2 (GGUF weights + tokenizer), tokenizer
-(char-level), arithmetic (tasks and checker), warmup (supervised start), grpo, replay, dots, run (the experiment).
+(char-level), arithmetic (tasks and checker), warmup (supervised start), grpo, replay, dots, prompt_grads,
+learnalign, cropi (selection methods), report (results.json/results.md/plots), run (the experiment).
 """
 
 import ml_collections
@@ -10,10 +11,12 @@ import ml_collections
 
 def default_config() -> ml_collections.ConfigDict:
   r = ml_collections.ConfigDict()
-  r.methods = ("grpo", "dots")      # run in this order per seed, from the same warmed-up start
+  # run in this order per seed, from the same warmed-up start: uniform (alias grpo), dots, dots_replay, learnalign, cropi
+  r.methods = ("uniform", "dots", "dots_replay", "learnalign", "cropi")
   r.task = "arithmetic"             # "arithmetic" (generated), "jsonl" (data.jsonl_file), "gsm8k" (data.gsm8k_path)
   r.model = "small"                 # "small": the decoder below, warmed up on the task; "smollm2": SmolLM2-135M GGUF
-  r.results_file = "rlvr_results.json"  # rows written to the workdir
+  r.results_file = "results.json"   # rows written to the workdir (results.md and plots/ beside it)
+  r.plots = True                    # PNG accuracy curves (against steps and seconds) in workdir/plots/
 
   r.data = ml_collections.ConfigDict()
   r.data.seed = 0                   # seed of the generated problem sets (fixed across run seeds)
@@ -81,4 +84,25 @@ def default_config() -> ml_collections.ConfigDict:
   r.dots.fit_learning_rate = 3e-3
   r.dots.prob_eps = 1e-4            # clip probabilities away from 0/1 in logits and BCE
   r.dots.embed_batch_size = 1000    # prompts per frozen-embedding forward pass
+
+  r.learnalign = ml_collections.ConfigDict()  # warm-up GRPO, then learnability-weighted gradient alignment
+  r.learnalign.warmup_fraction = 0.1  # random share of the pool the warm-up GRPO draws its prompts from
+  r.learnalign.warmup_steps = 10    # warm-up GRPO steps (counted as selection cost; training restarts from the start)
+  r.learnalign.candidates = 1000    # pool prompts rolled out and scored (the whole pool costs n*G rollouts)
+  r.learnalign.top_fraction = 0.1   # N = this share of the candidates; GRPO then draws uniformly from the top N
+  r.learnalign.projection_kind = "rademacher"  # dense JL projection of the gradients: rademacher or gaussian
+  r.learnalign.projection_dim = 256
+  r.learnalign.projection_block = 4096  # parameter coordinates per projection block (memory vs speed)
+  r.learnalign.grad_batch_prompts = 32  # prompts per jitted per-prompt-gradient call
+
+  r.cropi = ml_collections.ConfigDict()  # curriculum rounds of off-policy gradient influence
+  r.cropi.candidates = 1000         # pool prompts rolled out once by the start policy and re-scored every round
+  r.cropi.validation_size = 128     # validation prompts (first n) whose gradients define the targets
+  r.cropi.keep_fraction = 0.1       # share of the candidates kept per round
+  r.cropi.rounds = 3                # R re-selections; each trains T = grpo.steps / R steps
+  r.cropi.sparse_coords = 8192      # parameter coordinates kept by the sparse random projection
+  r.cropi.projection_dim = 256
+  r.cropi.projection_block = 4096
+  r.cropi.rrf_offset = 60.0         # reciprocal rank fusion over difficulty levels: sum 1 / (offset + rank)
+  r.cropi.grad_batch_prompts = 32
   return r

@@ -1,8 +1,13 @@
 """The RLVR experiment: per seed, build the policy (small decoder warmed up on the task, or SmolLM2), then train it
 with each method in `rlvr.methods` from that same start and report greedy test accuracy and costs.
 
-- "grpo": GRPO on uniformly drawn prompts (without replacement within an epoch of the pool).
-- "dots": GRPO on DOTS-selected prompts (attention difficulty estimator, p_hat near alpha) plus rollout replay.
+- "uniform" (alias "grpo"): GRPO on uniformly drawn prompts (without replacement within an epoch of the pool).
+- "dots": GRPO on DOTS-selected prompts (attention difficulty estimator, p_hat near alpha), all rolled out fresh.
+- "dots_replay": DOTS plus rollout replay (a share of each step's groups comes from a FIFO buffer).
+- "learnalign": GRPO on the top N prompts by learnability-weighted gradient alignment (rlvr/learnalign.py).
+- "cropi": rounds of off-policy gradient-influence selection, GRPO on the kept 10% between them (rlvr/cropi.py).
+
+Rows, results.md and plots are written by `rlsel.rlvr.report`; a rerun in the same workdir skips finished cells.
 """
 
 import json
@@ -13,10 +18,10 @@ import jax
 import numpy as np
 
 from rlsel.errors import UserError, require
-from rlsel.rlvr import arithmetic, decoder, dots, grpo
+from rlsel.rlvr import arithmetic, decoder, dots, grpo, report
 from rlsel.rlvr.replay import ReplayBuffer
 
-METHODS = ("grpo", "dots")
+METHODS = ("uniform", "grpo", "dots", "dots_replay", "learnalign", "cropi")
 
 
 def load_problems(r):
@@ -92,10 +97,19 @@ def embed_pool(policy, params, problems, batch_size: int):
   return dots.standardise(np.concatenate(out))
 
 
-def train_method(method: str, r, policy, params0, train, test, key, optimizer=None, update=None):
+def _step_prompts(rng, allowed, state, b):
+  """b prompts drawn uniformly from `allowed` without replacement within an epoch; `state` = (order, pos)."""
+  order, pos = state
+  if order is None or pos + b > len(order):
+    order, pos = rng.permutation(allowed), 0
+  return order[pos:pos + b], (order, pos + b)
+
+
+def train_method(method: str, r, policy, params0, train, test, key, optimizer=None, update=None, validation=None):
   """Runs one method for `rlvr.grpo.steps` steps; returns (result row with an accuracy history, final params).
 
-  Pass `optimizer`/`update` from a previous call to reuse the compiled update across methods.
+  The history's `seconds` are training seconds so far (rollouts, updates, selection work; evaluation excluded).
+  Pass `optimizer`/`update` from a previous call to reuse the compiled update across methods; CROPI needs `validation`.
   """
   g, d = r.grpo, r.dots
   if update is None:
@@ -106,26 +120,49 @@ def train_method(method: str, r, policy, params0, train, test, key, optimizer=No
   rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1])
   b = g.prompts_per_step
   require(b <= len(train), f"rlvr.grpo.prompts_per_step={b} exceeds the pool ({len(train)}); lower it")
-  history = [{"step": 0, "test_accuracy": policy.accuracy(params0, eval_set, g.eval_batch_size)}]
-  gen_s, upd_s, est_s, fresh_rollouts, replayed_groups, used = [], [], 0.0, 0, 0, set()
-  buffer = ReplayBuffer(d.replay_capacity) if method == "dots" else None
-  order, pos = rng.permutation(len(train)), 0
-  if method == "dots":
+  history = [{"step": 0, "seconds": 0.0, "test_accuracy": policy.accuracy(params0, eval_set, g.eval_batch_size)}]
+  gen_s, upd_s, est_s, sel_s, fresh_rollouts, replayed_groups, used = [], [], 0.0, 0.0, 0, 0, set()
+  info = {}
+  is_dots = method in ("dots", "dots_replay")
+  buffer = ReplayBuffer(d.replay_capacity) if method == "dots_replay" else None
+  allowed, draw = np.arange(len(train)), (None, 0)
+  if is_dots:
     t0 = time.perf_counter()
     pool_emb = embed_pool(policy, params0, train, d.embed_batch_size)  # frozen: the starting policy's features
     ref_ids = rng.choice(len(train), size=min(d.reference_size, len(train)), replace=False)
     fit, predict = dots.make_fit(d), dots.make_predict(d)
     est_params = dots.init_params(jax.random.fold_in(key, 7), pool_emb.shape[1], d.proj_hidden, d.proj_dim)
     est_s += time.perf_counter() - t0
+  elif method == "learnalign":
+    from rlsel.rlvr import learnalign
+    t0 = time.perf_counter()
+    allowed, info = learnalign.select(policy, update, optimizer, params0, train, rng, jax.random.fold_in(key, 11), r)
+    sel_s += time.perf_counter() - t0
+  elif method == "cropi":
+    from rlsel.rlvr import cropi
+    require(validation is not None, "cropi needs the validation prompts")
+    t0 = time.perf_counter()
+    offline = cropi.collect(policy, params0, train, validation, rng, jax.random.fold_in(key, 13), r)
+    projector = cropi.make_projector(jax.random.fold_in(key, 17), params0, r)
+    starts = cropi.round_starts(g.steps, r.cropi.rounds)
+    sel_s += time.perf_counter() - t0
+    info = {"offline_rollout_seconds": sel_s, "rounds": len(starts), "candidates": len(offline.candidates),
+            "round_seconds": []}
+  clock = sel_s + est_s
   for step in range(g.steps):
     key, k_roll, k_sel, k_ref = jax.random.split(key, 4)
-    if method == "grpo":
-      if pos + b > len(order):
-        order, pos = rng.permutation(len(train)), 0
-      ids, pos = order[pos:pos + b], pos + b
+    if method == "cropi" and step in starts:
+      allowed, secs = cropi.select_round(policy.module, state.params, offline, projector, r)
+      draw = (None, 0)
+      sel_s += secs
+      clock += secs
+      info["round_seconds"].append(secs)
+    if not is_dots:
+      ids, draw = _step_prompts(rng, allowed, draw, b)
       state, _, m = grpo.grpo_step(policy, update, state, params0, train, ids, k_roll, g)
       gen_s.append(m["generation_seconds"])
       upd_s.append(m["update_seconds"])
+      clock += m["generation_seconds"] + m["update_seconds"]
     else:
       if step % d.reestimate_every == 0:
         t0 = time.perf_counter()
@@ -136,10 +173,11 @@ def train_method(method: str, r, policy, params0, train, test, key, optimizer=No
         p_hat = predict(est, pool_emb)
         jax.block_until_ready(p_hat)
         est_s += time.perf_counter() - t0
-      n_replay = b - max(1, int(round(d.fresh_fraction * b)))
-      if len(buffer) < n_replay:
+        clock += time.perf_counter() - t0
+      n_replay = 0 if buffer is None else b - max(1, int(round(d.fresh_fraction * b)))
+      if buffer is not None and len(buffer) < n_replay:
         n_replay = 0  # fill the step with fresh prompts until the buffer can supply its share
-      replayed = buffer.sample(rng, n_replay)
+      replayed = buffer.sample(rng, n_replay) if buffer is not None else None
       replay_ids = set() if replayed is None else set(replayed.prompt_ids.tolist())
       replayed_groups += len(replay_ids)
       # the replayed prompts are not drawn fresh in the same step: push their p_hat far from alpha
@@ -151,46 +189,75 @@ def train_method(method: str, r, policy, params0, train, test, key, optimizer=No
       groups = fresh if replayed is None else grpo.concat_groups([fresh, replayed])
       state, m, upd = grpo.train_step(policy, update, state, params0, groups, g)
       upd_s.append(upd)
-      buffer.add(fresh, d.informative_only)
+      clock += gen_s[-1] + upd
+      if buffer is not None:
+        buffer.add(fresh, d.informative_only)
       m["reward"] = float(fresh.rewards.mean())
     fresh_rollouts += g.group_size * (len(ids))
     used.update(int(i) for i in ids)
     if (step + 1) % g.eval_every == 0 or step + 1 == g.steps:
-      history.append({"step": step + 1, "test_accuracy": policy.accuracy(state.params, eval_set, g.eval_batch_size),
+      history.append({"step": step + 1, "seconds": clock,
+                      "test_accuracy": policy.accuracy(state.params, eval_set, g.eval_batch_size),
                       "train_reward": float(m["reward"])})
-  return {"selector": method, "test_accuracy": history[-1]["test_accuracy"],
+  return {"selector": method, "test_accuracy": history[-1]["test_accuracy"], "test_macro_f1": None,
           "initial_test_accuracy": history[0]["test_accuracy"], "steps": g.steps, "n_selected": len(used),
           "fresh_rollouts": int(fresh_rollouts), "replayed_groups": replayed_groups,
           # the first step includes compilation: report the median
           "generation_seconds_per_step": float(np.median(gen_s)), "update_seconds_per_step": float(np.median(upd_s)),
-          "estimation_seconds": est_s, "select_seconds": est_s,
-          "finetune_seconds": float(np.sum(gen_s) + np.sum(upd_s)), "history": history}, state.params
+          "estimation_seconds": est_s, "select_seconds": sel_s + est_s,
+          "finetune_seconds": float(np.sum(gen_s) + np.sum(upd_s)), "selection_info": info,
+          "history": history}, state.params
+
+
+def _load_rows(path: pathlib.Path) -> list:
+  """Rows of an earlier run in the same workdir (resume); a foreign file is a user error."""
+  if not path.exists():
+    return []
+  try:
+    rows = json.loads(path.read_text())
+  except json.JSONDecodeError:
+    rows = None
+  if not isinstance(rows, list) or not all(isinstance(x, dict) and {"selector", "task", "seed", "history"} <= set(x)
+                                           for x in rows):
+    raise UserError(f"{path} is not an rlvr results file; move it away or use another --workdir")
+  return rows
 
 
 def run(config, workdir) -> list:
-  """All (method, seed) rows; also written to `workdir/rlvr.results_file`."""
+  """All (method, seed) rows; results.json and results.md are rewritten after every finished cell, the plots at the
+  end. Cells already
+  in `workdir/rlvr.results_file` are skipped (resume); a seed whose cells are all done is not even warmed up."""
   r = config.rlvr
   for m in r.methods:
     require(m in METHODS, f"unknown rlvr method {m!r}; choose from {', '.join(METHODS)}")
-  train, _, test = load_problems(r)
-  rows = []
+  out = pathlib.Path(workdir)
+  rows = _load_rows(out / r.results_file)
+  done = {report.cell_key(x) for x in rows}
+  train, validation, test = load_problems(r)
   for seed in config.seeds:
+    todo = [m for m in r.methods if (m, r.task, int(seed)) not in done]
+    for m in r.methods:
+      if m not in todo:
+        print(f"[rlvr] {m} seed={seed}: done earlier, skipped", flush=True)
+    if not todo:
+      continue
     key = jax.random.key(seed)
     policy, params0, warm_s = build_policy(r, key, train)
-    tr, te = chat_wrap(train, policy.tokenizer), chat_wrap(test, policy.tokenizer)
+    tr, va, te = (chat_wrap(x, policy.tokenizer) for x in (train, validation, test))
     policy.check_prompt_len(tr)
     policy.check_prompt_len(te)
+    if "cropi" in todo:
+      policy.check_prompt_len(va)
     optimizer = grpo.make_optimizer(r.grpo)
     update = grpo.make_update(policy.module, optimizer, r.grpo)  # compiled once, shared by the methods
-    for method in r.methods:
+    for method in todo:
       t0 = time.perf_counter()
-      row, _ = train_method(method, r, policy, params0, tr, te, jax.random.fold_in(key, 2), optimizer, update)
+      row, _ = train_method(method, r, policy, params0, tr, te, jax.random.fold_in(key, 2), optimizer, update, va)
       rows.append({"task": r.task, "model": r.model, "seed": int(seed), "budget": None, "warmup_seconds": warm_s,
                    "seconds": time.perf_counter() - t0, **row})
+      rows = report.write(out, rows, r.results_file, with_plots=False)  # plots once at the end (matplotlib is slow)
       print(f"[rlvr] {method} seed={seed} test_accuracy {row['initial_test_accuracy']:.3f} -> "
-            f"{row['test_accuracy']:.3f} gen {row['generation_seconds_per_step']:.3f}s/step "
-            f"update {row['update_seconds_per_step']:.3f}s/step", flush=True)
-  out = pathlib.Path(workdir)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / r.results_file).write_text(json.dumps(rows, indent=1))
-  return rows
+            f"{row['test_accuracy']:.3f} select {row['select_seconds']:.1f}s train {row['finetune_seconds']:.1f}s "
+            f"gen {row['generation_seconds_per_step']:.3f}s/step update {row['update_seconds_per_step']:.3f}s/step",
+            flush=True)
+  return report.write(out, rows, r.results_file, with_plots=bool(r.plots))

@@ -134,6 +134,8 @@ _MODULES = {
     "rl_ppo": "rlsel.selectors.rl",
     "rl_dqn": "rlsel.selectors.rl",
     "rl_reinforce": "rlsel.selectors.rl",
+    "rl_ppo_warm": "rlsel.selectors.rl_warm",
+    "climb": "rlsel.selectors.climb",
 }
 
 

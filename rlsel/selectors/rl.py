@@ -118,8 +118,13 @@ class RLSelector(Selector):
   algo = "ppo"
   logdir = None
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def _train(self, key, env_params) -> dict:
+    """Trains the agent (one jit): the `make_train` output dict. Subclasses may add work around it (a warm start)."""
     import ml_collections
+    train_jit = _JITS[bool(self.config.rl.fast_compile)][0]
+    return train_jit(self.algo, ml_collections.FrozenConfigDict(self.config), key, env_params)
+
+  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
     cfg = self.config
     t0 = time.time()
     k_env, k_train, k_greedy, k_score = jax.random.split(key, 4)
@@ -127,8 +132,8 @@ class RLSelector(Selector):
                                            budget)
     t_env = time.time()
     _agent(self.algo)  # a clear error for an unknown algorithm, before tracing
-    train_jit, greedy_jit = _JITS[bool(cfg.rl.fast_compile)]
-    out = jax.block_until_ready(train_jit(self.algo, ml_collections.FrozenConfigDict(cfg), k_train, params))
+    greedy_jit = _JITS[bool(cfg.rl.fast_compile)][1]
+    out = jax.block_until_ready(self._train(k_train, params))
     t_train = time.time()
 
     final, greedy_return = greedy_jit(int(cfg.rl.hidden), k_greedy, out["params"], params)
