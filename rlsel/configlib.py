@@ -160,7 +160,7 @@ def base_config() -> ml_collections.ConfigDict:
   # CLIMB-style mixture search (selector `climb`; the warm start of `rl_ppo_warm`): rlsel/climb.py. Uses c.kmeans,
   # c.proxy and c.rl.chunk / episode_steps / fast_compile to build the same environment as the RL selectors.
   c.climb = ml_collections.ConfigDict()
-  c.climb.iterations = 8             # rounds: sample, score a share with the real proxy, refit the predictor, keep the top
+  c.climb.iterations = 8             # rounds: sample, score a share by the proxy, refit the predictor, keep the top
   c.climb.samples = 128              # chunk allocations sampled per round
   c.climb.score_share = 0.25         # share of each round's samples scored by the real proxy (the predictor's top ones)
   c.climb.concentration = 20.0       # Dirichlet concentration around a kept allocation (higher = closer to it)

@@ -1,0 +1,91 @@
+"""climb (mixture search over clusters) and rl_ppo_warm (PPO warm-started by behaviour cloning of climb's best)."""
+
+import jax
+import numpy as np
+import pytest
+
+from rlsel import climb, env
+from rlsel.configlib import base_config
+from rlsel.selectors import make, names
+from rlsel.selectors import climb as climb_sel
+from rlsel.selectors import rl_warm
+from tests.conftest import synthetic_pool
+
+
+def _tiny_config():
+  c = base_config()
+  c.kmeans.num_clusters, c.kmeans.iters = 6, 3
+  c.proxy.steps, c.proxy.batch_size, c.proxy.init_steps, c.proxy.reward_fraction = 4, 16, 4, 0.25
+  c.rl.num_envs, c.rl.num_updates, c.rl.update_epochs, c.rl.num_minibatches = 2, 2, 1, 1
+  c.rl.hidden, c.rl.episode_steps, c.rl.log_every, c.rl.fast_compile = 16, 4, 0, True
+  c.climb.iterations, c.climb.samples, c.climb.score_share, c.climb.top_k = 3, 16, 0.25, 4
+  c.climb.predictor_hidden, c.climb.predictor_steps = 16, 20
+  c.climb.warm_iterations, c.climb.bc_demos, c.climb.bc_steps = 3, 2, 20  # = iterations: reuses the compiled search
+  return c
+
+
+def _toy_config():
+  c = base_config()
+  c.rl.hidden, c.rl.fast_compile = 32, True
+  c.climb.iterations, c.climb.samples, c.climb.predictor_steps = 6, 32, 100
+  c.climb.bc_steps, c.climb.bc_lr = 300, 1e-2
+  return c
+
+
+@pytest.fixture(scope="module")
+def toy():
+  return env.toy_params(jax.random.PRNGKey(0), num_clusters=8, cluster_size=12, budget=24, chunk=4)
+
+
+def _toy_score(params, taken):
+  return float(np.dot(np.asarray(params.values), np.asarray(taken)) / params.budget)
+
+
+def test_climb_selector_meets_budget_with_valid_ids_deterministically():
+  assert {"climb", "rl_ppo_warm"} <= set(names())
+  pool, budget = synthetic_pool(n=200), 20
+  sel = make("climb", _tiny_config())
+  ids = sel.select(jax.random.PRNGKey(0), pool, budget)
+  assert ids.shape == (budget,) and np.unique(ids).shape[0] == budget
+  assert np.isin(ids, pool.train.ids).all()
+  info = sel.last_info
+  assert info["real_proxy_evals"] == 3 * 4                      # rounds x round(16 * 0.25)
+  assert np.isfinite(info["reward_score"]) and np.isfinite(info["random_reward_score"])
+  assert info["select_seconds"] > 0
+  assert sum(info["allocation"]) == -(-budget // info["chunk"])  # whole chunks, the last one cut by the env
+  again = make("climb", _tiny_config()).select(jax.random.PRNGKey(0), pool, budget)
+  np.testing.assert_array_equal(np.sort(ids), np.sort(again))
+
+
+def test_climb_finds_the_toy_optimum(toy):
+  cfg = _toy_config()
+  out = climb_sel.search(cfg, jax.random.PRNGKey(1), toy)
+  alloc = out["allocation"]
+  assert alloc.sum() == climb.num_chunks(toy) and np.all(alloc <= np.asarray(toy.sizes) // toy.chunk)
+  final, _ = climb_sel.play(cfg, jax.random.PRNGKey(2), alloc, toy)
+  assert int(np.asarray(final.mask).sum()) == toy.budget
+  frac = _toy_score(toy, final.taken) / env.toy_optimal_return(toy)
+  assert frac >= 0.95, frac
+  assert int(out["real_evals"]) == 6 * 8                      # far fewer reward calls than PPO's 16 envs x 30 updates
+
+
+def test_behaviour_cloning_reproduces_a_demonstration(toy):
+  cfg = _toy_config()
+  alloc = np.array([[3, 0, 1, 0, 0, 2, 0, 0]], np.int32)     # uneven, so round-robin must track per-cluster counts
+  _, demo = climb_sel.play(cfg, jax.random.PRNGKey(0), alloc[0], toy)
+  assert np.asarray(demo.action)[np.asarray(demo.valid)].tolist() == [0, 2, 5, 0, 5, 0]
+  _, fit = rl_warm.clone(jax.random.PRNGKey(3), cfg, toy, alloc)
+  assert float(fit["accuracy"]) > 0.9, fit
+
+
+def test_rl_ppo_warm_returns_budget_of_unique_valid_ids():
+  pool, budget = synthetic_pool(n=200), 20
+  sel = make("rl_ppo_warm", _tiny_config())
+  ids = sel.select(jax.random.PRNGKey(0), pool, budget)
+  assert ids.shape == (budget,) and np.unique(ids).shape[0] == budget
+  assert np.isin(ids, pool.train.ids).all()
+  info = sel.last_info
+  assert info["climb_real_evals"] == 3 * 4
+  assert info["ppo_real_evals"] == 2 * 2 * info["episode_steps"]
+  assert info["real_proxy_evals"] == info["climb_real_evals"] + info["ppo_real_evals"]
+  assert 0.0 <= info["bc_accuracy"] <= 1.0 and np.isfinite(info["reward_score"])
