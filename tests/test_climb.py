@@ -10,14 +10,11 @@ from rlsel.selectors import make, names
 from rlsel.selectors import climb as climb_sel
 from rlsel.selectors import rl_warm
 from tests.conftest import synthetic_pool
+from tests.test_rl_selector import _tiny_config as rl_tiny_config
 
 
 def _tiny_config():
-  c = base_config()
-  c.kmeans.num_clusters, c.kmeans.iters = 6, 3
-  c.proxy.steps, c.proxy.batch_size, c.proxy.init_steps, c.proxy.reward_fraction = 4, 16, 4, 0.25
-  c.rl.num_envs, c.rl.num_updates, c.rl.update_epochs, c.rl.num_minibatches = 2, 2, 1, 1
-  c.rl.hidden, c.rl.episode_steps, c.rl.log_every, c.rl.fast_compile = 16, 4, 0, True
+  c = rl_tiny_config()  # the RL selector tests' tiny pool, clusters, proxy and PPO settings
   c.climb.iterations, c.climb.samples, c.climb.score_share, c.climb.top_k = 3, 16, 0.25, 4
   c.climb.predictor_hidden, c.climb.predictor_steps = 16, 20
   c.climb.warm_iterations, c.climb.bc_demos, c.climb.bc_steps = 3, 2, 20  # = iterations: reuses the compiled search
