@@ -4,6 +4,7 @@ A checkpoint holds a pytree of arrays (`state`) and a small JSON record (`meta`)
 it belongs to; restoring into different work, or from a corrupt or foreign folder, is refused with a clear error.
 """
 
+import hashlib
 import pathlib
 import shutil
 
@@ -11,6 +12,37 @@ import jax
 import numpy as np
 
 from rlsel.errors import UserError
+
+
+def fingerprint(*parts) -> str:
+  """A short hash of configs and arrays, tying a checkpoint to the exact work it belongs to."""
+  h = hashlib.sha1()
+  for p in parts:
+    h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else
+             (p.to_json() if hasattr(p, "to_json") else repr(p)).encode())
+  return h.hexdigest()[:16]
+
+
+def to_saveable(tree) -> dict:
+  """A pytree as {"0": leaf, ...} of plain arrays (typed PRNG keys as their key data): orbax-friendly whatever the
+  tree's node types (tuples, dataclasses, None)."""
+  def plain(x):
+    if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+      return np.asarray(jax.random.key_data(x))
+    return np.asarray(x)
+  return {str(i): plain(x) for i, x in enumerate(jax.tree.leaves(tree))}
+
+
+def from_saveable(saved: dict, template):
+  """Inverse of `to_saveable`, with `template` (a tree of the same structure) giving node types and key types."""
+  leaves, treedef = jax.tree.flatten(template)
+  out = []
+  for i, t in enumerate(leaves):
+    x = saved[str(i)]
+    if jax.dtypes.issubdtype(t.dtype, jax.dtypes.prng_key):
+      x = jax.random.wrap_key_data(np.asarray(x), impl=jax.random.key_impl(t))
+    out.append(x)
+  return jax.tree.unflatten(treedef, out)
 
 
 class Checkpointer:

@@ -115,6 +115,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.surrogate_steps = 50          # surrogate gradient steps after each real-proxy update
   c.rl.surrogate_lr = 1e-3
   c.rl.log_every = 5                 # updates between progress lines on stdout (0 = silent)
+  c.rl.checkpoint_every = 10         # updates between orbax checkpoints of the agent's train state (0 = one jit, none)
   c.rl.fast_compile = False          # True: XLA backend optimisation off for the RL jits (half the compile, slower run)
 
   # Literature selectors (rlsel/selectors/{gradients,less,learnalign,cropi,dots,heuristics}.py).

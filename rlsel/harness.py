@@ -5,7 +5,6 @@ Cells already in `<workdir>/results.json` are skipped, and a selection saved bef
 the same command again resumes.
 """
 
-import hashlib
 import json
 import os
 import pathlib
@@ -16,7 +15,7 @@ import jax
 import numpy as np
 
 from rlsel import features, results
-from rlsel.checkpoint import Checkpointer
+from rlsel.checkpoint import Checkpointer, fingerprint
 from rlsel.configlib import ints_list, names_list
 from rlsel.data import load_task
 from rlsel.io import atomic_write_json
@@ -38,15 +37,6 @@ def build_pool(config, task, workdir):
   pool = selbase.Pool(task.name, task.label_names, _split_from(task, "train", config, workdir),
                       _split_from(task, "validation", config, workdir))
   return pool, _split_from(task, "test", config, workdir)
-
-
-def fingerprint(*parts) -> str:
-  """A short hash of configs and arrays, tying a checkpoint to the exact work it belongs to."""
-  h = hashlib.sha1()
-  for p in parts:
-    h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else
-             (p.to_json() if hasattr(p, "to_json") else repr(p)).encode())
-  return h.hexdigest()[:16]
 
 
 def cell_name(selector: str, task: str, seed: int) -> str:
@@ -83,7 +73,7 @@ def selection_name(selector: str, task: str, seed: int, fraction: float, main_bu
 
 
 def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, fraction: float,
-             embed_seconds: float) -> dict:
+             embed_seconds: float, mesh=None) -> dict:
   from rlsel.target import finetune as ft
   from rlsel.target import model as target_model
 
@@ -100,6 +90,9 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
     print(f"[{name}] selecting {budget} of {pool.size} examples", flush=True)
     if hasattr(selector, "logdir"):  # selectors that train (rl_*) write TensorBoard curves here
       selector.logdir = str(pathlib.Path(workdir) / "tensorboard" / name)
+    agent_ckpt = pathlib.Path(workdir) / "checkpoints" / f"{progress.stem}-agent"
+    if hasattr(selector, "checkpoint_dir"):  # ... and checkpoint their train state here
+      selector.checkpoint_dir = str(agent_ckpt)
     t0 = time.time()
     ids = selector.select(jax.random.fold_in(root, 0), pool, budget)
     select_seconds = time.time() - t0
@@ -107,13 +100,14 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
     info = _json_safe(getattr(selector, "last_info", None))
     save_selection(workdir, task, pool, name, ids)
     atomic_write_json(progress, {"ids": ids.tolist(), "select_seconds": select_seconds, "info": info})
+    shutil.rmtree(agent_ckpt, ignore_errors=True)  # the saved selection supersedes the agent's checkpoint
   subset = pool.train.take(pool.train.positions_of(ids))
   module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
   ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints" / f"{progress.stem}-finetune",
                       fingerprint(config.target, config.finetune, config.features, name, ids))
   result = ft.finetune(jax.random.fold_in(root, 2), config, module, params, subset, pool.validation,
-                       log_prefix=f"{name} finetune", checkpointer=ckpt)
-  probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size)
+                       log_prefix=f"{name} finetune", checkpointer=ckpt, mesh=mesh)
+  probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size, mesh=mesh)
   m = ft.metrics(test.labels, probs, pool.num_classes)
   row = {
       "selector": selector_name, "task": task.name, "seed": int(seed), "budget": float(fraction),
@@ -165,6 +159,11 @@ def run(config, workdir) -> list:
     print(f"all {len(cells)} cells already in {workdir}/results.json; nothing to do", flush=True)
     return rows
   print(f"{len(todo)} of {len(cells)} cell(s) to run", flush=True)
+  mesh = None
+  if jax.device_count() > 1:  # data-parallel fine-tuning (and RL episodes, see rlsel/selectors/rl.py) over devices
+    from rlsel import sharding
+    mesh = sharding.make_mesh(config)
+    print(f"mesh: {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} devices", flush=True)
   for task_name in dict.fromkeys(c[0] for c in todo):
     task_config = config.copy_and_resolve_references()
     with task_config.unlocked():
@@ -180,7 +179,7 @@ def run(config, workdir) -> list:
       pool.train.embeddings, pool.validation.embeddings  # noqa: B018 (computes or loads the cache)
       embed_seconds = time.time() - t0
     for _, seed, name, fraction in cells_here:
-      row = run_cell(task_config, workdir, task, pool, test, name, seed, fraction, embed_seconds)
+      row = run_cell(task_config, workdir, task, pool, test, name, seed, fraction, embed_seconds, mesh)
       ckpt = row.pop("_checkpoint")
       rows.append(row)
       if distributed.is_main_process():

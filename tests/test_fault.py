@@ -1,4 +1,5 @@
-"""Kill -9 the main command at several points, restart it, and get exactly the uninterrupted results."""
+"""Kill -9 the main command at several points, restart it, and get exactly the uninterrupted results; and the same
+run on 8 simulated devices (data-parallel fine-tuning, episodes split over devices) picks the same examples."""
 
 import json
 import os
@@ -12,14 +13,14 @@ from tests.conftest import REPO
 
 TIMING = {"select_seconds", "finetune_seconds", "embed_seconds", "info"}
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
-ARGS = ["--config=configs/debug.py", "--config.finetune.max_steps=30", "--config.data.max_examples=300",
-        "--config.finetune.eval_batch_size=32"]
+ARGS = ["--config=configs/debug.py", "--config.selectors=full,random,rl_ppo", "--config.finetune.max_steps=30",
+        "--config.data.max_examples=300", "--config.finetune.eval_batch_size=32"]
 
 
-def _run(workdir, kill_on=None):
+def _run(workdir, kill_on=None, env=None):
   """Runs the main command; with `kill_on`, SIGKILLs it as soon as a stdout line contains that text."""
-  proc = subprocess.Popen([sys.executable, "-m", "rlsel.main", *ARGS, f"--workdir={workdir}"], cwd=REPO, env=ENV,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  proc = subprocess.Popen([sys.executable, "-m", "rlsel.main", *ARGS, f"--workdir={workdir}"], cwd=REPO,
+                          env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   seen = []
   for line in proc.stdout:
     seen.append(line)
@@ -39,10 +40,17 @@ def _comparable(workdir):
   return rows, sel
 
 
-@pytest.mark.slow
-def test_sigkill_at_several_points_then_resume_matches_uninterrupted(tmp_path):
-  ref = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """The uninterrupted one-device run both tests compare against."""
+  ref = tmp_path_factory.mktemp("fault") / "ref"
   assert _run(ref)[0] == "finished"
+  return ref
+
+
+@pytest.mark.slow
+def test_sigkill_at_several_points_then_resume_matches_uninterrupted(tmp_path, reference):
+  ref = reference
 
   wd = tmp_path / "faulty"
   kill_points = [
@@ -50,6 +58,7 @@ def test_sigkill_at_several_points_then_resume_matches_uninterrupted(tmp_path):
       "[full-rt-0 finetune] checkpoint saved at step 20",   # again, after resuming from step 10
       "[full-rt-0] row saved to results.json",              # between cells: the row is written, the next not begun
       "[random-rt-0] selecting",                            # during selection of the next cell
+      "[rl_ppo] agent checkpoint saved at update 2",        # during agent training (4 updates, saved every 2)
   ]
   outputs = []
   for point in kill_points:
@@ -60,6 +69,22 @@ def test_sigkill_at_several_points_then_resume_matches_uninterrupted(tmp_path):
   assert status == "finished"
   assert "resuming from the checkpoint at step 10" in outputs[1]
   assert "resuming from the checkpoint at step 20" in outputs[2]
+  assert "resuming agent training from the checkpoint at update 2" in "".join(out)
   assert "[full-rt-0]" not in "".join(out)  # the finished cell is not redone
   assert _comparable(wd) == _comparable(ref)
   assert not any((wd / "checkpoints").iterdir())  # finished cells leave no checkpoints behind
+
+
+@pytest.mark.slow
+def test_eight_devices_give_the_same_selection_ids(tmp_path, reference):
+  env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  status, out = _run(tmp_path / "eight", env=env)
+  assert status == "finished"
+  assert "mesh: {'data': 8, 'fsdp': 1} over 8 cpu devices" in "".join(out)
+  rows8, sel8 = _comparable(tmp_path / "eight")
+  rows1, sel1 = _comparable(reference)
+  assert sel8 == sel1 and len(sel1) == 3  # full, random, rl_ppo: identical ids
+  for r1, r8 in zip(rows1, rows8):  # same metrics, up to float reduction order on another device layout
+    assert (r1["selector"], r1["n_selected"], r1["finetune_steps"]) == (r8["selector"], r8["n_selected"],
+                                                                          r8["finetune_steps"])
+    assert abs(r1["test_accuracy"] - r8["test_accuracy"]) <= 1.0 / 30, (r1, r8)

@@ -12,12 +12,12 @@ from tests.conftest import REPO
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu")
 
 
-def run_main(args, workdir, prelude=""):
+def run_main(args, workdir, prelude="", env=None):
   """Runs `python -m rlsel.main` (optionally after a Python prelude, e.g. hiding a package) in the repo."""
   code = (prelude + "\nimport runpy, sys\nsys.argv = ['rlsel.main'] + sys.argv[1:]\n"
           "runpy.run_module('rlsel.main', run_name='__main__')")
   cmd = [sys.executable, "-c", code] + list(args) + [f"--workdir={workdir}"]
-  return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+  return subprocess.run(cmd, cwd=REPO, env=env or ENV, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -85,6 +85,22 @@ def _assert_clean_failure(r, wd, expected):
   assert len(lines) == 1, r.stderr[-2000:]
   assert expected in lines[0] and "Traceback" not in r.stderr
   assert not (wd / "results.json").exists() and not (wd / "selections").exists()
+
+
+EIGHT_DEVICE_BAD_INPUTS = {
+    "num_envs_not_divisible": (["--config.selectors=rl_ppo", "--config.rl.num_envs=12"],
+                               "num_envs=12 is not divisible by the 8 devices"),
+    "batch_not_divisible": (["--config.finetune.batch_size=12"], "finetune.batch_size=12 is not divisible by the 8"),
+    "mesh_not_covering_devices": (["--config.mesh.data=3"], "8 devices are available"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EIGHT_DEVICE_BAD_INPUTS))
+def test_bad_input_on_eight_devices(tmp_path, case):
+  args, expected = EIGHT_DEVICE_BAD_INPUTS[case]
+  wd = tmp_path / "wd"
+  env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  _assert_clean_failure(run_main(["--config=configs/debug.py", *args], wd, env=env), wd, expected)
 
 
 def test_missing_asset_package_names_install_command(tmp_path):

@@ -46,3 +46,50 @@ def test_rl_selector_user_errors():
   c.proxy.kind = "transformer"
   with pytest.raises(UserError, match="transformer"):
     make("rl_dqn", c).select(jax.random.PRNGKey(0), pool, 20)
+
+
+def test_segmented_training_equals_one_jit_and_resumes_after_a_crash(tmp_path, monkeypatch):
+  """With a checkpoint folder the agent trains in checkpointed segments: same ids as one jit end to end, and a run
+  that dies after its first checkpoint resumes from it and still gives the same ids and training curves."""
+  from rlsel import checkpoint as ckpt_lib
+  pool = synthetic_pool(n=200)
+  c = _tiny_config()
+  c.rl.num_updates, c.rl.checkpoint_every, c.rl.surrogate_share = 5, 2, 0.5  # surrogate state is in the carry too
+  one = make("rl_ppo", c)
+  ref = one.select(jax.random.PRNGKey(3), pool, 20)
+
+  seg = make("rl_ppo", c)
+  seg.checkpoint_dir = str(tmp_path / "agent")
+  real_save, saves = ckpt_lib.Checkpointer.save, []
+
+  def dying_save(self, step, state, meta):
+    real_save(self, step, state, meta)
+    saves.append(step)
+    if len(saves) == 1:
+      raise KeyboardInterrupt("killed after the first checkpoint")
+
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", dying_save)
+  with pytest.raises(KeyboardInterrupt):
+    seg.select(jax.random.PRNGKey(3), pool, 20)
+  assert saves == [2]
+  resumed = make("rl_ppo", c)
+  resumed.checkpoint_dir = str(tmp_path / "agent")
+  ids = resumed.select(jax.random.PRNGKey(3), pool, 20)
+  assert saves == [2, 4]  # resumed at update 2: the next checkpoint is at 4, not 2 again
+  np.testing.assert_array_equal(ids, ref)
+  for name, curve in one.last_info["curves"].items():
+    np.testing.assert_allclose(resumed.last_info["curves"][name], curve, rtol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("algo", ["rl_dqn"])  # its carry holds the replay buffer
+def test_other_agents_resume_from_checkpoint(tmp_path, algo):
+  pool = synthetic_pool(n=200)
+  c = _tiny_config()
+  c.rl.num_updates, c.rl.checkpoint_every = 3, 1
+  ref = make(algo, c).select(jax.random.PRNGKey(1), pool, 20)
+  first = make(algo, c)
+  first.checkpoint_dir = str(tmp_path / "agent")
+  np.testing.assert_array_equal(first.select(jax.random.PRNGKey(1), pool, 20), ref)
+  again = make(algo, c)  # the last checkpoint (update 2 of 3) is still there: this run resumes from it
+  again.checkpoint_dir = str(tmp_path / "agent")
+  np.testing.assert_array_equal(again.select(jax.random.PRNGKey(1), pool, 20), ref)

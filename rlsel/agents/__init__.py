@@ -3,9 +3,16 @@
 Shared here: the `Transition` record, batched rollouts with a policy, the greedy episode, best-episode tracking
 and the host-side progress callback. `train(rng)` returns a dict with `params` (network), `metrics` (per update),
 `best_score` / `best_mask` (best sampled episode scored by the real reward) and `real_evals`.
+
+Every `make_train` returns a `TrainProgram`: calling it is one jitted run end to end, and its `init` / `segment` /
+`finish` pieces let `rlsel/selectors/rl.py` run the same updates in segments with a checkpoint after each one.
+With a `sharding` (a NamedSharding whose leading axis spans the mesh's devices), the parallel episodes are laid out
+across devices: each device rolls out and scores its own episodes, and the update is one global computation under
+jit (GSPMD), so the loss is averaged over every episode exactly as on one device.
 """
 
-from typing import NamedTuple
+import dataclasses
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,17 +38,46 @@ class Transition(NamedTuple):
   next_step: jnp.ndarray
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainProgram:
+  """An agent's training as pure pieces: `program(rng)` == `finish(*segment(init(rng), arange(num_updates)))`.
+
+  A (weak-referenceable) dataclass, so `jax.jit(program)` and `jax.vmap(program)` work like on a function."""
+  init: Callable[[Any], Any]          # rng -> carry (params, optimizer state, buffers, PRNG key, best episode)
+  segment: Callable[[Any, Any], Any]  # (carry, update indices [n]) -> (carry, metrics with leading axis n)
+  finish: Callable[[Any, Any], dict]  # (carry, all metrics) -> output dict
+  num_updates: int
+
+  def __call__(self, rng) -> dict:
+    carry, metrics = self.segment(self.init(rng), jnp.arange(self.num_updates))
+    return self.finish(carry, metrics)
+
+
+def constrain_batch(tree, sharding, axis: int = 0):
+  """Lays out the episode axis (`axis`) of every leaf over the mesh's devices; identity when `sharding` is None."""
+  if sharding is None:
+    return tree
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  spec = sharding.spec[0]
+
+  def one(x):
+    return jax.lax.with_sharding_constraint(x, NamedSharding(sharding.mesh, P(*([None] * axis), spec)))
+  return jax.tree.map(one, tree)
+
+
 def batch_obs(taken, step, env_params):
   """Observations for a batch of (taken, step) [B, C], [B]."""
   return jax.vmap(env_lib.observe, in_axes=(0, 0, None))(taken, step, env_params)
 
 
-def rollout(key, policy, env_params, num_envs: int):
+def rollout(key, policy, env_params, num_envs: int, sharding=None):
   """Runs `num_envs` episodes for `max_steps` steps; `policy(key, obs) -> (action, logp, value)` on a batch.
 
-  Returns (trajectory with leaves [T, E, ...], final EnvState batch)."""
+  Returns (trajectory with leaves [T, E, ...], final EnvState batch). With `sharding`, episodes are split over
+  devices (see the module docstring)."""
   k_reset, k_steps = jax.random.split(key)
   state, obs = jax.vmap(env_lib.reset, in_axes=(0, None))(jax.random.split(k_reset, num_envs), env_params)
+  state, obs = constrain_batch((state, obs), sharding)
 
   def one(carry, k):
     state, obs = carry
@@ -49,6 +85,7 @@ def rollout(key, policy, env_params, num_envs: int):
     action, logp, value = policy(k_act, obs)
     nstate, nobs, reward, done, _ = jax.vmap(env_lib.step, in_axes=(0, 0, 0, None))(
         jax.random.split(k_env, num_envs), state, action, env_params)
+    nstate, nobs = constrain_batch((nstate, nobs), sharding)
     tr = Transition(state.taken, state.step, action, logp, value, reward, done, ~state.done, state.score,
                     nstate.taken, nstate.step)
     return (nstate, nobs), tr

@@ -4,6 +4,7 @@
 the available clusters, their transitions appended to a ring buffer (observations stored as per-cluster counts and
 rebuilt on demand), then `dqn_grad_steps` double-DQN Huber updates; the target network is copied every
 `dqn_target_every` rounds. The network's per-cluster outputs are the Q-values (masked for unavailable clusters).
+`train` is a `TrainProgram` (see `rlsel/agents/__init__.py`); its carry holds the replay buffer.
 """
 
 import chex
@@ -13,7 +14,7 @@ import optax
 from flax import struct
 
 from rlsel import env as env_lib
-from rlsel.agents import batch_obs, networks, progress, rollout, track_best
+from rlsel.agents import TrainProgram, batch_obs, networks, progress, rollout, track_best
 
 
 @struct.dataclass
@@ -56,7 +57,7 @@ def eps_greedy_policy(hidden: int, params, feats, eps):
   return policy
 
 
-def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn"):
+def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", sharding=None) -> TrainProgram:
   r = config.rl
   num_envs, horizon, rounds = int(r.num_envs), env_params.max_steps, int(r.num_updates)
   hidden, scale, gamma = int(r.hidden), float(r.reward_scale), float(r.gamma)
@@ -76,19 +77,21 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn"):
     y = b.reward + gamma * (1.0 - b.done.astype(jnp.float32)) * jax.lax.stop_gradient(boot)
     return jnp.mean(optax.huber_loss(q_a, y))
 
-  def train(rng):
+  def init(rng):
     rng, k_init = jax.random.split(rng)
     obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
     params = networks.init(k_init, hidden, env_params.feats, obs0)
-    carry = (params, params, tx.init(params), replay_init(size, c), jnp.array(-jnp.inf, jnp.float32),
-             jnp.zeros((env_params.num_rows,), bool), rng)
+    return (params, params, tx.init(params), replay_init(size, c), jnp.array(-jnp.inf, jnp.float32),
+            jnp.zeros((env_params.num_rows,), bool), rng)
 
+  def segment(carry, updates):
     def round_(carry, u):
       params, target, opt, buf, best_score, best_mask, rng = carry
       rng, k_roll, k_fit = jax.random.split(rng, 3)
       frac = u / jnp.maximum(rounds - 1, 1)
       eps = r.dqn_eps_start + (r.dqn_eps_end - r.dqn_eps_start) * frac
-      traj, final = rollout(k_roll, eps_greedy_policy(hidden, params, env_params.feats, eps), env_params, num_envs)
+      traj, final = rollout(k_roll, eps_greedy_policy(hidden, params, env_params.feats, eps), env_params, num_envs,
+                            sharding)
       best_score, best_mask = track_best(best_score, best_mask, final, jnp.array(True))
       flat = jax.tree.map(lambda x: x.reshape((horizon * num_envs,) + x.shape[2:]), traj)
       buf = replay_add(buf, flat.taken, flat.step, flat.action, flat.reward * scale, flat.next_taken,
@@ -111,9 +114,12 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn"):
       jax.debug.callback(show, u, metrics["mean_return"], best_score)
       return (params, target, opt, buf, best_score, best_mask, rng), metrics
 
-    (params, _, _, _, best_score, best_mask, _), metrics = jax.lax.scan(round_, carry, jnp.arange(rounds))
+    return jax.lax.scan(round_, carry, updates)
+
+  def finish(carry, metrics):
+    params, _, _, _, best_score, best_mask, _ = carry
     evals = rounds * num_envs * (horizon if env_params.timing == "step" else 1)
     return {"params": params, "metrics": metrics, "best_score": best_score, "best_mask": best_mask,
             "real_evals": jnp.asarray(evals)}
 
-  return train
+  return TrainProgram(init, segment, finish, rounds)

@@ -3,7 +3,7 @@
 Nested `lax.scan`: updates -> env steps (num_envs episodes via vmap) -> GAE in reverse -> epochs -> minibatches.
 With `rl.surrogate_share < 1` and a proxy reward, only that share of updates roll out with the real proxy; the
 others are scored by the surrogate MLP, trained online on the real rollouts' (mask features, score) pairs.
-`jax.jit(jax.vmap(train))` over seeds works.
+`jax.jit(jax.vmap(train))` over seeds works. `train` is a `TrainProgram` (see `rlsel/agents/__init__.py`).
 """
 
 import jax
@@ -12,7 +12,7 @@ import optax
 
 from rlsel import env as env_lib
 from rlsel import surrogate as surrogate_lib
-from rlsel.agents import batch_obs, losses, networks, progress, rollout, sample_policy, track_best
+from rlsel.agents import TrainProgram, batch_obs, losses, networks, progress, rollout, sample_policy, track_best
 
 
 def real_update_schedule(share: float, num_updates: int):
@@ -21,8 +21,10 @@ def real_update_schedule(share: float, num_updates: int):
   return (u == 0) | (jnp.floor(u * share) > jnp.floor((u - 1) * share))
 
 
-def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init_params=None):
-  """`init_params` (optional): network params to start from (e.g. behaviour cloning); fresh ones when None."""
+def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init_params=None,
+               sharding=None) -> TrainProgram:
+  """`init_params` (optional): network params to start from (e.g. behaviour cloning); fresh ones when None.
+  `sharding` (optional): lay the parallel episodes out over a mesh's devices."""
   r = config.rl
   num_envs, horizon, num_updates = int(r.num_envs), env_params.max_steps, int(r.num_updates)
   hidden, scale = int(r.hidden), float(r.reward_scale)
@@ -44,15 +46,16 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
     return losses.ppo_loss(logp, tr.logp, adv, value, tr.value, target, losses.masked_entropy(logits), w,
                            r.clip_eps, r.vf_coef, r.ent_coef)
 
-  def train(rng):
+  def init(rng):
     rng, k_init, k_sur = jax.random.split(rng, 3)
     obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
     params = networks.init(k_init, hidden, env_params.feats, obs0) if init_params is None else init_params
     opt = tx.init(params)
     sur = (surrogate_lib.init(k_sur, feat_dim, int(r.surrogate_hidden), int(r.surrogate_buffer),
                               float(r.surrogate_lr)) if use_sur else None)
-    best = (jnp.array(-jnp.inf, jnp.float32), jnp.zeros((env_params.num_rows,), bool))
+    return (params, opt, sur, jnp.array(-jnp.inf, jnp.float32), jnp.zeros((env_params.num_rows,), bool), rng)
 
+  def segment(carry, updates):
     def update(carry, u):
       params, opt, sur, best_score, best_mask, rng = carry
       rng, k_roll, k_ep, k_sur = jax.random.split(rng, 4)
@@ -61,10 +64,10 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
       if use_sur:
         sur_params = env_params.replace(reward="surrogate", surrogate=sur.params,
                                         surrogate_hidden=int(r.surrogate_hidden))
-        traj, final = jax.lax.cond(use_real, lambda: rollout(k_roll, policy, env_params, num_envs),
-                                   lambda: rollout(k_roll, policy, sur_params, num_envs))
+        traj, final = jax.lax.cond(use_real, lambda: rollout(k_roll, policy, env_params, num_envs, sharding),
+                                   lambda: rollout(k_roll, policy, sur_params, num_envs, sharding))
       else:
-        traj, final = rollout(k_roll, policy, env_params, num_envs)
+        traj, final = rollout(k_roll, policy, env_params, num_envs, sharding)
       best_score, best_mask = track_best(best_score, best_mask, final, use_real)
 
       adv, target = losses.gae(traj.reward * scale, traj.value, traj.done, jnp.zeros((num_envs,)), r.gamma,
@@ -103,11 +106,13 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
       jax.debug.callback(show, u, metrics["mean_return"], best_score)
       return (params, opt, sur, best_score, best_mask, rng), metrics
 
-    carry = (params, opt, sur, best[0], best[1], rng)
-    (params, _, _, best_score, best_mask, _), metrics = jax.lax.scan(update, carry, jnp.arange(num_updates))
+    return jax.lax.scan(update, carry, updates)
+
+  def finish(carry, metrics):
+    params, _, _, best_score, best_mask, _ = carry
     evals_per_rollout = num_envs * (horizon if env_params.timing == "step" else 1)
     return {"params": params, "metrics": metrics, "best_score": best_score, "best_mask": best_mask,
             "real_evals": jnp.sum(schedule) * evals_per_rollout}
 
-  return train
+  return TrainProgram(init, segment, finish, num_updates)
 

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import optax
 
 from rlsel import env as env_lib
-from rlsel.agents import batch_obs, losses, networks, progress, rollout, sample_policy, track_best
+from rlsel.agents import TrainProgram, batch_obs, losses, networks, progress, rollout, sample_policy, track_best
 
 
-def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"):
+def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce", sharding=None) -> TrainProgram:
   r = config.rl
   num_envs, horizon, num_updates = int(r.num_envs), env_params.max_steps, int(r.num_updates)
   hidden, scale = int(r.hidden), float(r.reward_scale)
@@ -30,16 +30,18 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
     ent = jnp.sum(w * losses.masked_entropy(logits)) / n
     return pg + r.vf_coef * vl - r.ent_coef * ent, ent
 
-  def train(rng):
+  def init(rng):
     rng, k_init = jax.random.split(rng)
     obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
     params = networks.init(k_init, hidden, env_params.feats, obs0)
-    carry = (params, tx.init(params), jnp.array(-jnp.inf, jnp.float32), jnp.zeros((env_params.num_rows,), bool), rng)
+    return (params, tx.init(params), jnp.array(-jnp.inf, jnp.float32), jnp.zeros((env_params.num_rows,), bool), rng)
 
+  def segment(carry, updates):
     def update(carry, u):
       params, opt, best_score, best_mask, rng = carry
       rng, k_roll = jax.random.split(rng)
-      traj, final = rollout(k_roll, sample_policy(hidden, params, env_params.feats), env_params, num_envs)
+      traj, final = rollout(k_roll, sample_policy(hidden, params, env_params.feats), env_params, num_envs,
+                            sharding)
       best_score, best_mask = track_best(best_score, best_mask, final, jnp.array(True))
       ret = losses.returns_to_go(traj.reward * scale, traj.done, r.gamma)
       flat = jax.tree.map(lambda x: x.reshape((horizon * num_envs,) + x.shape[2:]), (traj, ret))
@@ -52,9 +54,12 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
       jax.debug.callback(show, u, metrics["mean_return"], best_score)
       return (params, opt, best_score, best_mask, rng), metrics
 
-    (params, _, best_score, best_mask, _), metrics = jax.lax.scan(update, carry, jnp.arange(num_updates))
+    return jax.lax.scan(update, carry, updates)
+
+  def finish(carry, metrics):
+    params, _, best_score, best_mask, _ = carry
     evals = num_updates * num_envs * (horizon if env_params.timing == "step" else 1)
     return {"params": params, "metrics": metrics, "best_score": best_score, "best_mask": best_mask,
             "real_evals": jnp.asarray(evals)}
 
-  return train
+  return TrainProgram(init, segment, finish, num_updates)

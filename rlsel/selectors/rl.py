@@ -11,7 +11,9 @@ After select, `self.last_info` holds the reward-split score of the chosen subset
 the number of real proxy evaluations, timings and the training curves. Set `self.logdir` to write TensorBoard curves.
 """
 
+import functools
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -98,9 +100,28 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
-def _train_impl(algo: str, config, key, env_params):
+def _program(algo: str, name: str, config, sharding, env_params, init_params=None):
+  kw = {"sharding": sharding}
+  if init_params is not None:
+    kw["init_params"] = init_params
+  return _agent(algo).make_train(config, env_params, name, **kw)
+
+
+def _train_impl(algo, name, config, sharding, key, env_params, init_params):
   """One training run; `config` is a FrozenConfigDict (hashable), so equal runs reuse the compiled program."""
-  return _agent(algo).make_train(config, env_params, f"rl_{algo}")(key)
+  return _program(algo, name, config, sharding, env_params, init_params)(key)
+
+
+def _init_impl(algo, name, config, sharding, key, env_params, init_params):
+  return _program(algo, name, config, sharding, env_params, init_params).init(key)
+
+
+def _segment_impl(algo, name, config, sharding, env_params, carry, updates):
+  return _program(algo, name, config, sharding, env_params).segment(carry, updates)
+
+
+def _finish_impl(algo, name, config, sharding, env_params, carry, metrics):
+  return _program(algo, name, config, sharding, env_params).finish(carry, metrics)
 
 
 def _greedy_impl(hidden: int, key, net_params, env_params):
@@ -108,21 +129,80 @@ def _greedy_impl(hidden: int, key, net_params, env_params):
   return greedy_episode(key, hidden, net_params, env_params)
 
 
-_JITS = {fast: (jax.jit(_train_impl, static_argnums=(0, 1), compiler_options=_FAST_COMPILE if fast else None),
-                jax.jit(_greedy_impl, static_argnums=0, compiler_options=_FAST_COMPILE if fast else None))
+class _Jits(NamedTuple):
+  train: Callable
+  greedy: Callable
+  init: Callable
+  segment: Callable
+  finish: Callable
+
+
+def _jit(fn, static, fast):
+  return jax.jit(fn, static_argnums=static, compiler_options=_FAST_COMPILE if fast else None)
+
+
+_JITS = {fast: _Jits(_jit(_train_impl, (0, 1, 2, 3), fast), _jit(_greedy_impl, 0, fast),
+                     _jit(_init_impl, (0, 1, 2, 3), fast), _jit(_segment_impl, (0, 1, 2, 3), fast),
+                     _jit(_finish_impl, (0, 1, 2, 3), fast))
          for fast in (False, True)}
+
+
+def episode_sharding(config):
+  """The parallel episodes' layout over every device (None on one device); UserError if num_envs does not divide."""
+  if jax.device_count() == 1:
+    return None
+  from rlsel import sharding as sharding_lib
+  mesh = sharding_lib.make_mesh(config)
+  sharding_lib.check_divisible(int(config.rl.num_envs), mesh)
+  return sharding_lib.batch_sharding(mesh)
 
 
 class RLSelector(Selector):
   """Trains an RL agent on the pool's selection environment; see the module docstring."""
   algo = "ppo"
   logdir = None
+  checkpoint_dir = None  # set (by the harness) to save the agent's train state every `rl.checkpoint_every` updates
 
   def _train(self, key, env_params) -> dict:
-    """Trains the agent (one jit): the `make_train` output dict. Subclasses may add work around it (a warm start)."""
+    """Trains the agent: the `make_train` output dict. Subclasses may add work around it (a warm start)."""
+    return self._run_agent(key, env_params, self.name)
+
+  def _run_agent(self, key, env_params, name: str, init_params=None) -> dict:
+    """One jit end to end; with `checkpoint_dir` (and `rl.checkpoint_every` > 0), the same updates in jitted
+    segments with an orbax checkpoint of the whole train state after each, resuming from the latest one."""
     import ml_collections
-    train_jit = _JITS[bool(self.config.rl.fast_compile)][0]
-    return train_jit(self.algo, ml_collections.FrozenConfigDict(self.config), key, env_params)
+    cfg = self.config
+    jits = _JITS[bool(cfg.rl.fast_compile)]
+    static = (self.algo, name, ml_collections.FrozenConfigDict(cfg), episode_sharding(cfg))
+    every, total = int(cfg.rl.checkpoint_every), int(cfg.rl.num_updates)
+    if not self.checkpoint_dir or every <= 0 or every >= total:
+      return jits.train(*static, key, env_params, init_params)
+
+    from rlsel import checkpoint as ckpt_lib
+    carry = jits.init(*static, key, env_params, init_params)
+    shapes = jax.eval_shape(functools.partial(_segment_impl, *static), env_params, carry, jnp.arange(total))[1]
+    metrics = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    ckpt = ckpt_lib.Checkpointer(self.checkpoint_dir, ckpt_lib.fingerprint(
+        cfg.rl, cfg.proxy, cfg.kmeans, cfg.climb, name, np.asarray(jax.random.key_data(key)),
+        np.asarray(env_params.sizes)))
+    done = 0
+    restored = ckpt.restore({"carry": ckpt_lib.to_saveable(carry), "metrics": metrics})
+    if restored is not None:
+      state, meta = restored
+      carry, metrics, done = ckpt_lib.from_saveable(state["carry"], carry), state["metrics"], int(meta["updates"])
+      metrics = jax.tree.map(np.array, metrics)
+      print(f"[{name}] resuming agent training from the checkpoint at update {done}", flush=True)
+    while done < total:
+      n = min(every, total - done)
+      carry, part = jits.segment(*static, env_params, carry, jnp.arange(done, done + n))
+      for k, v in part.items():
+        metrics[k][done:done + n] = np.asarray(v)
+      done += n
+      if done < total:
+        ckpt.save(done, {"carry": ckpt_lib.to_saveable(carry), "metrics": metrics}, {"updates": done})
+        print(f"[{name}] agent checkpoint saved at update {done}", flush=True)
+    ckpt.close()
+    return jits.finish(*static, env_params, carry, metrics)
 
   def select(self, key, pool: Pool, budget: int) -> np.ndarray:
     cfg = self.config
@@ -132,7 +212,7 @@ class RLSelector(Selector):
                                            budget)
     t_env = time.time()
     _agent(self.algo)  # a clear error for an unknown algorithm, before tracing
-    greedy_jit = _JITS[bool(cfg.rl.fast_compile)][1]
+    greedy_jit = _JITS[bool(cfg.rl.fast_compile)].greedy
     out = jax.block_until_ready(self._train(k_train, params))
     t_train = time.time()
 

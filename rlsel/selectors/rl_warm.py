@@ -15,7 +15,7 @@ import numpy as np
 
 from rlsel import climb as climb_lib
 from rlsel import env as env_lib
-from rlsel.agents import bc, networks, ppo
+from rlsel.agents import bc, networks
 from rlsel.selectors import climb as climb_sel
 from rlsel.selectors.base import Pool, register
 from rlsel.selectors.rl import _FAST_COMPILE, RLSelector
@@ -37,12 +37,7 @@ def _clone_impl(key, hidden, steps, lr, max_grad_norm, allocs, env_params):
   return bc.fit(params, hidden, env_params, demo, steps, lr, max_grad_norm)
 
 
-def _warm_train_impl(config, key, env_params, init_params):
-  return ppo.make_train(config, env_params, "rl_ppo_warm", init_params=init_params)(key)
-
-
-_JITS = {fast: (jax.jit(_clone_impl, static_argnums=(1, 2, 3, 4), compiler_options=_FAST_COMPILE if fast else None),
-                jax.jit(_warm_train_impl, static_argnums=0, compiler_options=_FAST_COMPILE if fast else None))
+_JITS = {fast: (jax.jit(_clone_impl, static_argnums=(1, 2, 3, 4), compiler_options=_FAST_COMPILE if fast else None),)
          for fast in (False, True)}
 
 
@@ -52,7 +47,6 @@ class WarmPPOSelector(RLSelector):
   algo = "ppo"
 
   def _train(self, key, env_params) -> dict:
-    import ml_collections
     cfg = self.config
     k_climb, k_clone, k_ppo = jax.random.split(key, 3)
     t0 = time.time()
@@ -61,8 +55,7 @@ class WarmPPOSelector(RLSelector):
     demos = found["ranked"][:max(1, int(cfg.climb.bc_demos))]
     init, fit = clone(k_clone, cfg, env_params, demos)
     t2 = time.time()
-    out = dict(_JITS[bool(cfg.rl.fast_compile)][1](ml_collections.FrozenConfigDict(cfg), k_ppo, env_params, init))
-    out = jax.block_until_ready(out)
+    out = jax.block_until_ready(dict(self._run_agent(k_ppo, env_params, self.name, init_params=init)))
     climb_evals, ppo_evals = int(found["real_evals"]), int(out["real_evals"])
     out["real_evals"] = climb_evals + ppo_evals
     self._warm_info = {

@@ -4,6 +4,11 @@ AdamW with linear warmup then linear decay, global-norm clipping, no weight deca
 Steps are drawn from a stream of seeded epoch permutations of the subset, so every batch has the same shape (one
 compilation) even for subsets smaller than a batch. Validation accuracy every `eval_every` steps picks the best
 parameters and stops early after `patience` evaluations without improvement.
+
+With a `mesh` (rlsel/sharding.py; the harness passes one when there is more than one device) training is
+data-parallel: each batch is split over the devices and the jitted step computes the global mean loss (GSPMD), so the
+gradient is the one-device gradient; params are replicated, or with `mesh.fsdp > 1` their big arrays are split
+FSDP-style over the `fsdp` axis and gathered where a layer needs them.
 """
 
 import functools
@@ -68,14 +73,31 @@ def make_eval_fn(module):
   return probs
 
 
-def predict_proba(module, params, split: Split, batch_size: int, eval_fn=None) -> np.ndarray:
-  """Class probabilities float32 [n, C] in fixed-size jitted batches (the last one padded)."""
+def _place_batch(mesh, arrays):
+  if mesh is None:
+    return arrays
+  from rlsel import sharding
+  return sharding.shard_batch(mesh, arrays)
+
+
+def place_params(mesh, tree, min_size: int):
+  """`tree` (params or optimizer state) on the mesh: FSDP-split big arrays when `mesh.fsdp > 1`, else replicated."""
+  if mesh is None:
+    return tree
+  from rlsel import sharding
+  if mesh.shape[sharding.FSDP] > 1:
+    return jax.device_put(tree, sharding.fsdp_param_sharding(mesh, tree, min_size))
+  return sharding.replicate(mesh, tree)
+
+
+def predict_proba(module, params, split: Split, batch_size: int, eval_fn=None, mesh=None) -> np.ndarray:
+  """Class probabilities float32 [n, C] in fixed-size jitted batches (the last one padded); split over `mesh`."""
   eval_fn = eval_fn or make_eval_fn(module)
   n = len(split)
   out = []
   for start in range(0, n, batch_size):
     pos = np.arange(start, start + batch_size) % max(n, 1)
-    ids, mask, types, _ = _batch(split, pos)
+    ids, mask, types, _ = _place_batch(mesh, _batch(split, pos))
     out.append(np.asarray(eval_fn(params, ids, mask, types))[: min(batch_size, n - start)])
   return np.concatenate(out) if out else np.zeros((0, module.num_classes), np.float32)
 
@@ -115,25 +137,28 @@ def _programs(module, learning_rate, warmup_fraction, weight_decay, grad_clip, p
 
 
 def finetune(key, config, module, params, train: Split, validation: Split, log_prefix: str = "finetune",
-             checkpointer=None) -> FinetuneResult:
+             checkpointer=None, mesh=None) -> FinetuneResult:
   """Trains `params` on `train` and returns the parameters with the best validation accuracy.
 
   With a `rlsel.checkpoint.Checkpointer`, the state is saved after every validation evaluation and a later call with
-  the same checkpointer resumes from it, giving the same result as an uninterrupted run.
+  the same checkpointer resumes from it, giving the same result as an uninterrupted run. With a `mesh`, training and
+  evaluation are data-parallel over its devices (see the module docstring).
   """
   fc = config.finetune
   n, bs = len(train), fc.batch_size
   planned = int(min(fc.max_steps, max(1, int(np.ceil(fc.epochs * n / bs)))))
   tx, train_step, eval_fn = _programs(module, fc.learning_rate, fc.warmup_fraction, fc.weight_decay, fc.grad_clip,
                                       planned)
-  opt_state = tx.init(params)
+  min_size = int(config.mesh.fsdp_min_size)
+  params = place_params(mesh, params, min_size)
+  opt_state = place_params(mesh, tx.init(params), min_size)
 
   key, order_key = jax.random.split(key)
   rng = np.random.default_rng(np.asarray(jax.random.key_data(order_key)).astype(np.uint32).ravel().tolist())
   stream = np.concatenate([rng.permutation(n) for _ in range(int(np.ceil(planned * bs / n)) + 1)])
 
   def evaluate(p):
-    return metrics(validation.labels, predict_proba(module, p, validation, fc.eval_batch_size, eval_fn),
+    return metrics(validation.labels, predict_proba(module, p, validation, fc.eval_batch_size, eval_fn, mesh),
                    module.num_classes)["accuracy"]
 
   t0 = time.time()
@@ -144,7 +169,8 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
     restored = checkpointer.restore(template)
     if restored is not None:
       state, meta = restored
-      params, opt_state, best_params = state["params"], state["opt_state"], state["best_params"]
+      params, opt_state, best_params = (place_params(mesh, state[k], min_size)
+                                        for k in ("params", "opt_state", "best_params"))
       key = jax.random.wrap_key_data(state["key"])
       best_acc, best_step, bad_evals = meta["best_acc"], meta["best_step"], meta["bad_evals"]
       history, elapsed_before, start = [tuple(h) for h in meta["history"]], meta["seconds"], meta["step"] + 1
@@ -154,7 +180,7 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   for step in range(start, planned + 1):
     key, sub = jax.random.split(key)
     pos = stream[(step - 1) * bs: step * bs]
-    params, opt_state, loss = train_step(params, opt_state, *_batch(train, pos), sub)
+    params, opt_state, loss = train_step(params, opt_state, *_place_batch(mesh, _batch(train, pos)), sub)
     losses.append(loss)
     bar.update(1)
     if step % fc.eval_every == 0 or step == planned:
