@@ -58,11 +58,12 @@ def main(argv=None):
 
   import ml_collections
   t = time.time()
-  train_jit, greedy_jit = rl._JITS[False]
-  out = jax.block_until_ready(train_jit("ppo", ml_collections.FrozenConfigDict(c), jax.random.key(1), params))
+  jits = rl._JITS[False]
+  out = jax.block_until_ready(jits.train("ppo", "rl_ppo", ml_collections.FrozenConfigDict(c), None, jax.random.key(1),
+                                         params, None))
   stage(f"PPO {args.updates} updates x {args.envs} envs", t)
   t = time.time()
-  final, _ = greedy_jit(int(c.rl.hidden), jax.random.key(2), out["params"], params)
+  final, _ = jits.greedy(int(c.rl.hidden), jax.random.key(2), out["params"], params)
   chosen = int(np.asarray(final.mask).sum())
   stage("greedy episode", t)
   assert chosen == budget, (chosen, budget)

@@ -28,7 +28,9 @@ def synthetic(n: int, dim: int, classes: int, seed: int):
   centres = rng.normal(size=(32, dim)).astype(np.float32)
   z = rng.integers(0, 32, n)
   label_of = rng.integers(0, classes, 32)
-  x = centres[z] + 2.0 * rng.normal(size=(n, dim)).astype(np.float32)
+  x = rng.standard_normal((n, dim), dtype=np.float32)  # float32 from the start: no float64 pool-sized temporary
+  x *= 2.0
+  x += centres[z]
   y = np.where(rng.random(n) < 0.8, label_of[z], rng.integers(0, classes, n)).astype(np.int32)
   return x, y
 

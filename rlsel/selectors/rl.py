@@ -43,9 +43,13 @@ def _agent(algo: str):
 
 
 def standardise(x: np.ndarray) -> np.ndarray:
-  """Per-dimension z-scores over sqrt(d) (rows of norm ~1): the proxy trains at one learning rate without blowing up."""
+  """Per-dimension z-scores over sqrt(d) (rows of norm ~1): the proxy trains at one learning rate without blowing up.
+  float32, built in place in one copy of `x` (pools of millions of rows)."""
   x = np.asarray(x, np.float32)
-  return (x - x.mean(0)) / (x.std(0) + _STD_EPS) / np.sqrt(x.shape[1])
+  out = x - x.mean(0)
+  out /= x.std(0) + _STD_EPS
+  out /= np.sqrt(x.shape[1])
+  return out
 
 
 def pca(x: np.ndarray, dim: int) -> np.ndarray:
@@ -72,20 +76,22 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   require(dim >= 0, f"proxy.pca_dim={dim} must be >= 0 (0 = no projection)")
   if 0 < dim < x.shape[1]:
     x = standardise(pca(x, dim))
-  sx, sy = x[selectable], labels[selectable]
+  sx, rx, sy = jnp.asarray(x[selectable]), jnp.asarray(x[reward]), labels[selectable]
+  del x  # from here on only the device copies (shared by k-means and the proxy) hold the pool
   spec = proxy_lib.spec_from_config(config, num_classes)
   k_km, k_init, k_fit = jax.random.split(key, 3)
 
   k = int(min(int(config.kmeans.num_clusters), selectable.shape[0]))
   require(k >= 1, f"kmeans.num_clusters={config.kmeans.num_clusters} must be positive")
   if config.kmeans.stratified:
-    cents, assign = kmeans_lib.stratified_kmeans(k_km, sx, sy, k, int(config.kmeans.iters), int(config.kmeans.batch_size))
+    cents, assign = kmeans_lib.stratified_kmeans(k_km, np.asarray(sx), sy, k, int(config.kmeans.iters),
+                                                 int(config.kmeans.batch_size))
   else:
-    cents, assign = kmeans_lib.kmeans(k_km, jnp.asarray(sx), k, int(config.kmeans.iters), int(config.kmeans.batch_size))
+    cents, assign = kmeans_lib.kmeans(k_km, sx, k, int(config.kmeans.iters), int(config.kmeans.batch_size))
   cents, assign = kmeans_lib.compact(np.asarray(assign), np.asarray(cents))
 
-  data = proxy_lib.ProxyData(x=jnp.asarray(sx), y=jnp.asarray(sy), rx=jnp.asarray(x[reward]),
-                             ry=jnp.asarray(labels[reward]), init_params=proxy_lib.init_params(k_init, spec, x.shape[1]))
+  data = proxy_lib.ProxyData(x=sx, y=jnp.asarray(sy), rx=rx, ry=jnp.asarray(labels[reward]),
+                             init_params=proxy_lib.init_params(k_init, spec, sx.shape[1]))
   sample = stratified_sample(rng, sy, budget)
   init = proxy_lib.fit_initial(k_fit, spec, data, sample, int(config.proxy.init_steps))
   loss, ent = proxy_lib.loss_and_entropy(spec, init, data.x, data.y)
