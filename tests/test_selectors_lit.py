@@ -147,3 +147,30 @@ def test_entropy_picks_the_most_uncertain(pool):
   ids = sel.select(jax.random.key(0), pool, 5)
   assert sel.last_info["mean_entropy_selected"] >= sel.last_info["mean_entropy_pool"]
   assert ids.shape == (5,)
+
+
+def test_warmed_selectors_of_one_seed_share_one_warm_up(pool, monkeypatch):
+  """LESS then LearnAlign with the same key: one warm-up, reused (and reported), same result as a fresh warm-up."""
+  from rlsel.selectors import gradients
+  factory = lambda config, num_classes, key: tiny_fns(key, num_classes)
+  calls = []
+  real = gradients.warmup_train
+  monkeypatch.setattr(gradients, "warmup_train", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+  def make(name):
+    sel = base.make(name, small_config())
+    sel.model_factory = factory
+    return sel
+
+  gradients._WARM_CACHE.clear()
+  first = make("less")
+  first.select(jax.random.key(5), pool, 7)
+  second = make("learnalign")
+  shared = second.select(jax.random.key(5), pool, 7)
+  assert len(calls) == 1 and not first.last_info["warmup_reused"] and second.last_info["warmup_reused"]
+  gradients._WARM_CACHE.clear()
+  fresh = make("learnalign").select(jax.random.key(5), pool, 7)
+  assert len(calls) == 2
+  np.testing.assert_array_equal(shared, fresh)
+  make("learnalign").select(jax.random.key(6), pool, 7)  # another seed: its own warm-up
+  assert len(calls) == 3

@@ -44,8 +44,8 @@ class Cropi(G.WarmedSelector, Selector):
   def select(self, key, pool: Pool, budget: int) -> np.ndarray:
     s = self.config.selection
     t0 = time.time()
-    kwarm, kproj, kround = jax.random.split(key, 3)
-    fns, paths, ckpts, _ = self.warm_up(kwarm, pool)
+    _, kproj, kround = jax.random.split(key, 3)
+    fns, paths, ckpts, _ = self.warm_up(key, pool)
     params = ckpts[-1].params
     projector = G.make_projector(kproj, s, G.num_coordinates(G.split_params(params, paths)[0]), sparse=True)
     seconds = {"warmup": time.time() - t0, "gradients": 0.0, "finetune": 0.0}
@@ -70,5 +70,6 @@ class Cropi(G.WarmedSelector, Selector):
                                 float(s.schedule_warmup_fraction), G.adam_hparams(s))[-1].params
         seconds["finetune"] += time.time() - t
     self.last_info = {f"{k}_seconds": v for k, v in seconds.items()}
+    self.last_info["warmup_reused"] = self.warmup_reused
     self.last_info.update(rounds=len(shares), shares=shares, sparse_coords=int(projector.coords.shape[0]))
     return pool.train.ids[np.flatnonzero(chosen)]

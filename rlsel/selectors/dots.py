@@ -110,8 +110,8 @@ class Dots(G.WarmedSelector, Selector):
   def select(self, key, pool: Pool, budget: int) -> np.ndarray:
     s = self.config.selection
     t0 = time.time()
-    kwarm, kref, kfit, ksample = jax.random.split(key, 4)
-    fns, _, ckpts, warm_pos = self.warm_up(kwarm, pool)
+    _, kref, kfit, ksample = jax.random.split(key, 4)
+    fns, _, ckpts, warm_pos = self.warm_up(key, pool)
     t1 = time.time()
     n = len(pool.train)
     candidates = np.setdiff1d(np.arange(n), warm_pos)
@@ -152,5 +152,5 @@ class Dots(G.WarmedSelector, Selector):
     info.update(sample_seconds=time.time() - t3, mean_p_hat_pool=float(p_use.mean()),
                 mean_p_hat_selected=float(p_use[pos].mean()),
                 mean_abs_gap_selected=float(np.abs(p_use[pos] - float(s.dots_alpha)).mean()))
-    self.last_info = info
+    self.last_info = dict(info, warmup_reused=self.warmup_reused)
     return pool.train.ids[pos]

@@ -374,15 +374,38 @@ def adam_hparams(sel_cfg) -> tuple:
   return float(sel_cfg.adam_b1), float(sel_cfg.adam_b2), float(sel_cfg.adam_eps)
 
 
+_WARMUP_STREAM = 0x7761726D  # fold_in tag of the warm-up's key, shared by every warmed selector of a seed
+_WARM_CACHE: dict = {}  # the latest warm-up (one entry: a MiniLM warm-up with per-epoch Adam moments is ~1 GB)
+
+
 class WarmedSelector:
   """Mixin for selectors that warm the target model up on a random share of the pool before scoring.
 
+  The warm-up depends only on the selector's key (i.e. the run seed), the pool and the warm-up settings, not on which
+  selector asks, so LESS, LearnAlign, CROPI and DOTS of one seed share it: the latest one is kept in memory and reused
+  by the next selector of the same seed (the harness runs a seed's selectors one after another).
   `model_factory(config, num_classes, key) -> ModelFns` defaults to the target model; tests replace it with a tiny model.
   """
   model_factory: Callable = staticmethod(target_model_fns)
 
   def warm_up(self, key, pool):
-    """(fns, param paths, per-epoch checkpoints, warm-up row positions) for a random `warmup_fraction` of the pool."""
+    """(fns, param paths, per-epoch checkpoints, warm-up row positions) for a random `warmup_fraction` of the pool.
+    `key` is the selector's own key; the warm-up's key is derived from it the same way for every selector."""
+    from rlsel.checkpoint import fingerprint
+    s = self.config.selection
+    key = jax.random.fold_in(key, _WARMUP_STREAM)
+    tag = fingerprint(id(self.model_factory), self.config.target, self.config.features, s.warmup_fraction,
+                      s.warmup_epochs, s.train_batch_size, s.learning_rate, s.schedule_warmup_fraction,
+                      adam_hparams(s), s.param_scope, s.last_k, tuple(s.head_patterns), s.layer_pattern,
+                      np.asarray(jax.random.key_data(key)), np.asarray(pool.train.ids), np.asarray(pool.train.labels))
+    self.warmup_reused = tag in _WARM_CACHE  # reported in last_info: this selector's seconds exclude the warm-up
+    if not self.warmup_reused:
+      _WARM_CACHE.clear()
+      # the entry holds the factory too, so its id() cannot be recycled by another function while cached
+      _WARM_CACHE[tag] = (self.model_factory, self._warm_up(key, pool))
+    return _WARM_CACHE[tag][1]
+
+  def _warm_up(self, key, pool):
     from rlsel.selectors.basic import numpy_rng, stratified_sample
     s = self.config.selection
     kinit, kpos, ktrain = jax.random.split(key, 3)

@@ -43,8 +43,8 @@ class LearnAlign(G.WarmedSelector, Selector):
   def select(self, key, pool: Pool, budget: int) -> np.ndarray:
     s = self.config.selection
     t0 = time.time()
-    kwarm, kproj = jax.random.split(key)
-    fns, paths, ckpts, _ = self.warm_up(kwarm, pool)
+    _, kproj = jax.random.split(key)
+    fns, paths, ckpts, _ = self.warm_up(key, pool)
     params = ckpts[-1].params
     t1 = time.time()
     probs = G.predict_proba(fns, params, pool.train, int(s.eval_batch_size))
@@ -55,7 +55,8 @@ class LearnAlign(G.WarmedSelector, Selector):
     t2 = time.time()
     scores = np.asarray(learnalign_scores(jnp.asarray(feats), jnp.asarray(p_correct, jnp.float32)))
     pos = G.top_k_positions(scores, budget)
-    self.last_info = {"warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1, "score_seconds": time.time() - t2,
+    self.last_info = {"warmup_reused": self.warmup_reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
+                      "score_seconds": time.time() - t2,
                       "mean_p_correct_pool": float(p_correct.mean()),
                       "mean_p_correct_selected": float(p_correct[pos].mean()),
                       "mean_learnability_selected": float(np.mean(p_correct[pos] * (1 - p_correct[pos])))}

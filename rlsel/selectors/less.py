@@ -48,8 +48,8 @@ class Less(G.WarmedSelector, Selector):
   def select(self, key, pool: Pool, budget: int) -> np.ndarray:
     s = self.config.selection
     t0 = time.time()
-    kwarm, kproj = jax.random.split(key)
-    fns, paths, ckpts, _ = self.warm_up(kwarm, pool)
+    _, kproj = jax.random.split(key)
+    fns, paths, ckpts, _ = self.warm_up(key, pool)
     if int(s.less_checkpoints) > 0:
       ckpts = ckpts[-int(s.less_checkpoints):]
     t1 = time.time()
@@ -66,7 +66,7 @@ class Less(G.WarmedSelector, Selector):
     scores = np.asarray(less_scores(jnp.asarray(np.stack(train_f)), jnp.asarray(np.stack(val_f)),
                                     jnp.asarray(pool.validation.labels), lrs, pool.num_classes))
     pos = G.top_k_positions(scores, budget)
-    self.last_info = {"warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
+    self.last_info = {"warmup_reused": self.warmup_reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
                       "score_seconds": time.time() - t2, "checkpoints": len(ckpts),
                       "num_grad_params": G.num_coordinates(G.split_params(fns.params, paths)[0]),
                       "lr_means": [float(x) for x in lrs], "score_min_selected": float(scores[pos].min()),
