@@ -75,7 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.kmeans.stratified = False        # True: cluster each label separately, clusters shared out by label frequency
 
   c.proxy = ml_collections.ConfigDict()
-  c.proxy.kind = "head"              # "head": MLP on frozen embeddings; "transformer": not implemented yet
+  c.proxy.kind = "head"              # "head": MLP on frozen embeddings (CPU); "transformer": first layers of the target on tokens
+  c.proxy.transformer_layers = 2     # kind="transformer": encoder layers kept (MiniLM's pretrained first layers)
   c.proxy.hidden = 0                 # hidden width of the head; 0 = logistic regression
   c.proxy.steps = 30                 # fine-tune steps per proxy evaluation (inside lax.scan)
   c.proxy.batch_size = 64            # minibatch drawn from the selected examples

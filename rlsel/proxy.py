@@ -5,6 +5,13 @@
 A proxy evaluation = fine-tune from `init_params` for `steps` Adam steps on minibatches drawn from the chosen
 examples, then score on the reward split (negative log-loss or accuracy). Deterministic for a key; no Python
 branching on traced values, so it jits and vmaps over episodes.
+
+Two kinds (`proxy.kind`):
+- `head` (CPU default): a logistic-regression or MLP head on the cached frozen MiniLM embeddings; `x` rows are
+  embeddings.
+- `transformer` (for GPU/TPU): the target's encoder cut to its first `proxy.transformer_layers` layers (MiniLM's
+  pretrained layers when `target.kind="minilm"`), mean-pooled, with a linear head, fine-tuned end to end on tokens;
+  `x` rows are token ids (pad id 0 is masked). Dropout is off so an evaluation is a deterministic function of its key.
 """
 
 import functools
@@ -16,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+
+from typing import Optional
 
 from rlsel.errors import UserError
 
@@ -33,11 +42,15 @@ class ProxySpec:
   learning_rate: float = struct.field(pytree_node=False)
   score: str = struct.field(pytree_node=False)
   reward_subsample: int = struct.field(pytree_node=False)
+  kind: str = struct.field(pytree_node=False, default="head")
+  bert: Optional[object] = struct.field(pytree_node=False, default=None)  # transformer: a frozen BertConfig
+  pretrained: bool = struct.field(pytree_node=False, default=False)       # transformer: start from MiniLM's layers
 
 
 @struct.dataclass
 class ProxyData:
-  """Arrays the proxy reads: x [N, d] selectable embeddings, y [N], reward split rx [R, d], ry [R], init params."""
+  """Arrays the proxy reads: x [N, d] selectable rows (embeddings, or token ids [N, L] for the transformer), y [N],
+  the reward split rx [R, d] / ry [R], and the initial params every evaluation starts from."""
   x: jnp.ndarray
   y: jnp.ndarray
   rx: jnp.ndarray
@@ -72,9 +85,6 @@ class Head(nn.Module):
 def spec_from_config(config, num_classes: int) -> ProxySpec:
   """Validates `config.proxy` and returns the static spec."""
   p = config.proxy
-  if p.kind == "transformer":
-    raise UserError("proxy.kind='transformer' is not implemented yet; use --config.proxy.kind=head "
-                    "(a head on the cached frozen embeddings)")
   if p.kind not in KINDS:
     raise UserError(f"proxy.kind={p.kind!r} is unknown; choose one of {', '.join(KINDS)}")
   if p.score not in SCORES:
@@ -82,16 +92,43 @@ def spec_from_config(config, num_classes: int) -> ProxySpec:
   for f in ("steps", "batch_size"):
     if int(p[f]) < 1:
       raise UserError(f"proxy.{f}={p[f]} must be a positive integer")
+  bert, pretrained = None, False
+  if p.kind == "transformer":
+    import dataclasses
+
+    from rlsel.target.model import target_config
+    base = target_config(config.target)
+    layers = int(p.transformer_layers)
+    if not 1 <= layers <= base.num_layers:
+      raise UserError(f"proxy.transformer_layers={layers} must be between 1 and the target's {base.num_layers} layers")
+    bert = dataclasses.replace(base, num_layers=layers, dropout=0.0)
+    pretrained = config.target.kind == "minilm"
   return ProxySpec(num_classes=int(num_classes), hidden=int(p.hidden), steps=int(p.steps),
                    batch_size=int(p.batch_size), learning_rate=float(p.learning_rate), score=str(p.score),
-                   reward_subsample=int(p.reward_subsample))
+                   reward_subsample=int(p.reward_subsample), kind=str(p.kind), bert=bert, pretrained=pretrained)
+
+
+def _transformer(spec: ProxySpec):
+  from rlsel.target.model import Classifier
+  return Classifier(spec.bert, spec.num_classes)
 
 
 def init_params(key: jax.Array, spec: ProxySpec, dim: int) -> dict:
+  """Initial params; `dim` is the embedding width (head) or the token length (transformer)."""
+  if spec.kind == "transformer":
+    dummy = jnp.zeros((1, dim), jnp.int32)
+    params = dict(_transformer(spec).init(key, dummy, jnp.ones_like(dummy), dummy)["params"])
+    if spec.pretrained:
+      from rlsel.target.model import minilm_encoder_params
+      params["encoder"] = minilm_encoder_params(spec.bert.num_layers)
+    return params
   return Head(spec.hidden, spec.num_classes).init(key, jnp.zeros((1, dim), jnp.float32))["params"]
 
 
 def logits_fn(spec: ProxySpec, params: dict, x: jnp.ndarray) -> jnp.ndarray:
+  if spec.kind == "transformer":
+    ids = x.astype(jnp.int32)
+    return _transformer(spec).apply({"params": params}, ids, (ids != 0).astype(jnp.int32), jnp.zeros_like(ids))
   return Head(spec.hidden, spec.num_classes).apply({"params": params}, x)
 
 
@@ -181,6 +218,8 @@ def _fit_initial(key, spec, data, positions, steps):
 
 def loss_and_entropy(spec: ProxySpec, params: dict, x: jnp.ndarray, y: jnp.ndarray, batch: int = 8192):
   """Per-example cross-entropy and predictive entropy of the proxy, in batches ([n], [n])."""
+  if spec.kind == "transformer":
+    batch = min(batch, 256)  # attention scores are batch x heads x L x L
   out_l, out_e = [], []
   for i in range(0, x.shape[0], batch):
     l, e = _loss_ent(spec, params, x[i:i + batch], y[i:i + batch])
@@ -197,7 +236,12 @@ def _loss_ent(spec, params, x, y):
 
 
 def finetune_flops(spec: ProxySpec, dim: int) -> float:
-  """Analytic FLOPs of one proxy fine-tune (forward + backward ~ 3x forward matmuls)."""
+  """Analytic FLOPs of one proxy fine-tune (forward + backward ~ 3x forward matmuls); `dim` as in `init_params`."""
+  if spec.kind == "transformer":
+    b = spec.bert
+    per_token = b.num_layers * (2 * (4 * b.hidden_size ** 2 + 2 * b.hidden_size * b.intermediate_size)
+                                + 4 * dim * b.hidden_size)
+    return 3.0 * per_token * dim * spec.batch_size * spec.steps
   h = spec.hidden
   fwd = 2 * dim * h + 2 * h * spec.num_classes if h > 0 else 2 * dim * spec.num_classes
   return 3.0 * fwd * spec.batch_size * spec.steps

@@ -1,6 +1,7 @@
 """The rl_ppo selector end to end on a synthetic pool: exact budget of unique valid ids, deterministic per seed."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -43,9 +44,46 @@ def test_rl_selector_user_errors():
   with pytest.raises(UserError, match="budget"):
     make("rl_ppo", _tiny_config()).select(jax.random.PRNGKey(0), pool, 190)  # 25% of the pool is the reward split
   c = _tiny_config()
-  c.proxy.kind = "transformer"
-  with pytest.raises(UserError, match="transformer"):
+  c.proxy.kind = "lstm"
+  with pytest.raises(UserError, match="proxy.kind='lstm' is unknown"):
     make("rl_dqn", c).select(jax.random.PRNGKey(0), pool, 20)
+  c = _transformer_config()
+  c.proxy.transformer_layers = 3
+  with pytest.raises(UserError, match="transformer_layers=3 must be between 1 and the target's 2 layers"):
+    make("rl_dqn", c).select(jax.random.PRNGKey(0), pool, 20)
+
+
+def _transformer_config():
+  c = _tiny_config()
+  c.target.kind, c.target.hidden_size, c.target.num_layers, c.target.num_heads = "tiny", 32, 2, 4
+  c.target.intermediate_size = 64
+  c.proxy.kind, c.proxy.transformer_layers, c.proxy.learning_rate, c.proxy.batch_size = "transformer", 1, 3e-3, 8
+  return c
+
+
+def test_transformer_proxy_learns_from_tokens_and_drives_the_rl_selector():
+  """The transformer proxy (target's first layer on tokens) fine-tunes inside lax.scan and rewards rl_ppo episodes."""
+  from rlsel import proxy as proxy_lib
+  c = _transformer_config()
+  spec = proxy_lib.spec_from_config(c, 3)
+  assert spec.kind == "transformer" and spec.bert.num_layers == 1 and not spec.pretrained
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 3, 96).astype(np.int32)
+  x = rng.integers(5, 200, (96, 12)).astype(np.int32)
+  x[:, 0] = y + 1  # the label is readable from the first token
+  x[:, -2:] = 0    # padding, masked out
+  data = proxy_lib.ProxyData(x=jnp.asarray(x[:64]), y=jnp.asarray(y[:64]), rx=jnp.asarray(x[64:]),
+                             ry=jnp.asarray(y[64:]), init_params=proxy_lib.init_params(jax.random.key(0), spec, 12))
+  before = float(proxy_lib.score(spec, data.init_params, data.rx, data.ry))
+  after = proxy_lib.score_positions(jax.random.key(1), spec.replace(steps=60),
+                                    data, np.arange(64))
+  assert np.isfinite(after) and after > before + 0.05, (before, after)
+
+  pool = synthetic_pool(n=200)
+  sel = make("rl_ppo", c)
+  ids = sel.select(jax.random.PRNGKey(0), pool, 20)
+  assert ids.shape == (20,) and np.unique(ids).shape[0] == 20 and np.isin(ids, pool.train.ids).all()
+  assert np.isfinite(sel.last_info["reward_score"])
 
 
 def test_segmented_training_equals_one_jit_and_resumes_after_a_crash(tmp_path, monkeypatch):

@@ -122,12 +122,16 @@ def run(config, workdir: str, subsets: int, seed: int) -> dict:
   budget = selbase.budget_size(float(config.budget), pool.size)
   emb = np.asarray(pool.train.embeddings, np.float32)
   mu, sd = emb.mean(0), emb.std(0) + _STD_EPS
-  test_x = jax.numpy.asarray((np.asarray(test.embeddings, np.float32) - mu) / sd / np.sqrt(emb.shape[1]))
+  if config.proxy.kind == "transformer":  # the transformer proxy reads tokens
+    test_x = jax.numpy.asarray(test.input_ids)
+  else:
+    test_x = jax.numpy.asarray((np.asarray(test.embeddings, np.float32) - mu) / sd / np.sqrt(emb.shape[1]))
   test_y = jax.numpy.asarray(test.labels)
 
   def env_for(run_seed):
     k_env = jax.random.split(jax.random.fold_in(jax.random.key(run_seed), 0), 4)[0]  # as RLSelector.select
-    params, selectable, _ = build_env(k_env, config, emb, pool.train.labels, pool.num_classes, budget)
+    params, selectable, _ = build_env(k_env, config, emb, pool.train.labels, pool.num_classes, budget,
+                                      tokens=pool.train.input_ids)
     return params, selectable
 
   score_key = jax.random.key(10_000 + seed)  # one proxy key for every subset: differences come from the subsets

@@ -66,7 +66,7 @@ class ClimbSelector(Selector):
     t0 = time.time()
     k_env, k_search, k_final, k_score = jax.random.split(key, 4)
     params, selectable, sample = build_env(k_env, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes,
-                                           budget)
+                                           budget, tokens=pool.train.input_ids)
     t_env = time.time()
     out = search(cfg, k_search, params)
     t_search = time.time()

@@ -59,8 +59,11 @@ def pca(x: np.ndarray, dim: int) -> np.ndarray:
   return (xc @ vecs[:, ::-1][:, :dim]).astype(np.float32)
 
 
-def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int, budget: int):
-  """Reward split, clusters, initial proxy and EnvParams for a pool. Returns (env_params, selectable positions)."""
+def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int, budget: int,
+              tokens: np.ndarray = None):
+  """Reward split, clusters, initial proxy and EnvParams for a pool. Returns (env_params, selectable positions,
+  the random budget-sized sample behind the initial proxy). `tokens` [n, L] (pad 0): needed by the transformer
+  proxy, which trains on them; clusters always come from the embeddings."""
   labels = np.asarray(labels, np.int32)
   n = labels.shape[0]
   frac = float(config.proxy.reward_fraction)
@@ -79,6 +82,11 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   sx, rx, sy = jnp.asarray(x[selectable]), jnp.asarray(x[reward]), labels[selectable]
   del x  # from here on only the device copies (shared by k-means and the proxy) hold the pool
   spec = proxy_lib.spec_from_config(config, num_classes)
+  px, prx = sx, rx
+  if spec.kind == "transformer":
+    require(tokens is not None, "proxy.kind='transformer' needs the pool's tokens; this caller passes embeddings only")
+    tokens = np.asarray(tokens, np.int32)
+    px, prx = jnp.asarray(tokens[selectable]), jnp.asarray(tokens[reward])
   k_km, k_init, k_fit = jax.random.split(key, 3)
 
   k = int(min(int(config.kmeans.num_clusters), selectable.shape[0]))
@@ -90,8 +98,8 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
     cents, assign = kmeans_lib.kmeans(k_km, sx, k, int(config.kmeans.iters), int(config.kmeans.batch_size))
   cents, assign = kmeans_lib.compact(np.asarray(assign), np.asarray(cents))
 
-  data = proxy_lib.ProxyData(x=sx, y=jnp.asarray(sy), rx=rx, ry=jnp.asarray(labels[reward]),
-                             init_params=proxy_lib.init_params(k_init, spec, sx.shape[1]))
+  data = proxy_lib.ProxyData(x=px, y=jnp.asarray(sy), rx=prx, ry=jnp.asarray(labels[reward]),
+                             init_params=proxy_lib.init_params(k_init, spec, px.shape[1]))
   sample = stratified_sample(rng, sy, budget)
   init = proxy_lib.fit_initial(k_fit, spec, data, sample, int(config.proxy.init_steps))
   loss, ent = proxy_lib.loss_and_entropy(spec, init, data.x, data.y)
@@ -215,7 +223,7 @@ class RLSelector(Selector):
     t0 = time.time()
     k_env, k_train, k_greedy, k_score = jax.random.split(key, 4)
     params, selectable, sample = build_env(k_env, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes,
-                                           budget)
+                                           budget, tokens=pool.train.input_ids)
     t_env = time.time()
     _agent(self.algo)  # a clear error for an unknown algorithm, before tracing
     greedy_jit = _JITS[bool(cfg.rl.fast_compile)].greedy
