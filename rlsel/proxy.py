@@ -198,11 +198,14 @@ def score_positions(key: jax.Array, spec: ProxySpec, data: ProxyData, positions)
   return float(_score_positions(key, spec, data, positions))
 
 
+def draw_from(positions: jnp.ndarray) -> Callable[[jax.Array, tuple], jnp.ndarray]:
+  """A `draw` for `finetune`: minibatch rows sampled uniformly (with replacement) from the given rows."""
+  return lambda kk, shape: positions[jax.random.randint(kk, shape, 0, positions.shape[0])]
+
+
 @functools.partial(jax.jit, static_argnums=1)
 def _score_positions(key, spec, data, pos):
-  draw = lambda kk, shape: pos[jax.random.randint(kk, shape, 0, pos.shape[0])]
-  params = finetune(key, spec, data, draw)
-  return score(spec, params, data.rx, data.ry)
+  return score(spec, finetune(key, spec, data, draw_from(pos)), data.rx, data.ry)
 
 
 def fit_initial(key: jax.Array, spec: ProxySpec, data: ProxyData, positions, steps: int) -> dict:
@@ -212,8 +215,7 @@ def fit_initial(key: jax.Array, spec: ProxySpec, data: ProxyData, positions, ste
 
 @functools.partial(jax.jit, static_argnums=(1, 4))
 def _fit_initial(key, spec, data, positions, steps):
-  draw = lambda kk, shape: positions[jax.random.randint(kk, shape, 0, positions.shape[0])]
-  return finetune(key, spec, data, draw, steps)
+  return finetune(key, spec, data, draw_from(positions), steps)
 
 
 def loss_and_entropy(spec: ProxySpec, params: dict, x: jnp.ndarray, y: jnp.ndarray, batch: int = 8192):

@@ -14,6 +14,7 @@ Every fine-tune's result is saved as it finishes, so an interrupted run continue
 `spearman_proxy_vs_target=<rho>`.
 """
 
+import functools
 import json
 import os
 import pathlib
@@ -60,9 +61,9 @@ def _proxy_report(key, spec, data, positions, test_x, test_y) -> dict:
           "proxy_test_accuracy": float(test_acc)}
 
 
+@functools.lru_cache(maxsize=1)
 def _proxy_jit():
-  import functools
-
+  """The jitted proxy report (built on first use: jax is imported lazily, after absl parsed the flags)."""
   import jax
   import jax.numpy as jnp
 
@@ -70,18 +71,11 @@ def _proxy_jit():
 
   @functools.partial(jax.jit, static_argnums=1)
   def report(key, spec, data, pos, test_x, test_y):
-    params = proxy_lib.finetune(key, spec, data,
-                                lambda kk, shape: pos[jax.random.randint(kk, shape, 0, pos.shape[0])])
+    params = proxy_lib.finetune(key, spec, data, proxy_lib.draw_from(pos))
     acc = lambda x, y: jnp.mean(jnp.argmax(proxy_lib.logits_fn(spec, params, x), -1) == y)
     return proxy_lib.score(spec, params, data.rx, data.ry), acc(data.rx, data.ry), acc(test_x, test_y)
 
-  global _proxy_jit_cached
-  if _proxy_jit_cached is None:
-    _proxy_jit_cached = report
-  return _proxy_jit_cached
-
-
-_proxy_jit_cached = None
+  return report
 
 
 def _target_accuracy(config, pool, test, ids, seed: int, name: str) -> dict:
