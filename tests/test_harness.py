@@ -17,7 +17,7 @@ def test_plan_grid_sweep_and_shared_full():
   sweep = [x for x in cells if x[3] not in (0.05, 1.0)]
   assert len(sweep) == 4 * 3 * 2 * 3
   assert len(set(cells)) == len(cells)
-  assert [x[0] for x in cells] == sorted([x[0] for x in cells], key=["tweets", "rt", "rt_subj", "bbc"].index)
+  assert [x[0] for x in cells] == sorted([x[0] for x in cells], key=list(c.tasks).index)
 
 
 def test_selection_names():
