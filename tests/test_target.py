@@ -94,3 +94,39 @@ def test_metrics_macro_f1():
   assert m["accuracy"] == pytest.approx(0.6)
   # F1 per class: c0 = 2*1/(2+1+1)=0.5, c1 = 2*2/(4+1+0)=0.8, c2 = 0
   assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+@pytest.mark.parametrize("total", [1, 3, 30, 200])
+def test_learning_rate_at_equals_the_optax_warmup_then_decay_schedule(total):
+  import types
+
+  import optax
+  fc = types.SimpleNamespace(learning_rate=5e-5, warmup_fraction=0.1)
+  warmup = max(1, int(round(0.1 * total)))
+  ref = optax.join_schedules([optax.linear_schedule(0.0, 5e-5, warmup),
+                              optax.linear_schedule(5e-5, 0.0, max(1, total - warmup))], [warmup])
+  got = np.array([ft.learning_rate_at(fc, total, c) for c in range(total + 2)])
+  np.testing.assert_allclose(got, np.array([float(ref(c)) for c in range(total + 2)]), rtol=1e-6, atol=1e-12)
+
+
+def test_optimizer_times_passed_learning_rate_equals_adamw():
+  """make_optimizer + the step's -lr scaling is optax.adamw with the same schedule (weight decay masked the same)."""
+  import types
+
+  import optax
+  fc = types.SimpleNamespace(learning_rate=1e-2, warmup_fraction=0.25, weight_decay=0.1, grad_clip=1.0)
+  total = 8
+  sched = lambda c: ft.learning_rate_at(fc, total, int(c))  # noqa: E731  (host-side, same values)
+  ref_tx = optax.chain(optax.clip_by_global_norm(1.0),
+                       optax.adamw(lambda c: jnp.asarray([sched(i) for i in range(total + 1)])[c],
+                                   weight_decay=0.1, mask=ft._decay_mask))
+  tx = ft.make_optimizer(fc)
+  params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+  p_ref, s_ref, p, s = params, ref_tx.init(params), params, tx.init(params)
+  for c in range(total):
+    g = jax.tree.map(lambda x: jnp.full_like(x, 0.5 + c), params)
+    u, s_ref = ref_tx.update(g, s_ref, p_ref)
+    p_ref = optax.apply_updates(p_ref, u)
+    u, s = tx.update(g, s, p)
+    p = optax.apply_updates(p, jax.tree.map(lambda x: -np.float32(sched(c)) * x, u))
+  chex.assert_trees_all_close(p, p_ref, rtol=1e-6, atol=1e-7)

@@ -42,14 +42,20 @@ def _decay_mask(params):
   return jax.tree.map(lambda x: x.ndim > 1, params)
 
 
-def make_optimizer(fc, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(fc) -> optax.GradientTransformation:
+  """AdamW without its learning rate: clipping, Adam moments and decoupled weight decay. The train step multiplies
+  the update by -learning_rate_at(...), passed in as an argument, so one compiled step serves every schedule length
+  (each cell of a run plans a different number of steps)."""
+  return optax.chain(optax.clip_by_global_norm(fc.grad_clip), optax.scale_by_adam(),
+                     optax.add_decayed_weights(fc.weight_decay, mask=_decay_mask))
+
+
+def learning_rate_at(fc, total_steps: int, count: int) -> float:
+  """Linear warm-up from 0 over `warmup_fraction` of the steps, then linear decay to 0; `count` = updates done."""
   warmup = max(1, int(round(fc.warmup_fraction * total_steps)))
-  schedule = optax.join_schedules([
-      optax.linear_schedule(0.0, fc.learning_rate, warmup),
-      optax.linear_schedule(fc.learning_rate, 0.0, max(1, total_steps - warmup)),
-  ], [warmup])
-  return optax.chain(optax.clip_by_global_norm(fc.grad_clip),
-                     optax.adamw(schedule, weight_decay=fc.weight_decay, mask=_decay_mask))
+  if count < warmup:
+    return fc.learning_rate * count / warmup
+  return fc.learning_rate * max(0.0, 1.0 - (count - warmup) / max(1, total_steps - warmup))
 
 
 def forward_flops_per_token(module, params, length: int) -> float:
@@ -117,20 +123,19 @@ def metrics(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
 
 
 @functools.lru_cache(maxsize=16)
-def _programs(module, learning_rate, warmup_fraction, weight_decay, grad_clip, planned):
-  """(optimizer, jitted train step, jitted eval) for a module and schedule, built once and reused across cells."""
-  fc = types.SimpleNamespace(learning_rate=learning_rate, warmup_fraction=warmup_fraction, weight_decay=weight_decay,
-                             grad_clip=grad_clip)
-  tx = make_optimizer(fc, planned)
+def _programs(module, weight_decay, grad_clip):
+  """(optimizer, jitted train step, jitted eval) for a module, built once and reused across cells."""
+  tx = make_optimizer(types.SimpleNamespace(weight_decay=weight_decay, grad_clip=grad_clip))
 
   def loss_fn(p, ids, mask, types_, labels, rng):
     logits = module.apply({"params": p}, ids, mask, types_, deterministic=False, rngs={"dropout": rng})
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
   @jax.jit
-  def train_step(p, s, ids, mask, types_, labels, rng):
+  def train_step(p, s, ids, mask, types_, labels, rng, lr):
     loss, grads = jax.value_and_grad(loss_fn)(p, ids, mask, types_, labels, rng)
     updates, s = tx.update(grads, s, p)
+    updates = jax.tree.map(lambda u: (-lr * u).astype(u.dtype), updates)
     return optax.apply_updates(p, updates), s, loss
 
   return tx, train_step, make_eval_fn(module)
@@ -147,8 +152,7 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   fc = config.finetune
   n, bs = len(train), fc.batch_size
   planned = int(min(fc.max_steps, max(1, int(np.ceil(fc.epochs * n / bs)))))
-  tx, train_step, eval_fn = _programs(module, fc.learning_rate, fc.warmup_fraction, fc.weight_decay, fc.grad_clip,
-                                      planned)
+  tx, train_step, eval_fn = _programs(module, fc.weight_decay, fc.grad_clip)
   min_size = int(config.mesh.fsdp_min_size)
   params = place_params(mesh, params, min_size)
   opt_state = place_params(mesh, tx.init(params), min_size)
@@ -180,7 +184,8 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   for step in range(start, planned + 1):
     key, sub = jax.random.split(key)
     pos = stream[(step - 1) * bs: step * bs]
-    params, opt_state, loss = train_step(params, opt_state, *_place_batch(mesh, _batch(train, pos)), sub)
+    lr = np.float32(learning_rate_at(fc, planned, step - 1))
+    params, opt_state, loss = train_step(params, opt_state, *_place_batch(mesh, _batch(train, pos)), sub, lr)
     losses.append(loss)
     bar.update(1)
     if step % fc.eval_every == 0 or step == planned:
