@@ -22,7 +22,7 @@ def get_config(arg: str = ""):
     r.warmup.steps = 300
     r.grpo.steps, r.grpo.eval_every, r.grpo.eval_size = 10, 5, 200
     r.grpo.eval_batch_size = 200
-    r.dots.reestimate_every, r.dots.reference_size, r.dots.fit_steps = 5, 32, 100
+    r.dots.reestimate_every, r.dots.reference_size, r.dots.holdout_size, r.dots.fit_steps = 5, 32, 32, 100
     r.learnalign.warmup_steps, r.learnalign.candidates, r.learnalign.top_fraction = 2, 160, 0.2
     r.cropi.candidates, r.cropi.validation_size, r.cropi.keep_fraction, r.cropi.rounds = 160, 32, 0.2, 2
   return c

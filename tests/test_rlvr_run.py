@@ -3,6 +3,7 @@ results.md and plots, and a rerun in the same workdir skips the finished cells."
 
 import json
 
+import numpy as np
 import pytest
 
 from rlsel import configlib, rlvr
@@ -26,6 +27,7 @@ def _config():
   r.grpo.eval_every = 2
   r.grpo.eval_size = r.grpo.eval_batch_size = 30
   r.dots.reestimate_every, r.dots.reference_size, r.dots.replay_capacity, r.dots.fit_steps = 2, 8, 16, 20
+  r.dots.holdout_size = 8
   r.dots.informative_only = False  # so the buffer fills even when the tiny model's groups are uniform
   r.dots.embed_batch_size = 64
   r.learnalign.warmup_steps, r.learnalign.candidates, r.learnalign.top_fraction = 1, 40, 0.25
@@ -53,6 +55,11 @@ def test_run_writes_results_and_resumes(tmp_path):
   assert by["uniform"]["fresh_rollouts"] == 4 * 8 * 4 and by["uniform"]["replayed_groups"] == 0
   assert by["dots"]["replayed_groups"] == 0 and by["dots_replay"]["replayed_groups"] > 0
   assert by["dots"]["estimation_seconds"] > 0
+  for m in ("dots", "dots_replay"):  # the estimator is measured on held-out prompts at each re-estimate (steps 0, 2)
+    checks = by[m]["selection_info"]["estimator"]
+    assert [x["step"] for x in checks] == [0, 2] and all(0 <= x["mae"] <= 1 for x in checks)
+    assert "estimator_pearson" in by[m] and by[m]["estimator_mae"] == pytest.approx(
+        sum(x["mae"] for x in checks) / 2)
   assert by["learnalign"]["n_selected"] <= 10 and by["learnalign"]["select_seconds"] > 0  # top 25% of 40
   assert by["cropi"]["selection_info"]["rounds"] == 2 and by["cropi"]["n_selected"] <= 20
   saved = json.loads((tmp_path / "results.json").read_text())
@@ -67,6 +74,51 @@ def test_run_writes_results_and_resumes(tmp_path):
   again = run.run(c, tmp_path)
   assert [r["selector"] for r in again] == list(ALL) + ["grpo"]
   assert again[0]["seconds"] == rows[0]["seconds"]
+
+
+def test_estimator_measurement_leaves_the_dots_run_unchanged():
+  """The held-out check uses its own keys and NumPy stream: DOTS trains identically with it switched off."""
+  import jax
+
+  c = _config()
+  r = c.rlvr
+  train, _, test = run.load_problems(r)
+  key = jax.random.key(0)
+  policy, params0, _ = run.build_policy(r, key, train)
+  row_on, p_on = run.train_method("dots", r, policy, params0, train, test, jax.random.fold_in(key, 2))
+  r.dots.holdout_size = 0
+  row_off, p_off = run.train_method("dots", r, policy, params0, train, test, jax.random.fold_in(key, 2))
+  assert len(row_on["selection_info"]["estimator"]) == 2 and row_off["selection_info"]["estimator"] == []
+  assert "estimator_pearson" not in row_off
+  assert [h["test_accuracy"] for h in row_on["history"]] == [h["test_accuracy"] for h in row_off["history"]]
+  assert row_on["fresh_rollouts"] == row_off["fresh_rollouts"]
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), p_on, p_off)
+
+
+def test_estimator_check_against_known_success_probabilities():
+  """With p_hat = the true probabilities, the measured correlation matches the noise ceiling from the split halves;
+  a constant p_hat has no correlation and the reference-mean baseline's error."""
+  import types
+
+  rng = np.random.default_rng(0)
+  true_p = rng.uniform(0, 1, 3000)
+
+  class Fake:
+    def rollout(self, params, problems, ids, g, key):
+      seed = int(np.asarray(jax.random.key_data(key)).ravel()[-1])
+      draws = np.random.default_rng(seed).uniform(size=(len(ids), g)) < true_p[ids, None]
+      return types.SimpleNamespace(rewards=draws.astype(np.float32))
+
+  import jax
+  ids = np.arange(3000)
+  got = run.estimator_check(Fake(), None, None, ids, true_p, true_p, 4, jax.random.key(1), step=0)
+  assert got["pearson"] == pytest.approx(got["noise_ceiling_pearson"], abs=0.03)
+  assert 0.5 < got["split_half_pearson"] < 0.75  # G=4 per half: a noisy measurement
+  assert got["mae"] < got["mae_reference_mean"]
+  flat = run.estimator_check(Fake(), None, None, ids, np.full(3000, 0.5), true_p, 4, jax.random.key(1), step=0)
+  assert flat["pearson"] is None and flat["mae"] == pytest.approx(flat["mae_reference_mean"], abs=0.01)
+  big = run.estimator_check(Fake(), None, None, ids, true_p, true_p, 400, jax.random.key(2), step=0)
+  assert big["pearson"] > 0.99 and big["noise_ceiling_pearson"] > 0.99
 
 
 def test_bad_method_task_and_foreign_results_are_user_errors(tmp_path):

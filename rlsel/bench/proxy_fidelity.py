@@ -26,6 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from rlsel.stats import spearman  # noqa: E402  (numpy only)
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/glue.py", "Main-command config (task, budget, target).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "A main-command workdir for the same config.")
@@ -33,24 +35,9 @@ _SUBSETS = flags.DEFINE_integer("subsets", 20, "Random budget-sized subsets to f
 _SEED = flags.DEFINE_integer("seed", 0, "Run seed whose reward split and proxy are used.")
 
 
-def spearman(a, b) -> float:
-  """Spearman's rho: Pearson correlation of average ranks (ties share their mean rank)."""
-  import numpy as np
-
-  def ranks(x):
-    x = np.asarray(x, np.float64)
-    order = np.argsort(x, kind="stable")
-    r = np.empty_like(x)
-    r[order] = np.arange(x.size, dtype=np.float64)
-    for v in np.unique(x):
-      tie = x == v
-      r[tie] = r[tie].mean()
-    return r
-
-  ra, rb = ranks(a), ranks(b)
-  ra, rb = ra - ra.mean(), rb - rb.mean()
-  den = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
-  return float((ra * rb).sum() / den) if den > 0 else float("nan")
+def _fmt(value, spec: str = "+.3f") -> str:
+  """A correlation for printing; None (undefined: a constant side) prints as n/a."""
+  return "n/a" if value is None else format(value, spec)
 
 
 def _proxy_report(key, spec, data, positions, test_x, test_y) -> dict:
@@ -199,9 +186,9 @@ def main(argv) -> None:
     fail(str(e))
   print(f"\n{s['task']}, seed {s['seed']}, budget {s['budget']}: {s['subsets']} random subsets")
   print(f"  target test accuracy {s['target_test_accuracy_range'][0]:.4f} .. {s['target_test_accuracy_range'][1]:.4f}")
-  print(f"  Spearman(proxy reward score, target test acc)    = {s['spearman_proxy_score_vs_target']:+.3f}")
-  print(f"  Spearman(proxy reward accuracy, target test acc) = {s['spearman_proxy_accuracy_vs_target']:+.3f}")
-  print(f"  Spearman(proxy test accuracy, target test acc)   = {s['spearman_proxy_test_vs_target']:+.3f}")
+  print(f"  Spearman(proxy reward score, target test acc)    = {_fmt(s['spearman_proxy_score_vs_target'])}")
+  print(f"  Spearman(proxy reward accuracy, target test acc) = {_fmt(s['spearman_proxy_accuracy_vs_target'])}")
+  print(f"  Spearman(proxy test accuracy, target test acc)   = {_fmt(s['spearman_proxy_test_vs_target'])}")
   print(f"  random subsets: proxy reward-split minus proxy test accuracy = "
         f"{s['random_mean_gap_proxy_reward_minus_proxy_test']:+.4f}")
   if s["chosen"]:
@@ -210,7 +197,7 @@ def main(argv) -> None:
     for g in s["chosen"]:
       print(f"| {g['selector']} | {g['seed']} | {g['proxy_reward_accuracy']:.4f} | {g['proxy_test_accuracy']:.4f} | "
             f"{g['target_test_accuracy']:.4f} | {g['gap_proxy_reward_minus_proxy_test']:+.4f} |")
-  print(f"spearman_proxy_vs_target={s['spearman_proxy_score_vs_target']:.4f}")
+  print(f"spearman_proxy_vs_target={_fmt(s['spearman_proxy_score_vs_target'], '.4f')}")
   sys.stdout.flush()
 
 

@@ -75,6 +75,8 @@ def default_config() -> ml_collections.ConfigDict:
   r.dots.tau = 0.1                  # selection temperature: P ~ exp(-|p_hat - alpha| / tau)
   r.dots.reestimate_every = 10      # mu: steps between reference rollouts + estimator refits
   r.dots.reference_size = 64        # K reference prompts with fresh rollouts
+  r.dots.holdout_size = 64          # prompts outside the reference set rolled out (2 x G) at every re-estimate to
+                                    # measure the estimator against true success rates; not in the method's seconds
   r.dots.fresh_fraction = 0.5       # sigma: share of each step's prompts rolled out fresh (rest replayed)
   r.dots.replay_capacity = 256      # prompt groups held by the FIFO replay buffer
   r.dots.informative_only = True    # only groups with mixed rewards enter the buffer

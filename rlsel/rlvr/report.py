@@ -98,6 +98,29 @@ def summary(rows) -> str:
   return "\n".join(lines)
 
 
+ESTIMATOR_FIELDS = ("pearson", "spearman", "mae", "mae_reference_mean", "split_half_pearson", "noise_ceiling_pearson")
+
+
+def estimator_summary(rows) -> str:
+  """DOTS' difficulty estimator against measured success rates of held-out prompts (mean over its re-estimates per
+  run, then mean ± std over seeds); empty when no run measured it."""
+  lines = []
+  for task in sorted({r["task"] for r in rows}):
+    for m in _methods([r for r in rows if r["task"] == task]):
+      rs = [r for r in rows if r["task"] == task and r["selector"] == m and r.get("estimator_pearson") is not None]
+      if rs:
+        cells = [_ms([r[f"estimator_{k}"] for r in rs if r.get(f"estimator_{k}") is not None])
+                 if any(r.get(f"estimator_{k}") is not None for r in rs) else "n/a" for k in ESTIMATOR_FIELDS]
+        lines.append(f"| {task} | {m} | {len(rs)} | " + " | ".join(cells) + " |")
+  if not lines:
+    return ""
+  return ("\n\n## DOTS difficulty estimator on held-out prompts\n\np_hat against the success rate measured with 2 x G "
+          "fresh rollouts of prompts outside the reference set, at every re-estimate. 'MAE const' predicts every "
+          "prompt at the reference mean; 'ceiling' is the correlation the true success probabilities would reach "
+          "with the noisy measured rate.\n\n| task | method | seeds | Pearson | Spearman | MAE | MAE const | "
+          "split-half r | ceiling |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines))
+
+
 def markdown(rows) -> str:
   return ("# RLVR results\n\nGreedy exact-match test accuracy after GRPO with each prompt-selection method, from the "
           "same warmed-up start per seed. Macro-F1 does not apply to this generation task (null in results.json). "
@@ -105,7 +128,7 @@ def markdown(rows) -> str:
           "rollouts and gradients for LearnAlign/CROPI). 'to uniform final': the first evaluation at which the run's "
           "test accuracy reaches uniform GRPO's final accuracy at the same seed (seconds include selection); the "
           "summary averages over the seeds that reached it.\n\n## Mean ± std over seeds\n\n" + summary(rows) +
-          "\n\n## Per run\n\n" + table(rows) + "\n")
+          estimator_summary(rows) + "\n\n## Per run\n\n" + table(rows) + "\n")
 
 
 def _curves(rows, task, method, xkey):

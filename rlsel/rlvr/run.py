@@ -105,6 +105,32 @@ def _step_prompts(rng, allowed, state, b):
   return order[pos:pos + b], (order, pos + b)
 
 
+def estimator_check(policy, params, problems, hold_ids, p_hat_hold, ref_rates, group_size: int, key, step: int):
+  """How well DOTS' p_hat predicts the success rate of prompts it was not fitted on, at the current policy.
+
+  The held-out prompts get two independent groups of G rollouts; their mean is the measured rate. The two halves'
+  correlation r (split_half_pearson) gives the reliability of the 2G-sample rate, 2r / (1 + r), whose square root
+  (noise_ceiling_pearson) is the Pearson correlation even the true success probabilities would reach with it.
+  The baseline mae_reference_mean predicts every prompt at the reference set's mean rate.
+  """
+  from rlsel.stats import pearson, spearman
+  a = policy.rollout(params, problems, hold_ids, group_size, jax.random.fold_in(key, 0)).rewards.mean(axis=1)
+  b = policy.rollout(params, problems, hold_ids, group_size, jax.random.fold_in(key, 1)).rewards.mean(axis=1)
+  rate, p = (a + b) / 2, np.asarray(p_hat_hold, np.float64)
+  half = pearson(a, b)
+  ceiling = None if half is None or half <= 0 else float(np.sqrt(2 * half / (1 + half)))
+  return {"step": int(step), "pearson": pearson(p, rate), "spearman": spearman(p, rate),
+          "mae": float(np.mean(np.abs(p - rate))),
+          "mae_reference_mean": float(np.mean(np.abs(float(np.mean(ref_rates)) - rate))),
+          "split_half_pearson": half, "noise_ceiling_pearson": ceiling,
+          "measured_mean": float(rate.mean()), "p_hat_mean": float(p.mean())}
+
+
+def _mean_defined(values):
+  v = [x for x in values if x is not None]
+  return float(np.mean(v)) if v else None
+
+
 def train_method(method: str, r, policy, params0, train, test, key, optimizer=None, update=None, validation=None):
   """Runs one method for `rlvr.grpo.steps` steps; returns (result row with an accuracy history, final params).
 
@@ -133,6 +159,11 @@ def train_method(method: str, r, policy, params0, train, test, key, optimizer=No
     fit, predict = dots.make_fit(d), dots.make_predict(d)
     est_params = dots.init_params(jax.random.fold_in(key, 7), pool_emb.shape[1], d.proj_hidden, d.proj_dim)
     est_s += time.perf_counter() - t0
+    # measurement only: its own key and NumPy stream, so the method's trajectory is the same with or without it
+    rest = np.setdiff1d(np.arange(len(train)), ref_ids)
+    hold_rng = np.random.default_rng(np.asarray(jax.random.key_data(jax.random.fold_in(key, 19))).ravel().tolist())
+    hold_ids = hold_rng.choice(rest, size=min(d.holdout_size, len(rest)), replace=False)
+    info = {"estimator": []}
   elif method == "learnalign":
     from rlsel.rlvr import learnalign
     t0 = time.perf_counter()
@@ -174,6 +205,10 @@ def train_method(method: str, r, policy, params0, train, test, key, optimizer=No
         jax.block_until_ready(p_hat)
         est_s += time.perf_counter() - t0
         clock += time.perf_counter() - t0
+        if len(hold_ids):
+          info["estimator"].append(estimator_check(policy, state.params, train, hold_ids, np.asarray(p_hat)[hold_ids],
+                                                   ref.rewards.mean(axis=1), g.group_size,
+                                                   jax.random.fold_in(k_ref, 1), step))
       n_replay = 0 if buffer is None else b - max(1, int(round(d.fresh_fraction * b)))
       if buffer is not None and len(buffer) < n_replay:
         n_replay = 0  # fill the step with fresh prompts until the buffer can supply its share
@@ -199,7 +234,11 @@ def train_method(method: str, r, policy, params0, train, test, key, optimizer=No
       history.append({"step": step + 1, "seconds": clock,
                       "test_accuracy": policy.accuracy(state.params, eval_set, g.eval_batch_size),
                       "train_reward": float(m["reward"])})
-  return {"selector": method, "test_accuracy": history[-1]["test_accuracy"], "test_macro_f1": None,
+  checks = info.get("estimator", []) if is_dots else []
+  estimator = {f"estimator_{k}": _mean_defined([c[k] for c in checks])
+               for k in ("pearson", "spearman", "mae", "mae_reference_mean", "split_half_pearson",
+                        "noise_ceiling_pearson")} if checks else {}
+  return {"selector": method, "test_accuracy": history[-1]["test_accuracy"], "test_macro_f1": None, **estimator,
           "initial_test_accuracy": history[0]["test_accuracy"], "steps": g.steps, "n_selected": len(used),
           "fresh_rollouts": int(fresh_rollouts), "replayed_groups": replayed_groups,
           # the first step includes compilation: report the median

@@ -18,6 +18,7 @@ import optax
 from rlsel.selectors import gradients as G
 from rlsel.selectors.base import Pool, Selector, register
 from rlsel.selectors.basic import numpy_rng
+from rlsel.stats import pearson
 
 _EPS = 1e-6  # keeps probabilities away from 0/1 before a logit
 
@@ -93,14 +94,6 @@ def dots_sample(key, p_hat: jax.Array, k: int, alpha: float, tau: float) -> jax.
   """k positions without replacement with P ~ exp(-|p_hat - alpha| / tau) (Gumbel top-k)."""
   logits = -jnp.abs(p_hat - alpha) / tau
   return jax.lax.top_k(logits + jax.random.gumbel(key, p_hat.shape), k)[1]
-
-
-def pearson(a: np.ndarray, b: np.ndarray):
-  """Pearson correlation, or None when either side is constant or too short."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  if a.shape[0] < 2 or a.std() == 0 or b.std() == 0:
-    return None
-  return float(np.corrcoef(a, b)[0, 1])
 
 
 @register("dots")
