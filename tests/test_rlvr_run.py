@@ -126,6 +126,9 @@ def test_bad_method_task_and_foreign_results_are_user_errors(tmp_path):
   c.rlvr.methods = ("nope",)
   with pytest.raises(UserError, match="unknown rlvr method"):
     run.run(c, tmp_path)
+  c.rlvr.methods = ("uniform,nope",)  # what --config.rlvr.methods=uniform,nope gives: split on commas
+  with pytest.raises(UserError, match="unknown rlvr method 'nope'"):
+    run.run(c, tmp_path)
   c = _config()
   c.rlvr.task = "jsonl"
   with pytest.raises(UserError, match="jsonl_file"):

@@ -267,15 +267,17 @@ def run(config, workdir) -> list:
   end. Cells already
   in `workdir/rlvr.results_file` are skipped (resume); a seed whose cells are all done is not even warmed up."""
   r = config.rlvr
-  for m in r.methods:
+  from rlsel.configlib import names_list
+  methods = names_list(r.methods)  # a tuple, or "a,b" from the command line
+  for m in methods:
     require(m in METHODS, f"unknown rlvr method {m!r}; choose from {', '.join(METHODS)}")
   out = pathlib.Path(workdir)
   rows = _load_rows(out / r.results_file)
   done = {report.cell_key(x) for x in rows}
   train, validation, test = load_problems(r)
   for seed in config.seeds:
-    todo = [m for m in r.methods if (m, r.task, int(seed)) not in done]
-    for m in r.methods:
+    todo = [m for m in methods if (m, r.task, int(seed)) not in done]
+    for m in methods:
       if m not in todo:
         print(f"[rlvr] {m} seed={seed}: done earlier, skipped", flush=True)
     if not todo:
