@@ -121,6 +121,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Literature selectors (rlsel/selectors/{gradients,less,learnalign,cropi,dots,heuristics}.py).
   c.selection = ml_collections.ConfigDict()
+  c.selection.label_balanced = True  # less, learnalign, cropi, entropy: top of each label's share of the budget (pool
+                                     # proportions). False = top of the whole pool, as in the papers; on rt that filled
+                                     # 507 (LESS) and 488 (LearnAlign) of 510 picks with one class
   c.selection.param_scope = "head"   # which params get per-example gradients: "head", "last_k" (head + last k layers), "all"
   c.selection.last_k = 1             # layers added to the head when param_scope="last_k"
   c.selection.head_patterns = ("head",)  # a param path containing any of these belongs to the head

@@ -6,7 +6,7 @@ import pytest
 
 from rlsel.errors import UserError
 from rlsel.selectors import base
-from rlsel.selectors.basic import stratified_sample
+from rlsel.selectors.basic import stratified_sample, top_k_positions
 
 
 @pytest.mark.parametrize("budget", [1, 7, 50, 199])
@@ -62,3 +62,19 @@ def test_split_take_and_positions(pool):
   sub = pool.train.take(pos)
   np.testing.assert_array_equal(sub.ids, ids)
   np.testing.assert_array_equal(sub.embeddings, pool.train.embeddings[[5, 3, 9]])
+
+
+def test_top_k_positions_plain_and_label_balanced():
+  scores = np.array([9., 8., 7., 6., 5., 4., 3., 2., 1., 0.])
+  labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])   # 60% / 40%; the scores favour class 0 entirely
+  assert list(top_k_positions(scores, 5)) == [0, 1, 2, 3, 4]
+  got = top_k_positions(scores, 5, labels)
+  assert list(got) == [0, 1, 2, 6, 7]  # 3 of class 0 (its best), 2 of class 1 (its best)
+  rng = np.random.default_rng(0)
+  s, y = rng.normal(size=1000), rng.integers(0, 3, 1000)
+  pos = top_k_positions(s + 5 * (y == 2), 90, y)  # a score that would pick only class 2
+  assert len(set(pos.tolist())) == 90
+  np.testing.assert_array_equal(np.bincount(y[pos], minlength=3), np.round(np.bincount(y) * 90 / 1000))
+  for c in range(3):  # within a class, the chosen are that class's highest scores
+    chosen = np.sort(s[pos][y[pos] == c])
+    assert chosen.min() >= np.sort(s[y == c])[-len(chosen)]

@@ -63,6 +63,9 @@ def test_selector_returns_budget_of_unique_ids_deterministically(pool, name):
   json.dumps(info)  # JSON-serialisable
   again = build(name).select(jax.random.key(3), pool, budget)
   np.testing.assert_array_equal(np.sort(first), np.sort(again))
+  if name in ("less", "learnalign", "cropi", "entropy"):  # selection.label_balanced (default): the pool's shares
+    labels = pool.train.labels[np.searchsorted(pool.train.ids, first)]
+    assert sorted(np.bincount(labels, minlength=NUM_CLASSES).tolist()) == [2, 2, 3]
 
 
 def test_registry_knows_the_literature_selectors():

@@ -6,13 +6,30 @@ import numpy as np
 from rlsel.selectors.base import Pool, Selector, register
 
 
-def stratified_sample(rng: np.random.Generator, labels: np.ndarray, n: int) -> np.ndarray:
-  """Row positions of `n` examples drawn without replacement, with class shares as in `labels` (largest remainder)."""
+def label_quotas(labels: np.ndarray, n: int):
+  """(classes, counts): how many of `n` picks each class gets, in proportion to `labels` (largest remainder)."""
   classes, counts = np.unique(labels, return_counts=True)
   exact = counts * n / labels.shape[0]
   take = np.floor(exact).astype(int)
   short = n - take.sum()
   take[np.argsort(-(exact - take), kind="stable")[:short]] += 1
+  return classes, take
+
+
+def top_k_positions(scores: np.ndarray, k: int, labels: np.ndarray = None) -> np.ndarray:
+  """Positions of the k highest scores (ties broken by position, so deterministic). With `labels`, the top of each
+  label's share of k (the labels' proportions, largest remainder), so a score favouring one class cannot fill k."""
+  order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+  if labels is None:
+    return order[:k]
+  classes, take = label_quotas(np.asarray(labels), k)
+  ranked = np.asarray(labels)[order]
+  return np.sort(np.concatenate([order[ranked == c][:t] for c, t in zip(classes, take)]))
+
+
+def stratified_sample(rng: np.random.Generator, labels: np.ndarray, n: int) -> np.ndarray:
+  """Row positions of `n` examples drawn without replacement, with class shares as in `labels` (largest remainder)."""
+  classes, take = label_quotas(labels, n)
   picks = [rng.choice(np.flatnonzero(labels == c), size=t, replace=False) for c, t in zip(classes, take)]
   return np.sort(np.concatenate(picks))
 

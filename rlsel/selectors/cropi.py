@@ -61,7 +61,8 @@ class Cropi(G.WarmedSelector, Selector):
       infl, use = class_influence(jnp.asarray(pool_f), jnp.asarray(val_f), jnp.asarray(pool.validation.labels),
                                   pool.num_classes)
       fused = np.asarray(reciprocal_rank_fusion(infl, use.astype(jnp.float32), float(s.rrf_offset)))
-      chosen[remaining[G.top_k_positions(fused, share)]] = True
+      by_label = pool.train.labels[remaining] if s.label_balanced else None
+      chosen[remaining[G.top_k_positions(fused, share, by_label)]] = True
       seconds["gradients"] += time.time() - t
       if r + 1 < len(shares):
         t = time.time()

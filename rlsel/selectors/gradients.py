@@ -25,6 +25,7 @@ from flax import traverse_util
 from rlsel.errors import UserError
 from rlsel.progress import Progress
 from rlsel.selectors.base import Split
+from rlsel.selectors.basic import top_k_positions  # noqa: F401  (used by the gradient selectors as G.top_k_positions)
 
 _SEP = "/"
 
@@ -417,8 +418,3 @@ class WarmedSelector:
                                int(s.train_batch_size), float(s.learning_rate), float(s.schedule_warmup_fraction),
                                adam_hparams(s))
     return fns, paths, checkpoints, warm_pos
-
-
-def top_k_positions(scores: np.ndarray, k: int) -> np.ndarray:
-  """Positions of the k highest scores (ties broken by position, so deterministic)."""
-  return np.argsort(-np.asarray(scores, np.float64), kind="stable")[:k]

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from rlsel.selectors.base import Pool, Selector, register
-from rlsel.selectors.basic import numpy_rng
+from rlsel.selectors.basic import numpy_rng, top_k_positions
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -121,7 +121,7 @@ class Entropy(Selector):
     ent = np.asarray(probe_entropy(params, mean, std, jnp.asarray(pool.train.embeddings)))
     # Ties (e.g. duplicate rows) broken by a seeded random order, so the choice depends on the key only.
     order = numpy_rng(key).permutation(ent.shape[0])
-    pos = order[np.argsort(-ent[order], kind="stable")[:budget]]
+    pos = order[top_k_positions(ent[order], budget, pool.train.labels[order] if s.label_balanced else None)]
     self.last_info = {"select_seconds": time.time() - t0, "mean_entropy_pool": float(ent.mean()),
                       "mean_entropy_selected": float(ent[pos].mean())}
     return pool.train.ids[pos]

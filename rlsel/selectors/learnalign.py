@@ -54,7 +54,7 @@ class LearnAlign(G.WarmedSelector, Selector):
                                 progress=bool(s.progress), label="learnalign pool grads")
     t2 = time.time()
     scores = np.asarray(learnalign_scores(jnp.asarray(feats), jnp.asarray(p_correct, jnp.float32)))
-    pos = G.top_k_positions(scores, budget)
+    pos = G.top_k_positions(scores, budget, pool.train.labels if s.label_balanced else None)
     self.last_info = {"warmup_reused": self.warmup_reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
                       "score_seconds": time.time() - t2,
                       "mean_p_correct_pool": float(p_correct.mean()),

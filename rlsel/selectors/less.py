@@ -65,7 +65,7 @@ class Less(G.WarmedSelector, Selector):
     lrs = jnp.asarray([ck.lr_mean for ck in ckpts], jnp.float32)
     scores = np.asarray(less_scores(jnp.asarray(np.stack(train_f)), jnp.asarray(np.stack(val_f)),
                                     jnp.asarray(pool.validation.labels), lrs, pool.num_classes))
-    pos = G.top_k_positions(scores, budget)
+    pos = G.top_k_positions(scores, budget, pool.train.labels if s.label_balanced else None)
     self.last_info = {"warmup_reused": self.warmup_reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
                       "score_seconds": time.time() - t2, "checkpoints": len(ckpts),
                       "num_grad_params": G.num_coordinates(G.split_params(fns.params, paths)[0]),
