@@ -153,6 +153,7 @@ def run(config, workdir) -> list:
   from rlsel import distributed
   rows = results.load_rows(workdir)
   done = {results.cell_key(r) for r in rows}
+  cid = results.check_same_config(workdir, rows, config)
   cells = plan(config)
   todo = [c for c in cells if (c[2], c[0], c[1], c[3]) not in done]
   if not todo:
@@ -181,6 +182,7 @@ def run(config, workdir) -> list:
     for _, seed, name, fraction in cells_here:
       row = run_cell(task_config, workdir, task, pool, test, name, seed, fraction, embed_seconds, mesh)
       ckpt = row.pop("_checkpoint")
+      row["config_id"] = cid
       rows.append(row)
       if distributed.is_main_process():
         results.write(workdir, rows)

@@ -22,6 +22,49 @@ def cell_key(row) -> tuple:
   return (row["selector"], row["task"], int(row["seed"]), budget)
 
 
+# Config fields that only choose which cells run (task, selectors, seeds, budgets) or how they run (devices,
+# logging, checkpoint cadence): cells that differ only in these can share one results.json.
+RUN_ONLY_FIELDS = ("task", "tasks", "selectors", "seeds", "budget", "sweep", "mesh", "distributed", "rl.log_every",
+                   "rl.checkpoint_every", "selection.progress")
+
+
+def result_config(config) -> dict:
+  """The config fields a cell's result depends on, flattened to {"finetune.max_steps": 200, ...} (JSON types)."""
+  def flat(d, prefix=""):
+    for k, v in d.items():
+      if isinstance(v, dict):
+        yield from flat(v, f"{prefix}{k}.")
+      else:
+        yield f"{prefix}{k}", v
+  keep = {k: v for k, v in flat(config.to_dict()) if not any(k == f or k.startswith(f + ".") for f in RUN_ONLY_FIELDS)}
+  return json.loads(json.dumps(keep, sort_keys=True, default=repr))
+
+
+def config_id(config) -> str:
+  import hashlib
+  return hashlib.sha1(json.dumps(result_config(config), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_same_config(workdir, rows, config) -> str:
+  """The config id for new rows; a UserError if `rows` were computed with other settings (a table mixing them would
+  mislead), naming the fields that differ. Saves `configs/<id>.json` so later runs can name them too."""
+  from rlsel.errors import UserError
+  cid, current = config_id(config), result_config(config)
+  cfg_dir = pathlib.Path(workdir) / "configs"
+  for old in dict.fromkeys(r["config_id"] for r in rows if r.get("config_id") not in (None, cid)):
+    path = cfg_dir / f"{old}.json"
+    before = json.loads(path.read_text()) if path.exists() else {}
+    diff = [f"{k}: {before.get(k, '?')!r} -> {current.get(k, '?')!r}" for k in sorted(set(before) | set(current))
+            if before.get(k, "?") != current.get(k, "?")] if before else ["(its config file is missing)"]
+    n = sum(r.get("config_id") == old for r in rows)
+    raise UserError(f"{workdir}/results.json holds {n} cell(s) computed with different settings "
+                    f"({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''}); rerun with those settings, or use "
+                    "another --workdir")
+  if not (cfg_dir / f"{cid}.json").exists():
+    atomic_write_json(cfg_dir / f"{cid}.json", current)
+  return cid
+
+
 def load_rows(workdir) -> list:
   path = pathlib.Path(workdir) / "results.json"
   if not path.exists():

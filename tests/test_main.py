@@ -47,6 +47,11 @@ def test_debug_run_end_to_end_and_resume(tmp_path):
   again = run_main(["--config=configs/debug.py", "--config.seeds=0,1"], wd)
   assert again.returncode == 0 and "nothing to do" in again.stdout
   assert json.loads((wd / "results.json").read_text()) == rows
+  # Other settings in the same workdir would mix two experiments in one table: refused, naming the field.
+  assert len({r["config_id"] for r in rows}) == 1 and (wd / "configs" / f"{rows[0]['config_id']}.json").exists()
+  other = run_main(["--config=configs/debug.py", "--config.seeds=0,1", "--config.finetune.max_steps=41"], wd)
+  assert other.returncode == 2 and "finetune.max_steps: 40 -> 41" in other.stderr, other.stderr[-2000:]
+  assert json.loads((wd / "results.json").read_text()) == rows
 
 
 BAD_INPUTS = {
