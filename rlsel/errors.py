@@ -17,3 +17,10 @@ def require(condition: bool, message: str) -> None:
   """Raises `UserError(message)` unless `condition` holds."""
   if not condition:
     raise UserError(message)
+
+
+def fail(program: str, message: str):
+  """For command-line tools: the message as one line on stderr, prefixed by the program, then exit status 2."""
+  import sys
+  sys.stderr.write(f"{program}: error: {' '.join(str(message).split())}\n")
+  sys.exit(2)

@@ -1,6 +1,7 @@
 """The harness's cell plan, result tables and plots."""
 
 import numpy as np
+import pytest
 
 from rlsel import harness, plots, results
 from tests.conftest import load_config
@@ -48,3 +49,18 @@ def test_results_files_and_plot(tmp_path):
   paths = plots.accuracy_vs_budget(tmp_path, rows)
   assert [p.name for p in paths] == ["accuracy_vs_budget_rt.png"]
   assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_selection_profile_names_and_figures():
+  from rlsel import harness
+  from rlsel.bench.selection_profile import parse_selection_name, profile
+  for args in (("random", "rt", 0, 0.05, 0.05), ("cluster_balanced", "rt_subj", 1, 0.25, 0.05),
+               ("full", "bbc", 2, 1.0, 0.05)):
+    name = harness.selection_name(*args)
+    sel, task, seed, budget = parse_selection_name(name)
+    assert (sel, task, seed) == args[:3] and budget == (None if args[3] in (0.05, 1.0) else args[3])
+  assert parse_selection_name("notes") is None and parse_selection_name("a-b-c") is None
+  labels = np.array([0, 0, 1, 1, 1])
+  p_label = np.array([0.9, 0.2, 0.6, 0.4, 0.8])
+  got = profile(labels, p_label, np.array([0, 1, 4]))
+  assert got == {"n": 3, "labels": [2, 1], "probe_agreement": 2 / 3, "mean_p_label": pytest.approx(1.9 / 3)}

@@ -172,18 +172,14 @@ def run(config, workdir: str, subsets: int, seed: int) -> dict:
 
 def main(argv) -> None:
   del argv
-  from rlsel.errors import UserError
-
-  def fail(message):
-    sys.stderr.write(f"proxy_fidelity: error: {' '.join(str(message).split())}\n")
-    sys.exit(2)
+  from rlsel.errors import UserError, fail
 
   if not _WORKDIR.value:
-    fail("--workdir is required: a main-command workdir for the same config")
+    fail("proxy_fidelity", "--workdir is required: a main-command workdir for the same config")
   try:
     s = run(_CONFIG.value, _WORKDIR.value, _SUBSETS.value, _SEED.value)
   except UserError as e:
-    fail(str(e))
+    fail("proxy_fidelity", str(e))
   print(f"\n{s['task']}, seed {s['seed']}, budget {s['budget']}: {s['subsets']} random subsets")
   print(f"  target test accuracy {s['target_test_accuracy_range'][0]:.4f} .. {s['target_test_accuracy_range'][1]:.4f}")
   print(f"  Spearman(proxy reward score, target test acc)    = {_fmt(s['spearman_proxy_score_vs_target'])}")
