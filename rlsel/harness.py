@@ -73,7 +73,7 @@ def selection_name(selector: str, task: str, seed: int, fraction: float, main_bu
 
 
 def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, fraction: float,
-             embed_seconds: float, mesh=None) -> dict:
+             embed_seconds: float, mesh=None, config_id: str = None) -> dict:
   from rlsel.target import finetune as ft
   from rlsel.target import model as target_model
 
@@ -99,7 +99,8 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
     ids = selbase.check_selection(ids, pool, budget, selector_name)
     info = _json_safe(getattr(selector, "last_info", None))
     save_selection(workdir, task, pool, name, ids)
-    atomic_write_json(progress, {"ids": ids.tolist(), "select_seconds": select_seconds, "info": info})
+    atomic_write_json(progress, {"ids": ids.tolist(), "select_seconds": select_seconds, "info": info,
+                                 "config_id": config_id})
     shutil.rmtree(agent_ckpt, ignore_errors=True)  # the saved selection supersedes the agent's checkpoint
   subset = pool.train.take(pool.train.positions_of(ids))
   module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
@@ -180,7 +181,7 @@ def run(config, workdir) -> list:
       pool.train.embeddings, pool.validation.embeddings  # noqa: B018 (computes or loads the cache)
       embed_seconds = time.time() - t0
     for _, seed, name, fraction in cells_here:
-      row = run_cell(task_config, workdir, task, pool, test, name, seed, fraction, embed_seconds, mesh)
+      row = run_cell(task_config, workdir, task, pool, test, name, seed, fraction, embed_seconds, mesh, cid)
       ckpt = row.pop("_checkpoint")
       row["config_id"] = cid
       rows.append(row)

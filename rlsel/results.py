@@ -46,18 +46,22 @@ def config_id(config) -> str:
 
 
 def check_same_config(workdir, rows, config) -> str:
-  """The config id for new rows; a UserError if `rows` were computed with other settings (a table mixing them would
-  mislead), naming the fields that differ. Saves `configs/<id>.json` so later runs can name them too."""
+  """The config id for new rows; a UserError if `rows`, or selections saved in `progress/` for a resume, were made
+  with other settings (a table mixing them would mislead), naming the fields that differ. Saves
+  `configs/<id>.json` so later runs can name them too."""
   from rlsel.errors import UserError
   cid, current = config_id(config), result_config(config)
-  cfg_dir = pathlib.Path(workdir) / "configs"
-  for old in dict.fromkeys(r["config_id"] for r in rows if r.get("config_id") not in (None, cid)):
+  out = pathlib.Path(workdir)
+  cfg_dir = out / "configs"
+  saved = [json.loads(p.read_text()) for p in sorted((out / "progress").glob("*.json"))]
+  records = [r for r in list(rows) + saved if isinstance(r, dict)]
+  for old in dict.fromkeys(r["config_id"] for r in records if r.get("config_id") not in (None, cid)):
     path = cfg_dir / f"{old}.json"
     before = json.loads(path.read_text()) if path.exists() else {}
     diff = [f"{k}: {before.get(k, '?')!r} -> {current.get(k, '?')!r}" for k in sorted(set(before) | set(current))
             if before.get(k, "?") != current.get(k, "?")] if before else ["(its config file is missing)"]
-    n = sum(r.get("config_id") == old for r in rows)
-    raise UserError(f"{workdir}/results.json holds {n} cell(s) computed with different settings "
+    n = sum(r.get("config_id") == old for r in records)
+    raise UserError(f"{workdir} holds {n} result(s) or saved selection(s) made with different settings "
                     f"({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''}); rerun with those settings, or use "
                     "another --workdir")
   if not (cfg_dir / f"{cid}.json").exists():

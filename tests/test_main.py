@@ -52,6 +52,12 @@ def test_debug_run_end_to_end_and_resume(tmp_path):
   other = run_main(["--config=configs/debug.py", "--config.seeds=0,1", "--config.finetune.max_steps=41"], wd)
   assert other.returncode == 2 and "finetune.max_steps: 40 -> 41" in other.stderr, other.stderr[-2000:]
   assert json.loads((wd / "results.json").read_text()) == rows
+  # ... and so is a selection saved for a resume under other settings, even before any row exists.
+  fresh = tmp_path / "fresh"
+  (fresh / "progress").mkdir(parents=True)
+  (fresh / "progress" / "random-rt-0-b0.1.json").write_text(json.dumps({"ids": [1], "config_id": "0123456789ab"}))
+  stale = run_main(["--config=configs/debug.py"], fresh)
+  assert stale.returncode == 2 and "saved selection(s) made with different settings" in stale.stderr
 
 
 BAD_INPUTS = {
