@@ -7,8 +7,9 @@ Writes results.json / results.md (mean ± std over seeds), selections/, and plot
 selected vs unselected examples in a 2-D PCA of the embeddings). Interrupted runs continue where they stopped.
 
 CPU-feasible defaults (2 cores): MiniLM target at 40 tokens, at most 200 fine-tune steps per cell (full data on
-tweets sees ~0.2 epoch), validation every 40 steps. Expect roughly 1-2 minutes per 5% cell, 5-8 per full-data cell,
-plus each selector's own cost: a few hours for the whole grid on 2 CPU cores; minutes on one GPU.
+tweets sees ~0.2 epoch), validation every 40 steps. Measured on rt (pool 10,201): a 5% cell takes 1-3 minutes for the
+heuristics and RL agents, 4-8 for LESS and CROPI (gradient passes over the pool), 4-5.5 for full data; tweets costs
+about 3x as much. The whole grid is several hours on 2 CPU cores; minutes on one GPU.
 """
 
 from rlsel.configlib import base_config
