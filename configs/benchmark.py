@@ -8,7 +8,7 @@ selected vs unselected examples in a 2-D PCA of the embeddings). Interrupted run
 
 CPU-feasible defaults (2 cores): MiniLM target at 40 tokens, at most 200 fine-tune steps per cell (full data on
 tweets sees ~0.2 epoch), validation every 40 steps. Measured on rt (pool 10,201): a 5% cell takes 1-3 minutes for the
-heuristics and RL agents, 4-8 for LESS and CROPI (gradient passes over the pool), 4-5.5 for full data; tweets costs
+heuristics and RL agents, 4-8 for LESS and CROPI (gradient passes over the pool), 3.5-4.5 for full data; tweets costs
 about 3x as much. The whole grid is several hours on 2 CPU cores; minutes on one GPU.
 """
 
