@@ -10,6 +10,10 @@ CPU-feasible defaults (2 cores): MiniLM target at 40 tokens, at most 200 fine-tu
 tweets sees ~0.2 epoch), validation every 40 steps. Measured on rt (pool 10,201): a 5% cell takes 1-3 minutes for the
 heuristics and RL agents, 4-8 for LESS and CROPI (gradient passes over the pool), 3.5-4.5 for full data; tweets costs
 about 3x as much. The whole grid is several hours on 2 CPU cores; minutes on one GPU.
+
+Caveat: 3 epochs of a 5% budget is few steps on a small pool. bbc's 85 examples get 8 optimizer steps, which leaves
+every subset near chance. Add --config.finetune.epochs=20 (53 steps) to compare selection there; benchmarks/RESULTS.md
+has both tables.
 """
 
 from rlsel.configlib import base_config
