@@ -116,3 +116,79 @@ def write(workdir, rows) -> None:
   atomic_write_json(workdir / "results.json", clean)
   md = ("# rlsel results\n\n## Per run\n\n" + table(rows) + "\n\n## Mean ± std over seeds\n\n" + summary(rows) + "\n")
   atomic_write_text(workdir / "results.md", md)
+
+
+_MERGE_SAME = ("n_selected", "test_accuracy", "test_macro_f1", "val_accuracy", "config_id")  # equal for one cell
+
+
+def merge(out, sources) -> list:
+  """Merges the results of several workdirs into `out` (which may be one of them): rows, `configs/` and
+  `selections/`, then rewrites `results.json`, `results.md` and the accuracy-against-budget plots.
+
+  For cells split over processes (one per core or per machine, each with its own `--workdir`). Refused, with the
+  reason, if the rows were made with different settings (`config_id`) or one cell has two different results; a cell
+  present in several sources with the same result (a baseline copied into each) is kept once. Selection maps need
+  the pool's embeddings and are not redrawn; rerunning `rlsel.main` on `out` with the merged config does that.
+  """
+  import shutil
+  from rlsel.errors import UserError, require
+  out = pathlib.Path(out)
+  sources = [pathlib.Path(s) for s in sources]
+  require(sources, "name at least one source workdir to merge")
+  for s in sources:
+    require((s / "results.json").exists(), f"{s}/results.json not found; each source must be an rlsel --workdir")
+  found = [(s, r) for s in dict.fromkeys([out] + sources if (out / "results.json").exists() else sources)
+           for r in load_rows(s)]
+  ids = {}
+  for s, r in found:
+    if r.get("config_id"):
+      ids.setdefault(r["config_id"], set()).add(str(s))
+  if len(ids) > 1:
+    where = "; ".join(f"{i} in {', '.join(sorted(w))}" for i, w in sorted(ids.items()))
+    raise UserError(f"the sources were run with different settings (config ids: {where}); a merged table would mix "
+                    "two experiments, so merge each config into its own workdir")
+  rows, origin = [], {}
+  for s, r in found:
+    key = cell_key(r)
+    if key in origin:
+      first = rows[origin[key][1]]
+      if any(first.get(k) != r.get(k) for k in _MERGE_SAME):
+        raise UserError(f"cell {key} has different results in {origin[key][0]} and {s} (acc "
+                        f"{first['test_accuracy']} vs {r['test_accuracy']}); remove it from one of them first")
+      continue
+    origin[key] = (s, len(rows))
+    rows.append(r)
+  for s in sources:
+    if s.resolve() == out.resolve():
+      continue
+    for sub in ("configs", "selections"):
+      if (s / sub).is_dir():
+        shutil.copytree(s / sub, out / sub, dirs_exist_ok=True)
+  write(out, rows)
+  from rlsel import plots
+  plots.accuracy_vs_budget(out, rows)
+  return rows
+
+
+def main(argv=None) -> int:
+  """`python -m rlsel.results merge OUT SOURCE [SOURCE ...]`."""
+  import argparse
+  import sys
+  from rlsel.errors import UserError
+  parser = argparse.ArgumentParser(prog="python -m rlsel.results", description="Tools for rlsel result workdirs.")
+  sub = parser.add_subparsers(dest="command", required=True)
+  m = sub.add_parser("merge", help="merge the results of several workdirs (cells run in parallel) into OUT")
+  m.add_argument("out", help="the workdir to write (created if missing; may be one of the sources)")
+  m.add_argument("sources", nargs="+", help="workdirs holding results.json")
+  args = parser.parse_args(argv)
+  try:
+    rows = merge(args.out, args.sources)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"{len(rows)} rows from {len(args.sources)} workdir(s) -> {args.out}/results.json, {args.out}/results.md")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -51,6 +51,41 @@ def test_results_files_and_plot(tmp_path):
   assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_merge_workdirs(tmp_path, capsys):
+  """Cells run in parallel workdirs merge into one table; a baseline copied into each is kept once."""
+  rows = [dict(r, config_id="abc") for r in _rows()]
+  full = [r for r in rows if r["selector"] == "full"]
+  a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+  results.write(a, full + [r for r in rows if r["seed"] == 0 and r["selector"] != "full"])
+  results.write(b, full + [r for r in rows if r["seed"] == 1 and r["selector"] != "full"])
+  (b / "selections").mkdir()
+  (b / "selections" / "random-rt-1.json").write_text("[1, 2]")
+  assert results.main(["merge", str(out), str(a), str(b)]) == 0
+  merged = results.load_rows(out)
+  assert sorted(map(results.cell_key, merged)) == sorted(map(results.cell_key, rows))
+  assert (out / "selections" / "random-rt-1.json").read_text() == "[1, 2]"
+  assert (out / "plots" / "accuracy_vs_budget_rt.png").exists()
+  assert "| rt | 0.05 | random | 2 |" in (out / "results.md").read_text()
+  # Merging again into one of the sources is idempotent.
+  results.merge(a, [a, b])
+  assert sorted(map(results.cell_key, results.load_rows(a))) == sorted(map(results.cell_key, rows))
+
+
+def test_merge_refuses_conflicts(tmp_path, capsys):
+  rows = [dict(r, config_id="abc") for r in _rows()]
+  a, b = tmp_path / "a", tmp_path / "b"
+  results.write(a, rows)
+  results.write(b, [dict(rows[0], test_accuracy=0.123)])
+  assert results.main(["merge", str(tmp_path / "out"), str(a), str(b)]) == 2
+  assert "different results" in capsys.readouterr().err
+  results.write(b, [dict(r, config_id="xyz", seed=r["seed"] + 5) for r in rows])
+  assert results.main(["merge", str(tmp_path / "out"), str(a), str(b)]) == 2
+  assert "different settings" in capsys.readouterr().err
+  assert results.main(["merge", str(tmp_path / "out"), str(tmp_path / "missing")]) == 2
+  assert "results.json not found" in capsys.readouterr().err
+  assert not (tmp_path / "out" / "results.json").exists()
+
+
 def test_selection_profile_names_and_figures():
   from rlsel import harness
   from rlsel.bench.selection_profile import parse_selection_name, profile
