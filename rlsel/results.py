@@ -47,19 +47,28 @@ def config_id(config) -> str:
 
 def check_same_config(workdir, rows, config) -> str:
   """The config id for new rows; a UserError if `rows`, or selections saved in `progress/` for a resume, were made
-  with other settings (a table mixing them would mislead), naming the fields that differ. Saves
-  `configs/<id>.json` so later runs can name them too."""
+  with other settings (a table mixing them would mislead), naming the fields that differ. Fields added to rlsel
+  after those rows were made, and left at their defaults, are no difference: the old id is returned, so upgrading
+  rlsel does not strand a half-finished workdir. Saves `configs/<id>.json` so later runs can name them too."""
   from rlsel.errors import UserError
   cid, current = config_id(config), result_config(config)
   out = pathlib.Path(workdir)
   cfg_dir = out / "configs"
   saved = [json.loads(p.read_text()) for p in sorted((out / "progress").glob("*.json"))]
   records = [r for r in list(rows) + saved if isinstance(r, dict)]
+  defaults = None
   for old in dict.fromkeys(r["config_id"] for r in records if r.get("config_id") not in (None, cid)):
     path = cfg_dir / f"{old}.json"
     before = json.loads(path.read_text()) if path.exists() else {}
-    diff = [f"{k}: {before.get(k, '?')!r} -> {current.get(k, '?')!r}" for k in sorted(set(before) | set(current))
-            if before.get(k, "?") != current.get(k, "?")] if before else ["(its config file is missing)"]
+    keys = [k for k in sorted(set(before) | set(current)) if before.get(k, "?") != current.get(k, "?")]
+    if before and keys and all(k not in before for k in keys):
+      if defaults is None:
+        from rlsel import configlib
+        defaults = result_config(configlib.base_config())
+      if all(k in defaults and defaults[k] == current[k] for k in keys):
+        return old  # only fields added to rlsel since, left at their defaults: the same experiment, so keep its id
+    diff = [f"{k}: {before.get(k, '?')!r} -> {current.get(k, '?')!r}" for k in keys] if before else \
+        ["(its config file is missing)"]
     n = sum(r.get("config_id") == old for r in records)
     raise UserError(f"{workdir} holds {n} result(s) or saved selection(s) made with different settings "
                     f"({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''}); rerun with those settings, or use "

@@ -86,6 +86,33 @@ def test_merge_refuses_conflicts(tmp_path, capsys):
   assert not (tmp_path / "out" / "results.json").exists()
 
 
+def test_config_fields_added_since_keep_the_workdir(tmp_path):
+  """A workdir made before a config field existed resumes if that field is at its default, and not otherwise."""
+  import json
+  from rlsel import configlib
+  from rlsel.errors import UserError
+  c = load_config("debug")
+  current, defaults = results.result_config(c), results.result_config(configlib.base_config())
+  same = next(k for k in sorted(current) if defaults.get(k) == current[k])
+  changed = next(k for k in sorted(current) if k in defaults and defaults[k] != current[k])
+  for missing, ok in ((same, True), (changed, False)):
+    wd = tmp_path / missing
+    (wd / "configs").mkdir(parents=True)
+    (wd / "configs" / "old.json").write_text(json.dumps({k: v for k, v in current.items() if k != missing}))
+    rows = [dict(_rows()[0], config_id="old")]
+    if ok:
+      assert results.check_same_config(wd, rows, c) == "old"
+    else:
+      with pytest.raises(UserError, match=missing):
+        results.check_same_config(wd, rows, c)
+  # A field whose value changed is still a difference.
+  wd = tmp_path / "changed_value"
+  (wd / "configs").mkdir(parents=True)
+  (wd / "configs" / "old.json").write_text(json.dumps(dict(current, **{same: "other"})))
+  with pytest.raises(UserError, match=same):
+    results.check_same_config(wd, [dict(_rows()[0], config_id="old")], c)
+
+
 def test_selection_profile_names_and_figures():
   from rlsel import harness
   from rlsel.bench.selection_profile import parse_selection_name, profile
