@@ -42,7 +42,9 @@ def accuracy_vs_budget(workdir, rows) -> list:
     if full:
       ax.axhline(np.mean(full), color="k", linestyle="--", label=f"full data ({np.mean(full):.3f})")
     ax.set_xscale("log")
-    ax.set_xlabel("budget (fraction of the pool)")
+    ax.set_xticks(budgets, [f"{100 * b:g}%" for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("budget (share of the pool)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{task}: test accuracy against budget (mean ± std over seeds)")
     ax.legend(fontsize=8)
