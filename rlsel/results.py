@@ -56,7 +56,7 @@ def check_same_config(workdir, rows, config) -> str:
   cfg_dir = out / "configs"
   saved = [json.loads(p.read_text()) for p in sorted((out / "progress").glob("*.json"))]
   records = [r for r in list(rows) + saved if isinstance(r, dict)]
-  defaults = None
+  defaults, same_experiment = None, []
   for old in dict.fromkeys(r["config_id"] for r in records if r.get("config_id") not in (None, cid)):
     path = cfg_dir / f"{old}.json"
     before = json.loads(path.read_text()) if path.exists() else {}
@@ -66,13 +66,16 @@ def check_same_config(workdir, rows, config) -> str:
         from rlsel import configlib
         defaults = result_config(configlib.base_config())
       if all(k in defaults and defaults[k] == current[k] for k in keys):
-        return old  # only fields added to rlsel since, left at their defaults: the same experiment, so keep its id
+        same_experiment.append(old)  # only fields added to rlsel since, left at their defaults
+        continue
     diff = [f"{k}: {before.get(k, '?')!r} -> {current.get(k, '?')!r}" for k in keys] if before else \
         ["(its config file is missing)"]
     n = sum(r.get("config_id") == old for r in records)
     raise UserError(f"{workdir} holds {n} result(s) or saved selection(s) made with different settings "
                     f"({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''}); rerun with those settings, or use "
                     "another --workdir")
+  if len(same_experiment) == 1 and not any(r.get("config_id") == cid for r in records):
+    return same_experiment[0]  # keep the workdir's id, so its table stays one experiment
   if not (cfg_dir / f"{cid}.json").exists():
     atomic_write_json(cfg_dir / f"{cid}.json", current)
   return cid
@@ -131,8 +134,8 @@ _MERGE_SAME = ("n_selected", "test_accuracy", "test_macro_f1", "val_accuracy", "
 
 
 def merge(out, sources) -> list:
-  """Merges the results of several workdirs into `out` (which may be one of them): rows, `configs/` and
-  `selections/`, then rewrites `results.json`, `results.md` and the accuracy-against-budget plots.
+  """Merges the results of several workdirs into `out` (which may be one of them, and whose own rows are kept):
+  rows, `configs/` and `selections/`, then rewrites `results.json`, `results.md` and the accuracy-against-budget plots.
 
   For cells split over processes (one per core or per machine, each with its own `--workdir`). Refused, with the
   reason, if the rows were made with different settings (`config_id`) or one cell has two different results; a cell

@@ -51,7 +51,7 @@ def test_results_files_and_plot(tmp_path):
   assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_merge_workdirs(tmp_path, capsys):
+def test_merge_workdirs(tmp_path):
   """Cells run in parallel workdirs merge into one table; a baseline copied into each is kept once."""
   rows = [dict(r, config_id="abc") for r in _rows()]
   full = [r for r in rows if r["selector"] == "full"]
@@ -105,6 +105,12 @@ def test_config_fields_added_since_keep_the_workdir(tmp_path):
     else:
       with pytest.raises(UserError, match=missing):
         results.check_same_config(wd, rows, c)
+  # ... and not when the workdir also holds rows of a really different config.
+  wd = tmp_path / same
+  (wd / "configs" / "other.json").write_text(json.dumps(dict(current, **{same: "other"})))
+  rows = [dict(_rows()[0], config_id="old"), dict(_rows()[1], config_id="other")]
+  with pytest.raises(UserError, match=same):
+    results.check_same_config(wd, rows, c)
   # A field whose value changed is still a difference.
   wd = tmp_path / "changed_value"
   (wd / "configs").mkdir(parents=True)
