@@ -52,7 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune.warmup_fraction = 0.1   # linear warmup share of the planned steps, then linear decay to 0
   c.finetune.grad_clip = 1.0         # global-norm clipping
   c.finetune.epochs = 3              # passes over the selected subset ...
-  c.finetune.max_steps = 300         # ... capped at this many steps (the cap is recorded in results.json)
+  c.finetune.min_steps = 0           # ... but at least this many steps (a small subset trains to convergence) ...
+  c.finetune.max_steps = 300         # ... and at most this many (the cap is recorded in results.json)
   c.finetune.eval_every = 50         # steps between validation evaluations (early stopping, best checkpoint)
   c.finetune.patience = 3            # evaluations without improvement before stopping
 
@@ -161,6 +162,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.selection.probe_l2 = 1e-3        # entropy probe weight decay (L2 on weights)
   c.selection.kmeans_clusters = 64   # cluster_balanced: k of k-means over the embeddings
   c.selection.kmeans_iters = 25      # cluster_balanced: Lloyd iterations
+  # (cluster_balanced and kcenter also follow label_balanced: per-label quotas in the pool's label proportions)
+  c.selection.probe_folds = 5        # ccs, label_clean: folds of the out-of-fold linear probe on pool embeddings
+  c.selection.ccs_beta = 0.1         # ccs: share of the pool dropped as hardest (likely mislabelled) before binning
+  c.selection.ccs_bins = 50          # ccs: difficulty strata sampled evenly (Zheng et al. use 50)
+  c.selection.clean_filter_by = "prune_by_noise_rate"  # label_clean: cleanlab find_label_issues(filter_by=...)
 
   # CLIMB-style mixture search (selector `climb`; the warm start of `rl_ppo_warm`): rlsel/climb.py. Uses c.kmeans,
   # c.proxy and c.rl.chunk / episode_steps / fast_compile to build the same environment as the RL selectors.

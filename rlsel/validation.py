@@ -43,6 +43,9 @@ def validate(config) -> None:
   fc = config.finetune
   for name in ("batch_size", "eval_batch_size", "epochs", "max_steps", "eval_every", "patience"):
     _positive_int(fc[name], f"finetune.{name}")
+  require(isinstance(fc.min_steps, int) and not isinstance(fc.min_steps, bool) and 0 <= fc.min_steps <= fc.max_steps,
+          f"finetune.min_steps={fc.min_steps!r} must be an integer in [0, finetune.max_steps={fc.max_steps}]; raise "
+          "--config.finetune.max_steps too")
   require(fc.learning_rate > 0, f"finetune.learning_rate={fc.learning_rate} must be positive")
   require(0 <= fc.warmup_fraction < 1, f"finetune.warmup_fraction={fc.warmup_fraction} must be in [0, 1)")
   _positive_int(config.features.batch_size, "features.batch_size")

@@ -109,6 +109,10 @@ class Selector(abc.ABC):
   name: str = ""
   uses_budget: bool = True  # False for `full`, which ignores the budget and returns the whole pool.
   needs_embeddings: bool = True  # the harness computes (or loads) pool features before timing select()
+  # Config sections (or dotted fields, e.g. "rl.chunk") this selector reads beyond data/features/target/finetune,
+  # which every cell reads. A cell's identity (rlsel.results.cell_config) covers exactly these, so changing, say,
+  # the proxy leaves finished `full` and `random` cells valid.
+  config_sections: tuple = ()
 
   def __init__(self, config):
     self.config = config
@@ -131,6 +135,9 @@ _MODULES = {
     "kcenter": "rlsel.selectors.heuristics",
     "entropy": "rlsel.selectors.heuristics",
     "cluster_balanced": "rlsel.selectors.heuristics",
+    "cluster_stratified": "rlsel.selectors.heuristics",
+    "ccs": "rlsel.selectors.heuristics",
+    "label_clean": "rlsel.selectors.heuristics",
     "rl_ppo": "rlsel.selectors.rl",
     "rl_dqn": "rlsel.selectors.rl",
     "rl_reinforce": "rlsel.selectors.rl",

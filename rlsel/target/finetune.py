@@ -29,7 +29,7 @@ class FinetuneResult(NamedTuple):
   params: dict
   steps: int              # optimiser steps taken
   best_step: int          # step whose parameters were kept
-  planned_steps: int      # min(epochs * subset / batch, max_steps)
+  planned_steps: int      # planned_steps(fc, subset size): epochs over the subset, within [min_steps, max_steps]
   seconds: float          # wall-clock of training and validation evaluations
   tokens: int             # token positions processed in training (padded batch x length x steps)
   flops: float            # estimated FLOPs of training plus validation evaluations
@@ -56,6 +56,13 @@ def learning_rate_at(fc, total_steps: int, count: int) -> float:
   if count < warmup:
     return fc.learning_rate * count / warmup
   return fc.learning_rate * max(0.0, 1.0 - (count - warmup) / max(1, total_steps - warmup))
+
+
+def planned_steps(fc, n: int) -> int:
+  """Steps a fine-tune on `n` examples plans: `epochs` passes, raised to `min_steps` (a small subset needs more
+  passes to converge) and capped at `max_steps` (a large pool, e.g. full data, sees less than the epochs)."""
+  by_epochs = max(1, int(np.ceil(fc.epochs * n / fc.batch_size)))
+  return int(min(fc.max_steps, max(fc.min_steps, by_epochs)))
 
 
 def forward_flops_per_token(module, params, length: int) -> float:
@@ -151,7 +158,7 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   """
   fc = config.finetune
   n, bs = len(train), fc.batch_size
-  planned = int(min(fc.max_steps, max(1, int(np.ceil(fc.epochs * n / bs)))))
+  planned = planned_steps(fc, n)
   tx, train_step, eval_fn = _programs(module, fc.weight_decay, fc.grad_clip)
   min_size = int(config.mesh.fsdp_min_size)
   params = place_params(mesh, params, min_size)
