@@ -100,7 +100,7 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
     info = _json_safe(getattr(selector, "last_info", None))
     save_selection(workdir, task, pool, name, ids)
     atomic_write_json(progress, {"ids": ids.tolist(), "select_seconds": select_seconds, "info": info,
-                                 "config_id": config_id})
+                                 "config_id": config_id, "selector": selector_name})
     shutil.rmtree(agent_ckpt, ignore_errors=True)  # the saved selection supersedes the agent's checkpoint
   subset = pool.train.take(pool.train.positions_of(ids))
   module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
@@ -154,8 +154,8 @@ def run(config, workdir) -> list:
   from rlsel import distributed
   rows = results.load_rows(workdir)
   done = {results.cell_key(r) for r in rows}
-  cid = results.check_same_config(workdir, rows, config)
   cells = plan(config)
+  cids = results.check_same_config(workdir, rows, config, selectors=[c[2] for c in cells])
   todo = [c for c in cells if (c[2], c[0], c[1], c[3]) not in done]
   if not todo:
     print(f"all {len(cells)} cells already in {workdir}/results.json; nothing to do", flush=True)
@@ -181,9 +181,9 @@ def run(config, workdir) -> list:
       pool.train.embeddings, pool.validation.embeddings  # noqa: B018 (computes or loads the cache)
       embed_seconds = time.time() - t0
     for _, seed, name, fraction in cells_here:
-      row = run_cell(task_config, workdir, task, pool, test, name, seed, fraction, embed_seconds, mesh, cid)
+      row = run_cell(task_config, workdir, task, pool, test, name, seed, fraction, embed_seconds, mesh, cids[name])
       ckpt = row.pop("_checkpoint")
-      row["config_id"] = cid
+      row["config_id"] = cids[name]
       rows.append(row)
       if distributed.is_main_process():
         results.write(workdir, rows)
@@ -195,4 +195,5 @@ def run(config, workdir) -> list:
   if distributed.is_main_process():
     from rlsel import plots
     plots.accuracy_vs_budget(workdir, rows)
+    plots.paired_forest(workdir, results.paired(rows))
   return rows

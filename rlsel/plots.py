@@ -96,3 +96,36 @@ def selection_maps(workdir, task, pool, rows, max_points: int = 6000) -> list:
     plt.close(fig)
     out.append(path)
   return out
+
+
+def paired_forest(workdir, comparisons) -> list:
+  """`plots/paired_<task>.png`: per selector (and budget), the mean paired difference in test accuracy to each
+  reference (random, full) with its 95% interval; a cross marks a single seed, which has no interval."""
+  plt = _pyplot()
+  out = []
+  for task in sorted({e["task"] for e in comparisons}):
+    refs = [ref for ref in ("random", "full") if any(e["task"] == task and e["reference"] == ref for e in comparisons)]
+    rows_most = max(sum(e["task"] == task and e["reference"] == ref for e in comparisons) for ref in refs)
+    fig, axes = plt.subplots(1, len(refs), figsize=(6 * len(refs), 1.2 + 0.4 * rows_most), squeeze=False,
+                             constrained_layout=True)
+    for ax, ref in zip(axes[0], refs):
+      es = [e for e in comparisons if e["task"] == task and e["reference"] == ref]
+      for y, e in enumerate(es):
+        x = 100 * e["mean_diff"]
+        if e["ci_low"] is None:
+          ax.plot([x], [y], "kx")
+        else:
+          lo, hi = 100 * e["ci_low"], 100 * e["ci_high"]
+          colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
+          ax.errorbar([x], [y], xerr=[[x - lo], [hi - x]], fmt="o", color=colour, capsize=3)
+      ax.axvline(0.0, color="k", linewidth=0.8)
+      ax.set_yticks(range(len(es)), [f"{e['selector']} @ {100 * e['budget']:g}% (n={e['n']})" for e in es],
+                    fontsize=8)
+      ax.invert_yaxis()
+      ax.set_xlabel(f"test accuracy minus {ref}'s, points (95% paired interval)")
+      ax.set_title(f"{task}: paired difference to {ref}", fontsize=9)
+    path = pathlib.Path(workdir) / "plots" / f"paired_{task}.png"
+    _save(fig, path)
+    plt.close(fig)
+    out.append(path)
+  return out

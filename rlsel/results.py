@@ -26,59 +26,101 @@ def cell_key(row) -> tuple:
 # logging, checkpoint cadence): cells that differ only in these can share one results.json.
 RUN_ONLY_FIELDS = ("task", "tasks", "selectors", "seeds", "budget", "sweep", "mesh", "distributed", "rl.log_every",
                    "rl.checkpoint_every", "selection.progress")
+# Sections every cell reads (the split, the tokens, the target and its fine-tune); a selector adds its own
+# (`Selector.config_sections`).
+COMMON_SECTIONS = ("data", "features", "target", "finetune")
+_MISSING = "?"
 
 
-def result_config(config) -> dict:
-  """The config fields a cell's result depends on, flattened to {"finetune.max_steps": 200, ...} (JSON types)."""
-  def flat(d, prefix=""):
-    for k, v in d.items():
-      if isinstance(v, dict):
-        yield from flat(v, f"{prefix}{k}.")
-      else:
-        yield f"{prefix}{k}", v
-  keep = {k: v for k, v in flat(config.to_dict()) if not any(k == f or k.startswith(f + ".") for f in RUN_ONLY_FIELDS)}
+def _flat(d, prefix=""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _flat(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}", v
+
+
+def _within(key: str, fields) -> bool:
+  return any(key == f or key.startswith(f + ".") for f in fields)
+
+
+def result_config(config, selector: str = None) -> dict:
+  """The config fields a result depends on, flattened to {"finetune.max_steps": 200, ...} (JSON types).
+
+  With `selector`, a cell's identity: the sections every cell reads plus that selector's own `config_sections`, so a
+  change to, say, the proxy leaves `full` and `random` cells valid. Without, every field but the run plan."""
+  if selector is None:
+    keep = {k: v for k, v in _flat(config.to_dict()) if not _within(k, RUN_ONLY_FIELDS)}
+  else:
+    from rlsel.selectors import base as selbase
+    fields = COMMON_SECTIONS + tuple(selbase.selector_class(selector).config_sections)
+    keep = {k: v for k, v in _flat(config.to_dict()) if _within(k, fields) and not _within(k, RUN_ONLY_FIELDS)}
   return json.loads(json.dumps(keep, sort_keys=True, default=repr))
 
 
-def config_id(config) -> str:
+def config_id(config, selector: str = None) -> str:
+  """12 hex digits naming `result_config(config, selector)`."""
   import hashlib
-  return hashlib.sha1(json.dumps(result_config(config), sort_keys=True).encode()).hexdigest()[:12]
+  return hashlib.sha1(json.dumps(result_config(config, selector), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def check_same_config(workdir, rows, config) -> str:
-  """The config id for new rows; a UserError if `rows`, or selections saved in `progress/` for a resume, were made
-  with other settings (a table mixing them would mislead), naming the fields that differ. Fields added to rlsel
-  after those rows were made, and left at their defaults, are no difference: the old id is returned, so upgrading
-  rlsel does not strand a half-finished workdir. Saves `configs/<id>.json` so later runs can name them too."""
+def _differences(before: dict, current: dict, defaults: dict) -> list:
+  """Fields of `current` whose value in `before` differs. A field missing from `before` (added to rlsel since) is
+  no difference while `current` holds its default; fields of `before` outside `current` (another selector's
+  section in a whole-experiment config from before per-cell ids, or a field since removed) are not compared."""
+  return [k for k in sorted(current) if before.get(k, _MISSING) != current[k]
+          and not (k not in before and defaults.get(k, _MISSING) == current[k])]
+
+
+def _record_selector(record: dict, path: pathlib.Path = None):
+  """The selector of a row, or of a saved selection in progress/ (`<selector>-<task>-<seed>-b<budget>.json`)."""
+  if "selector" in record:
+    return record["selector"]
+  return path.stem.split("-")[0] if path is not None else None
+
+
+def check_same_config(workdir, rows, config, selectors=None) -> dict:
+  """{selector: config id for its new rows}; a UserError if a row of `rows`, or a selection saved in `progress/`
+  for a resume, was made under settings that differ in a field its cell reads (a table mixing them would mislead),
+  naming the fields. Fields a cell does not read (the proxy, for `random`) may change freely; fields added to rlsel
+  since, left at their defaults, are no difference, so upgrading rlsel does not strand a half-finished workdir.
+  Saves `configs/<id>.json` per selector so later runs can name the differences."""
+  from rlsel import configlib
   from rlsel.errors import UserError
-  cid, current = config_id(config), result_config(config)
   out = pathlib.Path(workdir)
   cfg_dir = out / "configs"
-  saved = [json.loads(p.read_text()) for p in sorted((out / "progress").glob("*.json"))]
-  records = [r for r in list(rows) + saved if isinstance(r, dict)]
-  defaults, same_experiment = None, []
-  for old in dict.fromkeys(r["config_id"] for r in records if r.get("config_id") not in (None, cid)):
+  saved = [(json.loads(p.read_text()), p) for p in sorted((out / "progress").glob("*.json"))]
+  records = [(r, None) for r in rows if isinstance(r, dict)] + [(r, p) for r, p in saved if isinstance(r, dict)]
+  wanted = list(dict.fromkeys(list(selectors or ()) + [_record_selector(r, p) for r, p in records]))
+  from rlsel.selectors import base as selbase
+  wanted = [s for s in wanted if s in selbase.names()]
+  current = {s: result_config(config, s) for s in wanted}
+  ids = {s: config_id(config, s) for s in wanted}
+  defaults, checked = None, set()
+  for r, p in records:
+    sel, old = _record_selector(r, p), r.get("config_id")
+    if old is None or sel not in ids or old == ids[sel] or (sel, old) in checked:
+      continue
     path = cfg_dir / f"{old}.json"
-    before = json.loads(path.read_text()) if path.exists() else {}
-    keys = [k for k in sorted(set(before) | set(current)) if before.get(k, "?") != current.get(k, "?")]
-    if before and keys and all(k not in before for k in keys):
+    before = json.loads(path.read_text()) if path.exists() else None
+    if before is not None:
       if defaults is None:
-        from rlsel import configlib
         defaults = result_config(configlib.base_config())
-      if all(k in defaults and defaults[k] == current[k] for k in keys):
-        same_experiment.append(old)  # only fields added to rlsel since, left at their defaults
+      keys = _differences(before, current[sel], defaults)
+      if not keys:
+        checked.add((sel, old))
         continue
-    diff = [f"{k}: {before.get(k, '?')!r} -> {current.get(k, '?')!r}" for k in keys] if before else \
-        ["(its config file is missing)"]
-    n = sum(r.get("config_id") == old for r in records)
-    raise UserError(f"{workdir} holds {n} result(s) or saved selection(s) made with different settings "
+      diff = [f"{k}: {before.get(k, _MISSING)!r} -> {current[sel].get(k, _MISSING)!r}" for k in keys]
+    else:
+      diff = ["(its config file is missing)"]
+    n = sum(rr.get("config_id") == old and _record_selector(rr, pp) == sel for rr, pp in records)
+    raise UserError(f"{workdir} holds {n} {sel} result(s) or saved selection(s) made with different settings "
                     f"({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''}); rerun with those settings, or use "
                     "another --workdir")
-  if len(same_experiment) == 1 and not any(r.get("config_id") == cid for r in records):
-    return same_experiment[0]  # keep the workdir's id, so its table stays one experiment
-  if not (cfg_dir / f"{cid}.json").exists():
-    atomic_write_json(cfg_dir / f"{cid}.json", current)
-  return cid
+  for s in wanted:
+    if not (cfg_dir / f"{ids[s]}.json").exists():
+      atomic_write_json(cfg_dir / f"{ids[s]}.json", current[s])
+  return ids
 
 
 def load_rows(workdir) -> list:
@@ -102,7 +144,55 @@ def table(rows) -> str:
 
 def _mean_std(values):
   v = np.asarray(values, float)
-  return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else 0.0)
+  return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None)
+
+
+def _pm(mean_std) -> str:
+  """"0.7482 ± 0.0100", or "0.7482 (n = 1)" where one seed gives no spread."""
+  m, s = mean_std
+  return f"{m:.4f} (n = 1)" if s is None else f"{m:.4f} ± {s:.4f}"
+
+
+REFERENCES = ("random", "full")  # every selector is compared with these, seed by seed
+
+
+def paired(rows, metric: str = "test_accuracy") -> list:
+  """One entry per (task, budget, selector, reference): `metric` of the selector minus the reference's over the
+  seeds both have (the reference at the same budget; `full` at any), with a 95% paired-t interval, wins / ties /
+  losses and a verdict (rlsel.stats.paired_difference). Seeds are paired: a seed fixes the split, the head
+  initialisation, the dropout keys and the data-order stream, so only the subset differs."""
+  from rlsel.stats import paired_difference
+  by_cell = {cell_key(r): r for r in rows}
+  out = []
+  groups = sorted({(r["task"], cell_key(r)[3], r["selector"]) for r in rows})
+  for task, budget, sel in groups:
+    for ref in REFERENCES:
+      if sel == ref or (ref == "random" and sel == "full"):
+        continue
+      pairs = []
+      for seed in sorted({k[2] for k in by_cell if k[:2] == (sel, task) and k[3] == budget}):
+        ref_row = by_cell.get((ref, task, seed, 1.0 if ref == "full" else budget))
+        if ref_row is not None:
+          pairs.append((by_cell[(sel, task, seed, budget)][metric], ref_row[metric], seed))
+      if not pairs:
+        continue
+      a, b, seeds = zip(*pairs)
+      out.append({"task": task, "budget": budget, "selector": sel, "reference": ref, "metric": metric,
+                  "seeds": list(seeds), "mean": float(np.mean(a)), "reference_mean": float(np.mean(b)),
+                  **paired_difference(a, b)})
+  return out
+
+
+def paired_table(entries) -> str:
+  """The paired comparisons as Markdown (differences in accuracy points)."""
+  lines = ["| task | budget | selector | vs | seeds | mean | vs mean | mean diff | 95% interval | W/T/L | verdict |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for e in entries:
+    ci = ("n/a" if e["ci_low"] is None else f"[{100 * e['ci_low']:+.2f}, {100 * e['ci_high']:+.2f}]")
+    lines.append(f"| {e['task']} | {e['budget']:g} | {e['selector']} | {e['reference']} | {e['n']} | "
+                 f"{e['mean']:.4f} | {e['reference_mean']:.4f} | {100 * e['mean_diff']:+.2f} | {ci} | "
+                 f"{e['wins']}/{e['ties']}/{e['losses']} | {e['verdict']} |")
+  return "\n".join(lines)
 
 
 def summary(rows) -> str:
@@ -116,21 +206,65 @@ def summary(rows) -> str:
     acc, f1 = _mean_std([r["test_accuracy"] for r in rs]), _mean_std([r["test_macro_f1"] for r in rs])
     ss, fs = _mean_std([r["select_seconds"] for r in rs]), _mean_std([r["finetune_seconds"] for r in rs])
     n = int(round(np.mean([r["n_selected"] for r in rs])))
-    lines.append(f"| {task} | {budget:g} | {sel} | {len(rs)} | {n} | {acc[0]:.4f} ± {acc[1]:.4f} | "
-                 f"{f1[0]:.4f} ± {f1[1]:.4f} | {ss[0]:.1f} | {fs[0]:.1f} |")
+    lines.append(f"| {task} | {budget:g} | {sel} | {len(rs)} | {n} | {_pm(acc)} | {_pm(f1)} | {ss[0]:.1f} | "
+                 f"{fs[0]:.1f} |")
   return "\n".join(lines)
 
 
 def write(workdir, rows) -> None:
-  """Writes results.json and results.md atomically."""
+  """Writes results.json (the rows), summary.json (the paired comparisons) and results.md atomically.
+
+  The comparisons go to their own file so results.json stays the plain list of rows other tools read."""
   workdir = pathlib.Path(workdir)
   clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
   atomic_write_json(workdir / "results.json", clean)
-  md = ("# rlsel results\n\n## Per run\n\n" + table(rows) + "\n\n## Mean ± std over seeds\n\n" + summary(rows) + "\n")
+  comparisons = paired(rows)
+  from rlsel.stats import CONFIDENCE
+  atomic_write_json(workdir / "summary.json", {"metric": "test_accuracy", "confidence": CONFIDENCE,
+                                               "method": "paired t over seeds", "comparisons": comparisons})
+  md = ("# rlsel results\n\n## Per run\n\n" + table(rows) + "\n\n## Mean ± std over seeds\n\n" + summary(rows) +
+        "\n\n## Paired differences in test accuracy (points; 95% paired-t interval over seeds)\n\n" +
+        "Each seed fixes the split, the head initialisation, the dropout keys and the data order, so a difference "
+        "is the subset's alone. W/T/L: seeds won, tied, lost against the reference.\n\n" +
+        paired_table(comparisons) + "\n")
   atomic_write_text(workdir / "results.md", md)
 
 
-_MERGE_SAME = ("n_selected", "test_accuracy", "test_macro_f1", "val_accuracy", "config_id")  # equal for one cell
+def _check_mergeable(found) -> None:
+  """Per selector, every config id among the rows must name the same settings for the fields that selector's cells
+  read (looked up in the sources' `configs/`); otherwise a merged table would mix two experiments."""
+  from rlsel import configlib
+  from rlsel.errors import UserError
+  by_sel = {}
+  for s, r in found:
+    if r.get("config_id"):
+      by_sel.setdefault(r["selector"], {}).setdefault(r["config_id"], set()).add(s)
+  defaults = None
+  for sel, ids in sorted(by_sel.items()):
+    if len(ids) < 2:
+      continue
+    where = "; ".join(f"{i} in {', '.join(sorted(map(str, w)))}" for i, w in sorted(ids.items()))
+    configs = {}
+    for i, sources in ids.items():
+      path = next((p / "configs" / f"{i}.json" for p in sorted(sources) if (p / "configs" / f"{i}.json").exists()),
+                  None)
+      if path is None:
+        raise UserError(f"the sources were run with different settings for {sel} (config ids: {where}; "
+                        f"configs/{i}.json is missing); merge each config into its own workdir")
+      configs[i] = json.loads(path.read_text())
+    if defaults is None:
+      defaults = result_config(configlib.base_config())
+    keys = set(result_config(configlib.base_config(), sel))
+    (first, a), *rest = sorted(configs.items())
+    for other, b in rest:
+      diff = _differences(b, {k: v for k, v in a.items() if k in keys}, defaults)
+      if diff:
+        raise UserError(f"the sources were run with different settings for {sel} (config ids: {where}; "
+                        f"{', '.join(diff[:5])} differ); a merged table would mix two experiments, so merge each "
+                        "config into its own workdir")
+
+
+_MERGE_SAME = ("n_selected", "test_accuracy", "test_macro_f1", "val_accuracy")  # equal for one cell
 
 
 def merge(out, sources) -> list:
@@ -151,14 +285,7 @@ def merge(out, sources) -> list:
     require((s / "results.json").exists(), f"{s}/results.json not found; each source must be an rlsel --workdir")
   found = [(s, r) for s in dict.fromkeys([out] + sources if (out / "results.json").exists() else sources)
            for r in load_rows(s)]
-  ids = {}
-  for s, r in found:
-    if r.get("config_id"):
-      ids.setdefault(r["config_id"], set()).add(str(s))
-  if len(ids) > 1:
-    where = "; ".join(f"{i} in {', '.join(sorted(w))}" for i, w in sorted(ids.items()))
-    raise UserError(f"the sources were run with different settings (config ids: {where}); a merged table would mix "
-                    "two experiments, so merge each config into its own workdir")
+  _check_mergeable(found)
   rows, origin = [], {}
   for s, r in found:
     key = cell_key(r)
@@ -179,6 +306,7 @@ def merge(out, sources) -> list:
   write(out, rows)
   from rlsel import plots
   plots.accuracy_vs_budget(out, rows)
+  plots.paired_forest(out, paired(rows))
   return rows
 
 

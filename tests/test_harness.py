@@ -80,7 +80,13 @@ def test_merge_refuses_conflicts(tmp_path, capsys):
   assert "different results" in capsys.readouterr().err
   results.write(b, [dict(r, config_id="xyz", seed=r["seed"] + 5) for r in rows])
   assert results.main(["merge", str(tmp_path / "out"), str(a), str(b)]) == 2
-  assert "different settings" in capsys.readouterr().err
+  assert "different settings for full" in capsys.readouterr().err  # no configs/ to compare them: refused
+  import json
+  for d, cid, steps in ((a, "abc", 40), (b, "xyz", 41)):
+    (d / "configs").mkdir(exist_ok=True)
+    (d / "configs" / f"{cid}.json").write_text(json.dumps({"finetune.max_steps": steps}))
+  assert results.main(["merge", str(tmp_path / "out"), str(a), str(b)]) == 2
+  assert "finetune.max_steps differ" in capsys.readouterr().err
   assert results.main(["merge", str(tmp_path / "out"), str(tmp_path / "missing")]) == 2
   assert "results.json not found" in capsys.readouterr().err
   assert not (tmp_path / "out" / "results.json").exists()
@@ -92,7 +98,7 @@ def test_config_fields_added_since_keep_the_workdir(tmp_path):
   from rlsel import configlib
   from rlsel.errors import UserError
   c = load_config("debug")
-  current, defaults = results.result_config(c), results.result_config(configlib.base_config())
+  current, defaults = results.result_config(c, "full"), results.result_config(configlib.base_config())
   same = next(k for k in sorted(current) if defaults.get(k) == current[k])
   changed = next(k for k in sorted(current) if k in defaults and defaults[k] != current[k])
   for missing, ok in ((same, True), (changed, False)):
@@ -101,7 +107,7 @@ def test_config_fields_added_since_keep_the_workdir(tmp_path):
     (wd / "configs" / "old.json").write_text(json.dumps({k: v for k, v in current.items() if k != missing}))
     rows = [dict(_rows()[0], config_id="old")]
     if ok:
-      assert results.check_same_config(wd, rows, c) == "old"
+      assert results.check_same_config(wd, rows, c)["full"] == results.config_id(c, "full")
     else:
       with pytest.raises(UserError, match=missing):
         results.check_same_config(wd, rows, c)
@@ -119,6 +125,77 @@ def test_config_fields_added_since_keep_the_workdir(tmp_path):
     results.check_same_config(wd, [dict(_rows()[0], config_id="old")], c)
 
 
+def test_cell_identity_covers_what_the_cell_reads(tmp_path):
+  """A proxy change leaves full / random cells valid (they never read it) but not an rl_ppo cell; a fine-tune
+  change invalidates every cell. Whole-experiment configs from before per-cell ids compare on the cell's fields."""
+  import json
+  from rlsel.errors import UserError
+  c = load_config("debug")
+  ids = results.check_same_config(tmp_path, [], c, selectors=["full", "random", "rl_ppo"])
+  assert ids["full"] == ids["random"] != ids["rl_ppo"]
+  assert not any(k.startswith("proxy.") for k in results.result_config(c, "random"))
+  assert any(k.startswith("proxy.") for k in results.result_config(c, "rl_ppo"))
+  rows = [dict(r, config_id=ids[r["selector"]]) for r in _rows() if r["selector"] != "kcenter"]
+  rows.append(dict(rows[-1], selector="rl_ppo", config_id=ids["rl_ppo"]))
+  proxy = c.copy_and_resolve_references()
+  proxy.proxy.steps += 1
+  with pytest.raises(UserError, match="rl_ppo .*proxy.steps"):
+    results.check_same_config(tmp_path, rows, proxy)
+  kept = results.check_same_config(tmp_path, [r for r in rows if r["selector"] != "rl_ppo"], proxy)
+  assert kept["random"] == ids["random"]
+  tuned = c.copy_and_resolve_references()
+  tuned.finetune.min_steps = 5
+  with pytest.raises(UserError, match="full .*finetune.min_steps: 0 -> 5"):
+    results.check_same_config(tmp_path, rows, tuned)
+  # A row made under an old whole-experiment id: only the fields its cell reads are compared.
+  wd = tmp_path / "old"
+  (wd / "configs").mkdir(parents=True)
+  (wd / "configs" / "whole.json").write_text(json.dumps(results.result_config(c)))
+  old_rows = [dict(rows[0], config_id="whole")]
+  assert results.check_same_config(wd, old_rows, proxy)["full"] == ids["full"]
+
+
+def test_paired_comparisons_and_forest_plot(tmp_path):
+  """Differences are taken seed by seed against random (same budget) and full; one seed gives no interval."""
+  rows = _rows()
+  entries = results.paired(rows)
+  e = next(x for x in entries if (x["selector"], x["reference"], x["budget"]) == ("kcenter", "random", 0.05))
+  acc = {(r["selector"], r["seed"]): r["test_accuracy"] for r in rows if r["budget"] in (0.05, 1.0)}
+  diffs = [acc[("kcenter", s)] - acc[("random", s)] for s in (0, 1)]
+  assert e["n"] == 2 and e["seeds"] == [0, 1] and e["mean_diff"] == pytest.approx(np.mean(diffs))
+  assert e["ci_low"] < e["mean_diff"] < e["ci_high"]
+  assert e["wins"] + e["ties"] + e["losses"] == 2
+  assert {(x["selector"], x["reference"]) for x in entries if x["budget"] == 0.05} == {
+      ("kcenter", "random"), ("kcenter", "full"), ("random", "full")}
+  one = results.paired([r for r in rows if r["seed"] == 0])
+  assert all(x["n"] == 1 and x["ci_low"] is None and x["verdict"] == "n = 1, no interval" for x in one)
+  results.write(tmp_path, [r for r in rows if r["seed"] == 0])
+  md = (tmp_path / "results.md").read_text()
+  assert "(n = 1)" in md and "± 0.0000" not in md and "n = 1, no interval" in md
+  import json
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["confidence"] == 0.95 and len(summary["comparisons"]) == len(one)
+  assert json.loads((tmp_path / "results.json").read_text()) == [r for r in rows if r["seed"] == 0]
+  paths = plots.paired_forest(tmp_path, entries)
+  assert [p.name for p in paths] == ["paired_rt.png"] and paths[0].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_paired_difference_verdicts():
+  from rlsel.stats import paired_difference
+  better = paired_difference([0.75, 0.76, 0.77, 0.76], [0.70, 0.72, 0.71, 0.70])
+  assert better["verdict"] == "better" and better["ci_low"] > 0 and better["wins"] == 4
+  worse = paired_difference([0.70, 0.72, 0.71, 0.70], [0.75, 0.76, 0.77, 0.76])
+  assert worse["verdict"] == "worse" and worse["ci_high"] < 0
+  flat = paired_difference([0.70, 0.75, 0.72], [0.72, 0.72, 0.72])
+  assert flat["verdict"] == "no detectable difference" and flat["ci_low"] < 0 < flat["ci_high"]
+  assert (flat["wins"], flat["ties"], flat["losses"]) == (1, 1, 1)
+  # The paired-t half-width for n = 3: t(0.975, 2) = 4.3027 times sd / sqrt(3).
+  d = np.array([0.70, 0.75, 0.72]) - 0.72
+  assert flat["ci_high"] - flat["mean_diff"] == pytest.approx(4.302653 * d.std(ddof=1) / np.sqrt(3), rel=1e-5)
+  with pytest.raises(ValueError):
+    paired_difference([0.1, 0.2], [0.1])
+
+
 def test_selection_profile_names_and_figures():
   from rlsel import harness
   from rlsel.bench.selection_profile import parse_selection_name, profile
@@ -132,3 +209,29 @@ def test_selection_profile_names_and_figures():
   p_label = np.array([0.9, 0.2, 0.6, 0.4, 0.8])
   got = profile(labels, p_label, np.array([0, 1, 4]))
   assert got == {"n": 3, "labels": [2, 1], "probe_agreement": 2 / 3, "mean_p_label": pytest.approx(1.9 / 3)}
+
+
+@pytest.mark.slow
+def test_seeds_are_paired_only_the_subset_differs(tmp_path):
+  """Two selectors that pick the same subset in one seed get identical fine-tunes (same head init, dropout keys and
+  data order), so a paired difference is the subset's alone; another seed changes them."""
+  from rlsel.selectors import base as selbase
+  from rlsel.selectors.basic import StratifiedRandom
+
+  @selbase.register("random_twin")
+  class Twin(StratifiedRandom):
+    """`random`'s subset under another name."""
+
+  c = load_config("debug")
+  c.selectors, c.seeds, c.finetune.max_steps = ("random", "random_twin"), (0, 1), 20
+  try:
+    rows = harness.run(c, tmp_path)
+  finally:
+    selbase._REGISTRY.pop("random_twin", None)
+  by = {(r["selector"], r["seed"]): r for r in rows}
+  for seed in (0, 1):
+    a, b = by[("random", seed)], by[("random_twin", seed)]
+    assert a["test_accuracy"] == b["test_accuracy"] and a["val_accuracy"] == b["val_accuracy"]
+    assert a["test_macro_f1"] == b["test_macro_f1"] and a["best_step"] == b["best_step"]
+  entry = next(e for e in results.paired(rows) if e["selector"] == "random_twin")
+  assert entry["mean_diff"] == 0.0 and entry["ties"] == 2 and entry["verdict"] == "no detectable difference"

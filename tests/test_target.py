@@ -130,3 +130,15 @@ def test_optimizer_times_passed_learning_rate_equals_adamw():
     u, s = tx.update(g, s, p)
     p = optax.apply_updates(p, jax.tree.map(lambda x: -np.float32(sched(c)) * x, u))
   chex.assert_trees_all_close(p, p_ref, rtol=1e-6, atol=1e-7)
+
+
+def test_planned_steps_min_and_max():
+  """Epochs over the subset, raised to min_steps (small subsets train to convergence), capped at max_steps."""
+  import types
+  from rlsel.target.finetune import planned_steps
+  fc = types.SimpleNamespace(epochs=3, batch_size=32, min_steps=0, max_steps=300)
+  assert planned_steps(fc, 510) == 48 and planned_steps(fc, 10_201) == 300
+  fc.min_steps = 200
+  assert planned_steps(fc, 510) == 200 and planned_steps(fc, 10_201) == 300 and planned_steps(fc, 4_000) == 300
+  fc.min_steps = fc.max_steps = 50
+  assert planned_steps(fc, 510) == 50 and planned_steps(fc, 10_201) == 50

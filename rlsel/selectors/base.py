@@ -135,9 +135,9 @@ _MODULES = {
     "kcenter": "rlsel.selectors.heuristics",
     "entropy": "rlsel.selectors.heuristics",
     "cluster_balanced": "rlsel.selectors.heuristics",
-    "cluster_stratified": "rlsel.selectors.heuristics",
-    "ccs": "rlsel.selectors.heuristics",
-    "label_clean": "rlsel.selectors.heuristics",
+    "cluster_stratified": "rlsel.selectors.coverage",
+    "ccs": "rlsel.selectors.coverage",
+    "label_clean": "rlsel.selectors.coverage",
     "rl_ppo": "rlsel.selectors.rl",
     "rl_dqn": "rlsel.selectors.rl",
     "rl_reinforce": "rlsel.selectors.rl",
@@ -159,10 +159,15 @@ def names() -> list:
   return sorted(set(_MODULES) | set(_REGISTRY))
 
 
-def make(name: str, config) -> Selector:
-  """Builds the selector called `name` from the run config."""
+def selector_class(name: str) -> type:
+  """The registered class called `name` (its module imported on first use)."""
   if name not in _REGISTRY and name in _MODULES:
     importlib.import_module(_MODULES[name])
   if name not in _REGISTRY:
     raise UserError(f"unknown selector {name!r}; choose from {', '.join(names())}")
-  return _REGISTRY[name](config)
+  return _REGISTRY[name]
+
+
+def make(name: str, config) -> Selector:
+  """Builds the selector called `name` from the run config."""
+  return selector_class(name)(config)

@@ -60,6 +60,7 @@ def selected_positions(config, key, alloc, env_params, budget: int) -> np.ndarra
 @register("climb")
 class ClimbSelector(Selector):
   """Mixture search over clusters scored by the fine-tuned proxy; see the module docstring."""
+  config_sections = ("kmeans", "proxy", "rl", "climb")  # the RL selectors' environment, plus the search
 
   def select(self, key, pool: Pool, budget: int) -> np.ndarray:
     cfg = self.config

@@ -388,6 +388,7 @@ class WarmedSelector:
   `model_factory(config, num_classes, key) -> ModelFns` defaults to the target model; tests replace it with a tiny model.
   """
   model_factory: Callable = staticmethod(target_model_fns)
+  config_sections = ("selection",)
 
   def warm_up(self, key, pool):
     """(fns, param paths, per-epoch checkpoints, warm-up row positions) for a random `warmup_fraction` of the pool.

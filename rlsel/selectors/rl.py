@@ -174,6 +174,7 @@ def episode_sharding(config):
 class RLSelector(Selector):
   """Trains an RL agent on the pool's selection environment; see the module docstring."""
   algo = "ppo"
+  config_sections = ("kmeans", "proxy", "rl")
   logdir = None
   checkpoint_dir = None  # set (by the harness) to save the agent's train state every `rl.checkpoint_every` updates
 

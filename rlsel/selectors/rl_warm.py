@@ -45,6 +45,7 @@ _JITS = {fast: (jax.jit(_clone_impl, static_argnums=(1, 2, 3, 4), compiler_optio
 class WarmPPOSelector(RLSelector):
   """PPO warm-started by behaviour cloning of a short climb search; see the module docstring."""
   algo = "ppo"
+  config_sections = ("kmeans", "proxy", "rl", "climb")
 
   def _train(self, key, env_params) -> dict:
     cfg = self.config
