@@ -1,5 +1,6 @@
 """Checks on the whole config before any work starts, so a bad run fails in a second, not after an hour."""
 
+import importlib.util
 import os
 
 from rlsel import assets
@@ -37,6 +38,7 @@ def validate(config) -> None:
             f"sweep budget {b!r} must be a fraction in (0, 1], e.g. --config.sweep.budgets=0.0625,0.1,0.25")
   for name in names_list(config.sweep.selectors):
     require(name in base.names(), f"unknown sweep selector {name!r}; choose from {', '.join(base.names())}")
+  _check_selection(config, selectors + names_list(config.sweep.selectors))
   seeds = ints_list(config.seeds)
   require(len(seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
           f"seeds={config.seeds!r} must be non-negative integers, e.g. --config.seeds=0,1")
@@ -64,6 +66,26 @@ def validate(config) -> None:
     require(bool(config.data.train_file), "task=file needs --config.data.train_file=PATH (CSV, JSONL or parquet)")
     for f in (config.data.train_file, config.data.validation_file, config.data.test_file):
       require(not f or os.path.isfile(f), f"data file {f} does not exist; check the path")
+
+
+def _check_selection(config, selectors) -> None:
+  """Settings of the coverage/cleaning baselines that are asked for, and cleanlab installed for label_clean."""
+  s = config.selection
+  if "label_clean" in selectors:
+    require(importlib.util.find_spec("cleanlab") is not None,
+            "selector label_clean needs cleanlab: pip install cleanlab (or pip install -e .[clean])")
+    from rlsel.selectors.coverage import CLEAN_FILTERS
+    require(s.clean_filter_by in CLEAN_FILTERS,
+            f"selection.clean_filter_by={s.clean_filter_by!r} must be one of {', '.join(CLEAN_FILTERS)}")
+  if "ccs" in selectors or "label_clean" in selectors:
+    require(isinstance(s.probe_folds, int) and not isinstance(s.probe_folds, bool) and s.probe_folds >= 2,
+            f"selection.probe_folds={s.probe_folds!r} must be an integer of at least 2, e.g. "
+            "--config.selection.probe_folds=5")
+    _positive_int(s.probe_steps, "selection.probe_steps")
+  if "ccs" in selectors:
+    require(isinstance(s.ccs_beta, (int, float)) and not isinstance(s.ccs_beta, bool) and 0 <= s.ccs_beta < 1,
+            f"selection.ccs_beta={s.ccs_beta!r} must be a fraction in [0, 1), e.g. --config.selection.ccs_beta=0.1")
+    _positive_int(s.ccs_bins, "selection.ccs_bins")
 
 
 def _check_devices(config, selectors) -> None:

@@ -2,6 +2,10 @@
 
 All work on the frozen MiniLM embeddings of the pool (`pool.train.embeddings`); none trains the target model.
 `entropy` scores with a linear probe (softmax regression) trained on the *validation* split's embeddings.
+With `selection.label_balanced` (the default) all three give each label its share of the budget in the pool's
+proportions (`label_quotas`): unconstrained, k-center greedy picks only outliers, which on an imbalanced task are
+all of the majority class. The coverage and cleaning baselines (cluster_stratified, ccs, label_clean) live in
+rlsel/selectors/coverage.py.
 """
 
 import functools
@@ -14,7 +18,7 @@ import numpy as np
 import optax
 
 from rlsel.selectors.base import Pool, Selector, register
-from rlsel.selectors.basic import numpy_rng, top_k_positions
+from rlsel.selectors.basic import label_quotas, numpy_rng, top_k_positions
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -65,9 +69,15 @@ def fit_probe(x: jax.Array, y: jax.Array, *, num_classes: int, steps: int, lr: f
 
 
 @jax.jit
+def probe_log_probs(params, mean, std, x: jax.Array) -> jax.Array:
+  """Log class probabilities [n, C] of the probe on rows x."""
+  return jax.nn.log_softmax(((x - mean) / std) @ params["w"] + params["b"])
+
+
+@jax.jit
 def probe_entropy(params, mean, std, x: jax.Array) -> jax.Array:
   """Predictive entropy [n] of the probe on rows x."""
-  logp = jax.nn.log_softmax(((x - mean) / std) @ params["w"] + params["b"])
+  logp = probe_log_probs(params, mean, std, x)
   return -jnp.sum(jnp.exp(logp) * logp, -1)
 
 
@@ -96,14 +106,35 @@ def _kmeans(key, x: np.ndarray, k: int, iters: int, batch: int) -> np.ndarray:
   return np.asarray(assign)
 
 
+def pool_clusters(key, pool: Pool, config):
+  """(assignment [n], k): k-means of the pool embeddings with k = selection.kmeans_clusters (at most the pool),
+  selection.kmeans_iters Lloyd steps and kmeans.batch_size rows per distance batch."""
+  s = config.selection
+  k = int(min(int(s.kmeans_clusters), len(pool.train)))
+  return _kmeans(key, pool.train.embeddings, k, int(s.kmeans_iters), int(config.kmeans.batch_size)), k
+
+
 @register("kcenter")
 class KCenter(Selector):
-  """Greedy k-center coreset on the pool embeddings."""
+  """Greedy k-center coreset on the pool embeddings; with selection.label_balanced, run within each label for that
+  label's quota (pool proportions), each label from its own random first centre."""
+  config_sections = ("selection",)
 
   def select(self, key, pool: Pool, budget: int) -> np.ndarray:
     t0 = time.time()
-    pos = np.asarray(kcenter_greedy(key, jnp.asarray(pool.train.embeddings), budget))
-    self.last_info = {"select_seconds": time.time() - t0}
+    emb, labels = pool.train.embeddings, pool.train.labels
+    if not self.config.selection.label_balanced:
+      pos = np.asarray(kcenter_greedy(key, jnp.asarray(emb), budget))
+    else:
+      classes, take = label_quotas(labels, budget)
+      parts = []
+      for c, t in zip(classes, take):
+        if t > 0:
+          rows = np.flatnonzero(labels == c)
+          parts.append(rows[np.asarray(kcenter_greedy(jax.random.fold_in(key, int(c)), jnp.asarray(emb[rows]),
+                                                      int(t)))])
+      pos = np.concatenate(parts)
+    self.last_info = {"select_seconds": time.time() - t0, "label_balanced": bool(self.config.selection.label_balanced)}
     return pool.train.ids[pos]
 
 
@@ -111,6 +142,7 @@ class KCenter(Selector):
 class Entropy(Selector):
   """Highest predictive entropy of a linear probe on embeddings trained on the validation split (not the target
   model: cheap, and it does not spend pool labels)."""
+  config_sections = ("selection",)
 
   def select(self, key, pool: Pool, budget: int) -> np.ndarray:
     s = self.config.selection
@@ -129,20 +161,30 @@ class Entropy(Selector):
 
 @register("cluster_balanced")
 class ClusterBalanced(Selector):
-  """k-means over the pool embeddings, then an equal random take from every cluster."""
+  """k-means over the pool embeddings, then an equal random take from every cluster. With selection.label_balanced,
+  one global k-means still, but each label's quota (pool proportions) is spread equally over the clusters holding
+  that label's examples."""
+  config_sections = ("selection", "kmeans.batch_size")
 
   def select(self, key, pool: Pool, budget: int) -> np.ndarray:
-    s = self.config.selection
     t0 = time.time()
     kcl, kpick = jax.random.split(key)
-    k = int(min(int(s.kmeans_clusters), len(pool.train)))
-    batch = int(self.config.kmeans.batch_size) if "kmeans" in self.config else 8192
-    assign = _kmeans(kcl, pool.train.embeddings, k, int(s.kmeans_iters), batch)
+    assign, k = pool_clusters(kcl, pool, self.config)
     rng = numpy_rng(kpick)
     sizes = np.bincount(assign, minlength=k)
-    quota = balanced_quotas(rng, sizes, budget)
-    pos = np.concatenate([rng.choice(np.flatnonzero(assign == c), size=q, replace=False)
-                          for c, q in enumerate(quota) if q > 0])
+    labels = pool.train.labels
+    if not self.config.selection.label_balanced:
+      strata = [(np.arange(len(pool.train)), balanced_quotas(rng, sizes, budget))]
+    else:
+      classes, take = label_quotas(labels, budget)
+      strata = []
+      for c, t in zip(classes, take):
+        rows = np.flatnonzero(labels == c)
+        strata.append((rows, balanced_quotas(rng, np.bincount(assign[rows], minlength=k), int(t))))
+    pos = np.concatenate([rng.choice(rows[assign[rows] == cl], size=q, replace=False)
+                          for rows, quota in strata for cl, q in enumerate(quota) if q > 0])
+    quota = sum(q for _, q in strata)  # per-cluster takes over all labels
     self.last_info = {"select_seconds": time.time() - t0, "clusters": k, "nonempty_clusters": int((sizes > 0).sum()),
-                      "min_take": int(quota[sizes > 0].min()), "max_take": int(quota.max())}
+                      "min_take": int(quota[sizes > 0].min()), "max_take": int(quota.max()),
+                      "label_balanced": bool(self.config.selection.label_balanced)}
     return pool.train.ids[pos]

@@ -1,0 +1,232 @@
+"""Coverage and label-cleaning baselines on the frozen pool embeddings: cluster-stratified random sampling,
+coverage-centric coreset selection (CCS) and confident-learning label cleaning.
+
+- `cluster_stratified`: k-means, then a random take from every (cluster, label) stratum in proportion to its size, so
+  the subset follows the pool's density and keeps its label shares.
+- `ccs` (Zheng et al., "Coverage-centric Coreset Selection for High Pruning Rates", arXiv 2210.15809): drop the
+  hardest `ccs_beta` share, bin the rest by difficulty into `ccs_bins` equal-width strata and share the budget out over
+  them with the paper's Algorithm 1, so easy, medium and hard examples are all covered.
+- `label_clean`: cleanlab's confident learning (`find_label_issues`) flags likely mislabelled pool examples; a
+  stratified random sample is drawn from the rest.
+
+`ccs` and `label_clean` both read an out-of-fold linear probe (`oof_probe_probs`): every pool row's class
+probabilities come from a softmax regression that never saw that row, so a probe that memorises its training rows
+cannot make a mislabelled example look easy.
+"""
+
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlsel.errors import UserError, require
+from rlsel.selectors.base import Pool, Selector, register
+from rlsel.selectors.basic import label_quotas, numpy_rng
+from rlsel.selectors.heuristics import fit_probe, pool_clusters, probe_log_probs
+
+# cleanlab.filter.find_label_issues's `filter_by` choices (selection.clean_filter_by must be one of them).
+CLEAN_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
+                 "low_normalized_margin", "low_self_confidence")
+
+
+def stratified_folds(rng: np.random.Generator, labels: np.ndarray, folds: int) -> np.ndarray:
+  """Fold index [n] in [0, folds): each class shuffled and dealt round-robin, one deal continuing across classes, so
+  fold sizes differ by at most one overall and each class's count by at most one between folds."""
+  labels = np.asarray(labels)
+  order = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)])
+  fold = np.empty(labels.shape[0], np.int64)
+  fold[order] = np.arange(order.shape[0]) % folds
+  return fold
+
+
+def oof_probe_probs(key, x: np.ndarray, y: np.ndarray, num_classes: int, folds: int, steps: int, lr: float,
+                    l2: float) -> np.ndarray:
+  """Out-of-fold class probabilities [n, C]: stratified `folds` folds (seeded by `key`); each fold's rows are
+  predicted by a softmax-regression probe (`fit_probe`) trained on the other folds only.
+
+  Fold sizes take at most two values, so the probe compiles at most twice per pool.
+  """
+  x, y = np.asarray(x, np.float32), np.asarray(y)
+  chex.assert_rank(x, 2)
+  chex.assert_shape(y, (x.shape[0],))
+  n = x.shape[0]
+  if not (isinstance(folds, int) and 2 <= folds <= n):
+    raise UserError(f"selection.probe_folds={folds!r} must be an integer in [2, pool size {n}], e.g. "
+                    "--config.selection.probe_folds=5")
+  fold = stratified_folds(numpy_rng(key), y, folds)
+  probs = np.zeros((n, num_classes), np.float32)
+  for f in range(folds):
+    held = fold == f
+    params, mean, std = fit_probe(jnp.asarray(x[~held]), jnp.asarray(y[~held], jnp.int32), num_classes=num_classes,
+                                  steps=steps, lr=lr, l2=l2)
+    probs[held] = np.exp(np.asarray(probe_log_probs(params, mean, std, jnp.asarray(x[held]))))
+  chex.assert_shape(probs, (n, num_classes))
+  return probs
+
+
+def _pool_oof_probs(key, pool: Pool, config) -> np.ndarray:
+  """`oof_probe_probs` of the pool's embeddings and labels with the selection.probe_* settings."""
+  s = config.selection
+  return oof_probe_probs(key, pool.train.embeddings, pool.train.labels, pool.num_classes, int(s.probe_folds),
+                         int(s.probe_steps), float(s.probe_learning_rate), float(s.probe_l2))
+
+
+def nested_quotas(labels: np.ndarray, clusters: np.ndarray, n: int) -> dict:
+  """{(label, cluster): take} summing to `n`: each label gets its `label_quotas` share of `n`, split over its clusters
+  in proportion to their sizes (largest remainder again), so every take is proportional to its stratum's size and
+  the label shares are exactly those of `label_quotas`."""
+  quotas = {}
+  for c, t in zip(*label_quotas(labels, n)):
+    members = clusters[labels == c]
+    for cl, q in zip(*label_quotas(members, int(t))):
+      if q > 0:
+        quotas[(int(c), int(cl))] = int(q)
+  return quotas
+
+
+@register("cluster_stratified")
+class ClusterStratified(Selector):
+  """k-means over the pool embeddings, then a random take from every (cluster, label) stratum in proportion to its
+  size: coverage follows the pool's density (a dense cluster gets more) and the label shares are the pool's."""
+  config_sections = ("selection", "kmeans.batch_size")
+
+  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+    t0 = time.time()
+    kcl, kpick = jax.random.split(key)
+    assign, k = pool_clusters(kcl, pool, self.config)
+    labels = pool.train.labels
+    rng = numpy_rng(kpick)
+    quotas = nested_quotas(labels, assign, budget)
+    pos = np.concatenate([rng.choice(np.flatnonzero((labels == c) & (assign == cl)), size=q, replace=False)
+                          for (c, cl), q in sorted(quotas.items())])
+    self.last_info = {"select_seconds": time.time() - t0, "clusters": k,
+                      "nonempty_clusters": int(np.unique(assign).shape[0]),
+                      "strata": int(np.unique(assign.astype(np.int64) * pool.num_classes + labels).shape[0]),
+                      "strata_sampled": len(quotas)}
+    return pool.train.ids[pos]
+
+
+def ccs_allocate(sizes: np.ndarray, budget: int, rng: np.random.Generator = None) -> np.ndarray:
+  """Per-stratum takes by CCS's Algorithm 1: repeatedly take the stratum with the fewest examples left and give it
+  min(its size, floor(remaining budget / remaining strata)). Sums to `budget` whenever the strata hold that many
+  (a stratum too small for an equal share leaves its room to the larger ones). Ties in size are broken by `rng`
+  (by position without one)."""
+  sizes = np.asarray(sizes, np.int64)
+  chex.assert_rank(sizes, 1)
+  tie = rng.permutation(sizes.shape[0]) if rng is not None else np.arange(sizes.shape[0])
+  order = np.lexsort((tie, sizes))
+  order = order[sizes[order] > 0]  # empty strata take nothing and do not count
+  take = np.zeros_like(sizes)
+  left = int(min(budget, sizes.sum()))
+  for i, b in enumerate(order):
+    take[b] = min(int(sizes[b]), left // (order.shape[0] - i))
+    left -= int(take[b])
+  return take
+
+
+def ccs_positions(rng: np.random.Generator, scores: np.ndarray, budget: int, beta: float, bins: int):
+  """(positions [budget], info) by CCS on difficulty `scores` [n] (higher = harder).
+
+  The hardest floor(beta * n) rows are dropped (ties broken at random); the kept rows' score range is cut into
+  `bins` equal-width strata, `ccs_allocate` shares the budget over them and each stratum is sampled uniformly. If fewer
+  than `budget` rows are kept, all kept rows are taken and topped up with the least hard dropped ones.
+  """
+  scores = np.asarray(scores, np.float64)
+  chex.assert_rank(scores, 1)
+  n = scores.shape[0]
+  require(0.0 <= beta < 1.0, f"selection.ccs_beta={beta} must be in [0, 1), e.g. --config.selection.ccs_beta=0.1")
+  require(isinstance(bins, int) and bins > 0, f"selection.ccs_bins={bins!r} must be a positive integer")
+  shuffle = rng.permutation(n)
+  by_hardness = shuffle[np.argsort(-scores[shuffle], kind="stable")]  # hardest first, ties in random order
+  n_drop = int(np.floor(beta * n))
+  dropped, kept = by_hardness[:n_drop], by_hardness[n_drop:]
+  info = {"dropped_hard": n_drop, "drop_threshold": float(scores[kept].max()) if kept.size else float("nan")}
+  if kept.shape[0] <= budget:
+    topup = dropped[::-1][:budget - kept.shape[0]]  # least hard of the dropped first
+    info.update(topped_up=int(topup.shape[0]), nonempty_bins=0)
+    return np.concatenate([kept, topup]), info
+  lo, hi = scores[kept].min(), scores[kept].max()
+  width = (hi - lo) / bins
+  stratum = np.zeros(kept.shape[0], np.int64) if width <= 0 else np.clip(
+      np.floor((scores[kept] - lo) / width).astype(np.int64), 0, bins - 1)
+  take = ccs_allocate(np.bincount(stratum, minlength=bins), budget, rng)
+  pos = np.concatenate([rng.choice(kept[stratum == b], size=int(t), replace=False) for b, t in enumerate(take) if t])
+  info.update(topped_up=0, nonempty_bins=int((np.bincount(stratum, minlength=bins) > 0).sum()),
+              bins_sampled=int((take > 0).sum()), max_bin_take=int(take.max()))
+  return pos, info
+
+
+@register("ccs")
+class CCS(Selector):
+  """Coverage-centric coreset selection (Zheng et al., arXiv 2210.15809) on a probe's difficulty.
+
+  Difficulty = 1 - p(given label) under the out-of-fold linear probe on the frozen pool embeddings. It stands in for
+  the paper's training-dynamics score (AUM or forgetting counts from a briefly trained model): here a probe on frozen
+  embeddings, out-of-fold so it cannot memorise the row it scores. Then `ccs_positions`: drop the hardest
+  selection.ccs_beta share, stratify the rest into selection.ccs_bins equal-width difficulty bins, allocate by
+  Algorithm 1, sample uniformly within each bin.
+  """
+  config_sections = ("selection",)
+
+  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+    s = self.config.selection
+    t0 = time.time()
+    kprobe, kpick = jax.random.split(key)
+    probs = _pool_oof_probs(kprobe, pool, self.config)
+    labels = pool.train.labels
+    scores = 1.0 - probs[np.arange(labels.shape[0]), labels]
+    pos, info = ccs_positions(numpy_rng(kpick), scores, budget, float(s.ccs_beta), int(s.ccs_bins))
+    self.last_info = dict(info, select_seconds=time.time() - t0, mean_score_pool=float(scores.mean()),
+                          mean_score_selected=float(scores[pos].mean()),
+                          probe_accuracy=float((probs.argmax(1) == labels).mean()))
+    return pool.train.ids[pos]
+
+
+def clean_positions(rng: np.random.Generator, labels: np.ndarray, flagged: np.ndarray, confidence: np.ndarray,
+                    n: int) -> np.ndarray:
+  """Row positions of `n` picks in the labels' proportions (`label_quotas`), drawn at random from the rows not
+  `flagged`; a class with too few clean rows is topped up with its flagged rows of highest `confidence`."""
+  labels, flagged = np.asarray(labels), np.asarray(flagged, bool)
+  chex.assert_equal_shape([labels, flagged, np.asarray(confidence)])
+  picks = []
+  for c, t in zip(*label_quotas(labels, n)):
+    clean = np.flatnonzero((labels == c) & ~flagged)
+    if clean.shape[0] >= t:
+      picks.append(rng.choice(clean, size=int(t), replace=False))
+    else:
+      bad = np.flatnonzero((labels == c) & flagged)
+      bad = bad[np.argsort(-confidence[bad], kind="stable")]
+      picks.append(np.concatenate([clean, bad[:t - clean.shape[0]]]))
+  return np.concatenate(picks)
+
+
+@register("label_clean")
+class LabelClean(Selector):
+  """Confident learning (cleanlab `find_label_issues`, filter_by=selection.clean_filter_by) on the out-of-fold probe's
+  probabilities; the flagged examples are dropped and a stratified random sample of the budget is drawn from the
+  rest (`clean_positions`)."""
+  config_sections = ("selection",)
+
+  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+    try:
+      import cleanlab.filter
+    except ImportError:
+      raise UserError("label_clean needs cleanlab: pip install cleanlab (or pip install -e .[clean])") from None
+    s = self.config.selection
+    require(s.clean_filter_by in CLEAN_FILTERS,
+            f"selection.clean_filter_by={s.clean_filter_by!r} must be one of {', '.join(CLEAN_FILTERS)}")
+    t0 = time.time()
+    kprobe, kpick = jax.random.split(key)
+    probs = _pool_oof_probs(kprobe, pool, self.config)
+    labels = pool.train.labels
+    # n_jobs=1: no worker processes forked from a process running JAX (cleanlab's result does not depend on it).
+    flagged = np.asarray(cleanlab.filter.find_label_issues(labels, probs, filter_by=s.clean_filter_by, n_jobs=1),
+                         bool)
+    confidence = probs[np.arange(labels.shape[0]), labels]
+    pos = clean_positions(numpy_rng(kpick), labels, flagged, confidence, budget)
+    self.last_info = {"select_seconds": time.time() - t0, "flagged": int(flagged.sum()),
+                      "flagged_rate": float(flagged.mean()), "selected_flagged": int(flagged[pos].sum()),
+                      "probe_accuracy": float((probs.argmax(1) == labels).mean())}
+    return pool.train.ids[pos]
