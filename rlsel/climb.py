@@ -180,3 +180,17 @@ def make_search(config, params: env_lib.EnvParams, iterations: int = 0):
             "predicted": prio[order], "metrics": metrics, "real_evals": jnp.asarray(rounds * n_real, jnp.int32)}
 
   return search
+
+
+def validate(config) -> None:
+  """Checks `config.climb` before any work (climb, and rl_ppo_warm's warm start)."""
+  from rlsel.errors import require_int, require_number
+  c = config.climb
+  for f in ("iterations", "samples", "top_k", "predictor_hidden", "predictor_steps", "predictor_batch",
+            "warm_iterations", "bc_demos", "bc_steps"):
+    require_int(c[f], f"climb.{f}", low=1)
+  require_number(c.score_share, "climb.score_share", low=0, high=1, low_open=True)
+  require_number(c.explore_share, "climb.explore_share", low=0, high=1)
+  for f in ("concentration", "predictor_lr", "bc_lr"):
+    require_number(c[f], f"climb.{f}", low=0, low_open=True)
+  require_number(c.dirichlet_floor, "climb.dirichlet_floor", low=0)

@@ -132,3 +132,12 @@ def cluster_features(assign: np.ndarray, centroids: np.ndarray, labels: np.ndarr
       mean_ent[:, None],
   ], axis=-1)
   return np.asarray(feats)
+
+
+def validate(config) -> None:
+  """Checks `config.kmeans` before any work (the RL environment's and CLIMB's clusters)."""
+  from rlsel.errors import require, require_int
+  k = config.kmeans
+  for f in ("num_clusters", "iters", "batch_size"):
+    require_int(k[f], f"kmeans.{f}", low=1)
+  require(isinstance(k.stratified, bool), f"kmeans.stratified={k.stratified!r} must be True or False")

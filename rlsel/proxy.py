@@ -247,3 +247,20 @@ def finetune_flops(spec: ProxySpec, dim: int) -> float:
   h = spec.hidden
   fwd = 2 * dim * h + 2 * h * spec.num_classes if h > 0 else 2 * dim * spec.num_classes
   return 3.0 * fwd * spec.batch_size * spec.steps
+
+
+def validate(config) -> None:
+  """Checks `config.proxy` before any work (rlsel.validation calls it when a chosen selector reads the proxy)."""
+  from rlsel.env import TIMINGS
+  from rlsel.errors import require_choice, require_int, require_number
+  p = config.proxy
+  require_choice(p.kind, "proxy.kind", KINDS)
+  require_choice(p.score, "proxy.score", SCORES)
+  require_choice(p.reward_timing, "proxy.reward_timing", TIMINGS)
+  for f in ("steps", "batch_size", "init_steps", "transformer_layers"):
+    require_int(p[f], f"proxy.{f}", low=1)
+  for f in ("hidden", "reward_subsample", "pca_dim"):
+    require_int(p[f], f"proxy.{f}", low=0)
+  require_number(p.learning_rate, "proxy.learning_rate", low=0, low_open=True)
+  require_number(p.reward_fraction, "proxy.reward_fraction", low=0, high=1, low_open=True, high_open=True)
+  spec_from_config(config, 2)  # the transformer proxy's layer count against the target's

@@ -39,6 +39,7 @@ def validate(config) -> None:
   for name in names_list(config.sweep.selectors):
     require(name in base.names(), f"unknown sweep selector {name!r}; choose from {', '.join(base.names())}")
   _check_selection(config, selectors + names_list(config.sweep.selectors))
+  check_sections(config, selectors + names_list(config.sweep.selectors))
   seeds = ints_list(config.seeds)
   require(len(seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
           f"seeds={config.seeds!r} must be non-negative integers, e.g. --config.seeds=0,1")
@@ -66,6 +67,22 @@ def validate(config) -> None:
     require(bool(config.data.train_file), "task=file needs --config.data.train_file=PATH (CSV, JSONL or parquet)")
     for f in (config.data.train_file, config.data.validation_file, config.data.test_file):
       require(not f or os.path.isfile(f), f"data file {f} does not exist; check the path")
+
+
+# The module that owns (and validates) each config section a selector may read (`Selector.config_sections`).
+SECTION_OWNERS = {"proxy": "rlsel.proxy", "kmeans": "rlsel.kmeans", "rl": "rlsel.agents", "climb": "rlsel.climb",
+                  "selection": "rlsel.selectors.gradients"}
+
+
+def check_sections(config, selectors) -> None:
+  """Every section a chosen selector reads is checked by its owner's `validate(config)` before the first cell, so a
+  bad RL setting fails at once, not after the `full` and `random` cells have run."""
+  import importlib
+
+  from rlsel.selectors import base
+  sections = {s.split(".")[0] for name in selectors for s in base.selector_class(name).config_sections}
+  for section in sorted(sections):
+    importlib.import_module(SECTION_OWNERS[section]).validate(config)
 
 
 def _check_selection(config, selectors) -> None:

@@ -79,6 +79,21 @@ BAD_INPUTS = {
                          "--config.data.test_fraction=0.5"], "sum to less than 1"),
     "zero_batch": (["--config=configs/debug.py", "--config.finetune.batch_size=0"], "finetune.batch_size"),
     "unknown_task_in_list": (["--config=configs/debug.py", "--config.tasks=rt,imdb"], "unknown task 'imdb'"),
+    # A section a later cell reads is checked before the first cell runs (nothing of full / random is written).
+    "proxy_score_before_first_cell": (["--config=configs/debug.py", "--config.selectors=full,random,rl_ppo",
+                                       "--config.proxy.score=x"], "proxy.score='x' is unknown"),
+    "rl_num_envs_zero": (["--config=configs/debug.py", "--config.selectors=full,rl_ppo", "--config.rl.num_envs=0"],
+                         "rl.num_envs=0 must be an integer >= 1"),
+    "rl_bad_chunk": (["--config=configs/debug.py", "--config.selectors=rl_dqn", "--config.rl.chunk=zero"], "rl.chunk"),
+    "kmeans_zero_clusters": (["--config=configs/debug.py", "--config.selectors=random,rl_reinforce",
+                              "--config.kmeans.num_clusters=0"], "kmeans.num_clusters=0"),
+    "climb_score_share": (["--config=configs/debug.py", "--config.selectors=climb", "--config.climb.score_share=0.0"],
+                          "climb.score_share=0.0"),
+    "selection_scope": (["--config=configs/debug.py", "--config.selectors=full,less",
+                         "--config.selection.param_scope=lora"], "selection.param_scope='lora' is unknown"),
+    "ccs_beta": (["--config=configs/debug.py", "--config.selectors=ccs", "--config.selection.ccs_beta=1.0"],
+                 "selection.ccs_beta"),
+    "min_steps_above_max": (["--config=configs/debug.py", "--config.finetune.min_steps=500"], "finetune.min_steps=500"),
 }
 
 

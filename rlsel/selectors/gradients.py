@@ -419,3 +419,28 @@ class WarmedSelector:
                                int(s.train_batch_size), float(s.learning_rate), float(s.schedule_warmup_fraction),
                                adam_hparams(s))
     return fns, paths, checkpoints, warm_pos
+
+
+def validate(config) -> None:
+  """Checks `config.selection` before any work (the literature selectors and the embedding heuristics)."""
+  from rlsel.errors import require, require_choice, require_int, require_number
+  s = config.selection
+  require(isinstance(s.label_balanced, bool), f"selection.label_balanced={s.label_balanced!r} must be True or False")
+  require_choice(s.param_scope, "selection.param_scope", ("head", "last_k", "all"))
+  require_choice(s.projection_kind, "selection.projection_kind", ("rademacher", "gaussian"))
+  for f in ("last_k", "projection_dim", "projection_block", "sparse_coords", "grad_batch_size", "eval_batch_size",
+            "warmup_epochs", "train_batch_size", "cropi_rounds", "dots_reference_size", "estimator_hidden",
+            "estimator_steps", "calibration_steps", "probe_steps", "kmeans_clusters", "kmeans_iters"):
+    require_int(s[f], f"selection.{f}", low=1)
+  require_int(s.cropi_round_epochs, "selection.cropi_round_epochs", low=0)
+  require(s.less_checkpoints == -1 or (isinstance(s.less_checkpoints, int) and s.less_checkpoints >= 1),
+          f"selection.less_checkpoints={s.less_checkpoints!r} must be -1 (all) or a positive integer")
+  require_number(s.warmup_fraction, "selection.warmup_fraction", low=0, high=1, low_open=True)
+  for f in ("schedule_warmup_fraction", "adam_b1", "adam_b2", "dots_holdout_fraction"):
+    require_number(s[f], f"selection.{f}", low=0, high=1, high_open=True)
+  require_number(s.dots_alpha, "selection.dots_alpha", low=0, high=1)
+  for f in ("learning_rate", "adam_eps", "dots_tau", "estimator_learning_rate", "calibration_learning_rate",
+            "probe_learning_rate"):
+    require_number(s[f], f"selection.{f}", low=0, low_open=True)
+  for f in ("rrf_offset", "probe_l2"):
+    require_number(s[f], f"selection.{f}", low=0)
