@@ -57,6 +57,18 @@ def eps_greedy_policy(hidden: int, params, feats, eps):
   return policy
 
 
+@struct.dataclass
+class DQNState:
+  """DQN's train state between rollout rounds (checkpointed whole; field order is the checkpoint's leaf order)."""
+  params: dict            # online Q-network
+  target_params: dict     # target network, copied every `rl.dqn_target_every` rounds
+  opt_state: object
+  replay: object          # the replay buffer (JAX arrays)
+  best_score: jax.Array
+  best_mask: jax.Array
+  rng: jax.Array
+
+
 def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", sharding=None) -> TrainProgram:
   r = config.rl
   num_envs, horizon, rounds = int(r.num_envs), env_params.max_steps, int(r.num_updates)
@@ -81,12 +93,15 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
     rng, k_init = jax.random.split(rng)
     obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
     params = networks.init(k_init, hidden, env_params.feats, obs0)
-    return (params, params, tx.init(params), replay_init(size, c), jnp.array(-jnp.inf, jnp.float32),
-            jnp.zeros((env_params.num_rows,), bool), rng)
+    return DQNState(params=params, target_params=params, opt_state=tx.init(params), replay=replay_init(size, c),
+                    best_score=jnp.array(-jnp.inf, jnp.float32), best_mask=jnp.zeros((env_params.num_rows,), bool),
+                    rng=rng)
 
   def segment(carry, updates):
-    def round_(carry, u):
-      params, target, opt, buf, best_score, best_mask, rng = carry
+    def round_(state: DQNState, u):
+      params, target, opt, buf, best_score, best_mask, rng = (state.params, state.target_params, state.opt_state,
+                                                              state.replay, state.best_score, state.best_mask,
+                                                              state.rng)
       rng, k_roll, k_fit = jax.random.split(rng, 3)
       frac = u / jnp.maximum(rounds - 1, 1)
       eps = r.dqn_eps_start + (r.dqn_eps_end - r.dqn_eps_start) * frac
@@ -112,14 +127,14 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
       metrics = {"mean_return": ret.mean(), "max_return": ret.max(), "final_score": final.score.mean(),
                  "best_score": best_score, "loss": loss.mean(), "epsilon": eps}
       jax.debug.callback(show, u, metrics["mean_return"], best_score)
-      return (params, target, opt, buf, best_score, best_mask, rng), metrics
+      return DQNState(params=params, target_params=target, opt_state=opt, replay=buf, best_score=best_score,
+                      best_mask=best_mask, rng=rng), metrics
 
     return jax.lax.scan(round_, carry, updates)
 
-  def finish(carry, metrics):
-    params, _, _, _, best_score, best_mask, _ = carry
+  def finish(state: DQNState, metrics):
     evals = rounds * num_envs * (horizon if env_params.timing == "step" else 1)
-    return {"params": params, "metrics": metrics, "best_score": best_score, "best_mask": best_mask,
+    return {"params": state.params, "metrics": metrics, "best_score": state.best_score, "best_mask": state.best_mask,
             "real_evals": jnp.asarray(evals)}
 
   return TrainProgram(init, segment, finish, rounds)

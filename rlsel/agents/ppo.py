@@ -9,6 +9,7 @@ others are scored by the surrogate MLP, trained online on the real rollouts' (ma
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from rlsel import env as env_lib
 from rlsel import surrogate as surrogate_lib
@@ -19,6 +20,17 @@ def real_update_schedule(share: float, num_updates: int):
   """Which updates use the real reward: update 0, then evenly spaced so their share is `share`."""
   u = jnp.arange(num_updates)
   return (u == 0) | (jnp.floor(u * share) > jnp.floor((u - 1) * share))
+
+
+@struct.dataclass
+class PPOState:
+  """PPO's train state between updates (checkpointed whole; field order is the checkpoint's leaf order)."""
+  params: dict            # policy / value network
+  opt_state: object       # Adam moments
+  surrogate: object       # rlsel.surrogate state when rl.surrogate_share < 1, else None
+  best_score: jax.Array   # best real-reward episode so far ...
+  best_mask: jax.Array    # ... and its selection mask [N]
+  rng: jax.Array
 
 
 def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init_params=None,
@@ -53,11 +65,13 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
     opt = tx.init(params)
     sur = (surrogate_lib.init(k_sur, feat_dim, int(r.surrogate_hidden), int(r.surrogate_buffer),
                               float(r.surrogate_lr)) if use_sur else None)
-    return (params, opt, sur, jnp.array(-jnp.inf, jnp.float32), jnp.zeros((env_params.num_rows,), bool), rng)
+    return PPOState(params=params, opt_state=opt, surrogate=sur, best_score=jnp.array(-jnp.inf, jnp.float32),
+                    best_mask=jnp.zeros((env_params.num_rows,), bool), rng=rng)
 
   def segment(carry, updates):
-    def update(carry, u):
-      params, opt, sur, best_score, best_mask, rng = carry
+    def update(state: PPOState, u):
+      params, opt, sur, best_score, best_mask, rng = (state.params, state.opt_state, state.surrogate,
+                                                      state.best_score, state.best_mask, state.rng)
       rng, k_roll, k_ep, k_sur = jax.random.split(rng, 4)
       policy = sample_policy(hidden, params, env_params.feats)
       use_real = schedule[u]
@@ -104,14 +118,14 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
                  "approx_kl": info.approx_kl.mean(), "value_loss": info.value.mean(),
                  "real_reward": use_real.astype(jnp.float32), "surrogate_loss": sur_loss}
       jax.debug.callback(show, u, metrics["mean_return"], best_score)
-      return (params, opt, sur, best_score, best_mask, rng), metrics
+      return PPOState(params=params, opt_state=opt, surrogate=sur, best_score=best_score, best_mask=best_mask,
+                      rng=rng), metrics
 
     return jax.lax.scan(update, carry, updates)
 
-  def finish(carry, metrics):
-    params, _, _, best_score, best_mask, _ = carry
+  def finish(state: PPOState, metrics):
     evals_per_rollout = num_envs * (horizon if env_params.timing == "step" else 1)
-    return {"params": params, "metrics": metrics, "best_score": best_score, "best_mask": best_mask,
+    return {"params": state.params, "metrics": metrics, "best_score": state.best_score, "best_mask": state.best_mask,
             "real_evals": jnp.sum(schedule) * evals_per_rollout}
 
   return TrainProgram(init, segment, finish, num_updates)

@@ -7,9 +7,20 @@ Each update rolls out `num_envs` episodes, then takes one Adam step on
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from rlsel import env as env_lib
 from rlsel.agents import TrainProgram, batch_obs, losses, networks, progress, rollout, sample_policy, track_best
+
+
+@struct.dataclass
+class ReinforceState:
+  """REINFORCE's train state between updates (checkpointed whole; field order is the checkpoint's leaf order)."""
+  params: dict
+  opt_state: object
+  best_score: jax.Array
+  best_mask: jax.Array
+  rng: jax.Array
 
 
 def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce", sharding=None) -> TrainProgram:
@@ -34,11 +45,13 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
     rng, k_init = jax.random.split(rng)
     obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
     params = networks.init(k_init, hidden, env_params.feats, obs0)
-    return (params, tx.init(params), jnp.array(-jnp.inf, jnp.float32), jnp.zeros((env_params.num_rows,), bool), rng)
+    return ReinforceState(params=params, opt_state=tx.init(params), best_score=jnp.array(-jnp.inf, jnp.float32),
+                          best_mask=jnp.zeros((env_params.num_rows,), bool), rng=rng)
 
   def segment(carry, updates):
-    def update(carry, u):
-      params, opt, best_score, best_mask, rng = carry
+    def update(state: ReinforceState, u):
+      params, opt, best_score, best_mask, rng = (state.params, state.opt_state, state.best_score, state.best_mask,
+                                                 state.rng)
       rng, k_roll = jax.random.split(rng)
       traj, final = rollout(k_roll, sample_policy(hidden, params, env_params.feats), env_params, num_envs,
                             sharding)
@@ -52,14 +65,13 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
       metrics = {"mean_return": total.mean(), "max_return": total.max(), "final_score": final.score.mean(),
                  "best_score": best_score, "loss": loss, "entropy": ent}
       jax.debug.callback(show, u, metrics["mean_return"], best_score)
-      return (params, opt, best_score, best_mask, rng), metrics
+      return ReinforceState(params=params, opt_state=opt, best_score=best_score, best_mask=best_mask, rng=rng), metrics
 
     return jax.lax.scan(update, carry, updates)
 
-  def finish(carry, metrics):
-    params, _, best_score, best_mask, _ = carry
+  def finish(state: ReinforceState, metrics):
     evals = num_updates * num_envs * (horizon if env_params.timing == "step" else 1)
-    return {"params": params, "metrics": metrics, "best_score": best_score, "best_mask": best_mask,
-            "real_evals": jnp.asarray(evals)}
+    return {"params": state.params, "metrics": metrics, "best_score": state.best_score,
+            "best_mask": state.best_mask, "real_evals": jnp.asarray(evals)}
 
   return TrainProgram(init, segment, finish, num_updates)
