@@ -1,43 +1,104 @@
-"""How well the cheap proxy predicts the target: Spearman over random subsets, and the reward-overfitting gap.
+"""How well the cheap proxy predicts the target, and how well any proxy could: subsets that span what a search
+explores, the target's own test-retest noise, and the reward-overfitting gap.
 
-  python -m rlsel.bench.proxy_fidelity --config=configs/glue.py --workdir=DIR [--subsets=20] [--seed=0]
+  python -m rlsel.bench.proxy_fidelity --config=configs/glue.py --workdir=DIR [--subsets=30] [--seed=0]
+      [--families=random,policy,skewed] [--retest_keys=2]
 
 DIR is a main-command workdir (its embedding cache and results are reused; new files go to DIR/fidelity/).
-1. The RL selectors' reward split, clusters and proxy are rebuilt for run seed `--seed` with the keys `rl_ppo`
-   uses in the main command.
-2. For `--subsets` stratified random subsets of the budget, drawn from the selectable rows: the proxy's reward-split
-   score (the RL reward, e.g. negative log-loss) and accuracy, and the target's test accuracy after the main
-   command's fine-tune. Prints Spearman's rho between the proxy's score and the target's accuracy.
-3. For every subset chosen at the budget in DIR/results.json (rl_*, climb, ...): the proxy's accuracy on the
-   reward split and on the test split next to the target's test accuracy, so overfitting the reward shows as a gap.
-Every fine-tune's result is saved as it finishes, so an interrupted run continues. Last line:
-`spearman_proxy_vs_target=<rho>`.
+1. The RL selectors' reward split, clusters, environment and proxy are rebuilt for run seed `--seed` with the keys
+   `rl_ppo` uses in the main command.
+2. `--subsets` budget-sized subsets of the selectable rows, split evenly over `--families` (the remainder to random),
+   each deterministic from (--seed, family, index):
+   - random: stratified random subsets (class shares as in the pool);
+   - policy: episodes of a uniformly random policy in the RL environment (each step a uniform valid action), so
+     cluster allocations as skewed as an untrained agent's;
+   - skewed: cluster weights from a Dirichlet with concentration alpha on the ladder 0.1, 0.3, 1, 3 (strong to mild
+     skew), examples drawn from each cluster in proportion to weight x cluster size, capped at the cluster's size and
+     topped up to exactly the budget.
+3. For every subset: the proxy's reward-split score (the RL reward, e.g. negative log-loss) and accuracy, and the
+   target's test accuracy after the main command's fine-tune for run seed --seed (key 0) and after `--retest_keys`-1
+   more fine-tunes with independent keys (head init, dropout and data order all change; no real cell uses them).
+   Reported: the target's test-retest Pearson r (and Spearman) between keys 0 and 1 across subsets, the noise
+   ceiling sqrt(r) that no proxy's correlation with one fine-tune can beat (n/a when r <= 0), the proxy's Spearman
+   against key 0 and against the mean over keys with its ratio to the ceiling, and per family the spread of the target.
+4. For every subset chosen at the budget in DIR/results.json (rl_*, climb, ...): the proxy's accuracy on the reward
+   split and on the test split next to the target's test accuracy, so overfitting the reward shows as a gap.
+Every subset and every fine-tune is saved as it finishes (DIR/fidelity/subset-*.json, target-*-k<key>.json), so an
+interrupted run continues; files written under other settings are refused. Summary:
+DIR/fidelity/summary-<task>-s<seed>.json. The last two lines: `noise_ceiling_sqrt_r=<v>` and
+`spearman_proxy_vs_target=<rho>` (the proxy's reward score against the main command's fine-tune, key 0).
 """
 
 import functools
 import json
+import math
 import os
 import pathlib
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from rlsel.stats import spearman  # noqa: E402  (numpy only)
+from rlsel.stats import pearson, spearman  # noqa: E402  (numpy only)
+
+FAMILIES = ("random", "policy", "skewed")
+SKEW_ALPHAS = (0.1, 0.3, 1.0, 3.0)  # Dirichlet concentrations of the skewed family, strong to mild skew
+# fold_in / seed tags of this benchmark's own randomness (the main command's cells use fold_in(root, 0 | 1 | 2)).
+_POLICY_TAG, _SKEW_TAG, _RETEST_TAG = 1_000_001, 1_000_002, 1_000_003
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/glue.py", "Main-command config (task, budget, target).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "A main-command workdir for the same config.")
-_SUBSETS = flags.DEFINE_integer("subsets", 20, "Random budget-sized subsets to fine-tune the target on.")
-_SEED = flags.DEFINE_integer("seed", 0, "Run seed whose reward split and proxy are used.")
+_SUBSETS = flags.DEFINE_integer("subsets", 30, "Budget-sized subsets to fine-tune the target on, split evenly over "
+                                "--families (the remainder to random).")
+_SEED = flags.DEFINE_integer("seed", 0, "Run seed whose reward split, environment, proxy and fine-tune keys are used.")
+_FAMILIES = flags.DEFINE_string("families", ",".join(FAMILIES), "Subset families, comma-separated: "
+                                + ", ".join(FAMILIES) + ".")
+_RETEST_KEYS = flags.DEFINE_integer("retest_keys", 2, "Fine-tune key sets per subset: the main command's and this "
+                                    "many minus one independent ones (2 or more for the test-retest ceiling).")
 
 
 def _fmt(value, spec: str = "+.3f") -> str:
   """A correlation for printing; None (undefined: a constant side) prints as n/a."""
   return "n/a" if value is None else format(value, spec)
+
+
+def parse_families(value: str) -> tuple:
+  """`--families` as a tuple of known family names, in the canonical order; UserError for unknown or none."""
+  from rlsel.errors import require
+  names = [v.strip() for v in str(value).split(",") if v.strip()]
+  unknown = [n for n in names if n not in FAMILIES]
+  require(not unknown, f"--families: unknown subset family {unknown[0] if unknown else ''!r}; choose from "
+          f"{', '.join(FAMILIES)}")
+  require(names, f"--families={value!r} names no family; choose from {', '.join(FAMILIES)}")
+  return tuple(f for f in FAMILIES if f in names)
+
+
+def family_counts(subsets: int, families) -> dict:
+  """`subsets` split evenly over `families`; the remainder goes to random (or, without it, the first family)."""
+  counts = {f: subsets // len(families) for f in families}
+  counts["random" if "random" in counts else families[0]] += subsets - sum(counts.values())
+  return counts
+
+
+def plan(subsets: int, families) -> list:
+  """(family, index within the family, strength) of every subset; the strength is the skewed family's alpha."""
+  out = []
+  for fam, n in family_counts(subsets, families).items():
+    out += [(fam, i, SKEW_ALPHAS[i % len(SKEW_ALPHAS)] if fam == "skewed" else None) for i in range(n)]
+  return out
+
+
+def retest_keys(seed: int, index: int):
+  """(head-init key, fine-tune key) of key set `index`: 0 is the main command's cell of run seed `seed`
+  (fold_in(root, 1), fold_in(root, 2)); the others hang off fold_in(root, _RETEST_TAG), which no cell uses."""
+  import jax
+  root = jax.random.key(seed)
+  if index > 0:
+    root = jax.random.fold_in(jax.random.fold_in(root, _RETEST_TAG), index)
+  return jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
 
 
 def _proxy_report(key, spec, data, positions, test_x, test_y) -> dict:
@@ -65,37 +126,200 @@ def _proxy_jit():
   return report
 
 
-def _target_accuracy(config, pool, test, ids, seed: int, name: str) -> dict:
-  """The main command's fine-tune and test evaluation of the target on `ids` (same keys as a cell of that seed)."""
+@functools.lru_cache(maxsize=1)
+def _episode_jit():
+  """One random-policy episode of the environment: each step a uniform draw among the valid actions; the final
+  selection mask [N]. Jitted once per environment shape."""
+  import jax
+  import jax.numpy as jnp
+
+  from rlsel import env as env_lib
+
+  @jax.jit
+  def episode(key, params):
+    k_reset, k_steps = jax.random.split(key)
+    state, obs = env_lib.reset(k_reset, params)
+
+    def one(carry, k):
+      state, obs = carry
+      k_act, k_step = jax.random.split(k)
+      action = jax.random.categorical(k_act, jnp.where(obs.action_mask, 0.0, -jnp.inf))
+      state, obs, _, _, _ = env_lib.step(k_step, state, action, params)
+      return (state, obs), None
+
+    (state, _), _ = jax.lax.scan(one, (state, obs), jax.random.split(k_steps, params.max_steps))
+    return state.mask
+
+  return episode
+
+
+def rl_env(config, pool, budget: int, run_seed: int):
+  """(EnvParams, selectable positions of pool.train) of the RL selectors for run seed `run_seed`: the key `rl_ppo`
+  derives in the main command (fold_in(root, 0), then the first of four splits, as RLSelector.select)."""
   import jax
 
+  from rlsel.selectors.rl import build_env
+  k_env = jax.random.split(jax.random.fold_in(jax.random.key(run_seed), 0), 4)[0]
+  params, selectable, _ = build_env(k_env, config, pool.train.embeddings, pool.train.labels, pool.num_classes,
+                                    budget, tokens=pool.train.input_ids)
+  return params, selectable
+
+
+def cluster_of(env_params):
+  """The cluster of every selectable row [N], from the environment's per-cluster row lists."""
+  import numpy as np
+  order, sizes = np.asarray(env_params.order), np.asarray(env_params.sizes)
+  out = np.full(env_params.num_rows, -1, np.int64)
+  for c, s in enumerate(sizes):
+    out[order[c, :s]] = c
+  return out
+
+
+def skewed_counts(weights, sizes, budget: int):
+  """Examples per cluster: `budget` shared in proportion to weight x size, each capped at the cluster's size (the
+  excess re-shared among the others, by size once no weight is left), then whole numbers by largest remainder."""
+  import numpy as np
+  sizes = np.asarray(sizes, np.int64)
+  want = np.asarray(weights, np.float64) * sizes
+  alloc, capped = np.zeros(sizes.shape[0]), sizes <= 0
+  while True:
+    free = ~capped
+    left = budget - alloc[capped].sum()
+    mass = want[free].sum()
+    share = np.zeros_like(alloc)
+    share[free] = left * (want[free] / mass if mass > 0 else sizes[free] / sizes[free].sum())
+    over = free & (share > sizes)
+    if not over.any():
+      alloc[free] = share[free]
+      break
+    alloc[over], capped = sizes[over], capped | over
+  counts = np.minimum(np.floor(alloc + 1e-9).astype(np.int64), sizes)
+  frac = alloc - counts
+  while counts.sum() < budget:  # largest remainder first, among clusters with room
+    c = int(np.argmax(np.where(counts < sizes, frac, -np.inf)))
+    counts[c] += 1
+    frac[c] = -1.0
+  while counts.sum() > budget:  # only from float round-off
+    c = int(np.argmax(counts))
+    counts[c] -= 1
+  return counts
+
+
+def draw_subset(family: str, index: int, strength, seed: int, env_params, cluster, budget: int):
+  """Sorted positions (rows of the selectable set) of one budget-sized subset, deterministic from its arguments."""
+  import jax
+  import numpy as np
+
+  from rlsel.selectors.basic import stratified_sample
+  if family == "random":  # as before this benchmark had families: the same subsets for the same (seed, index)
+    pos = stratified_sample(np.random.default_rng([seed, index]), np.asarray(env_params.proxy.y), budget)
+  elif family == "policy":
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _POLICY_TAG), index)
+    walk = env_params.replace(reward="toy", proxy=None, surrogate=None)  # the reward plays no part in a random walk
+    pos = np.flatnonzero(np.asarray(_episode_jit()(key, walk)))
+    if pos.size < budget:  # only if an episode cannot meet the budget (cannot happen with slack), as in RLSelector
+      rest = np.setdiff1d(np.arange(env_params.num_rows), pos)
+      extra = np.random.default_rng([seed, _POLICY_TAG, index]).choice(rest, budget - pos.size, replace=False)
+      pos = np.concatenate([pos, extra])
+  elif family == "skewed":
+    rng = np.random.default_rng([seed, _SKEW_TAG, index])
+    sizes = np.bincount(cluster, minlength=int(np.asarray(env_params.sizes).shape[0]))
+    w = rng.dirichlet(np.full(sizes.shape[0], float(strength)))
+    if not np.all(np.isfinite(w)) or w.sum() <= 0:  # every gamma draw underflowed (tiny alpha): one cluster
+      w = np.eye(sizes.shape[0])[rng.integers(sizes.shape[0])]
+    counts = skewed_counts(w, sizes, budget)
+    pos = np.concatenate([rng.choice(np.flatnonzero(cluster == c), size=int(k), replace=False)
+                          for c, k in enumerate(counts) if k > 0])
+  else:
+    raise ValueError(family)
+  pos = np.sort(np.asarray(pos, np.int64))
+  if pos.shape[0] != budget or np.unique(pos).shape[0] != budget:
+    raise RuntimeError(f"{family} subset {index}: {pos.shape[0]} positions ({np.unique(pos).shape[0]} unique), "
+                       f"not the budget of {budget}")
+  return pos
+
+
+def _target_accuracy(config, pool, test, ids, seed: int, key_index: int, name: str, inits: dict = None) -> dict:
+  """The main command's fine-tune and test evaluation of the target on `ids` with key set `key_index`
+  (0: the same keys as a cell of run seed `seed`). `inits` caches (module, initial params) per key set: they do not
+  depend on the subset, and building them costs a compilation each time."""
   from rlsel.target import finetune as ft
   from rlsel.target import model as target_model
-  root = jax.random.key(seed)
+  k_init, k_ft = retest_keys(seed, key_index)
+  inits = {} if inits is None else inits
+  if key_index not in inits:
+    module = next(iter(inits.values()))[0] if inits else None
+    built = target_model.build(config, pool.num_classes, key=k_init)
+    # One module object for every key set, so its jitted train and eval programs are built once.
+    inits[key_index] = (built[0] if module is None else module, built[1])
+  module, params = inits[key_index]
   subset = pool.train.take(pool.train.positions_of(ids))
-  module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
-  result = ft.finetune(jax.random.fold_in(root, 2), config, module, params, subset, pool.validation,
-                       log_prefix=f"{name} finetune")
+  result = ft.finetune(k_ft, config, module, params, subset, pool.validation, log_prefix=f"{name} finetune")
   probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size)
   return {"target_test_accuracy": ft.metrics(test.labels, probs, pool.num_classes)["accuracy"],
           "finetune_seconds": result.seconds}
 
 
-def run(config, workdir: str, subsets: int, seed: int) -> dict:
+def _load_or_make(path, settings: str, make):
+  """The saved row at `path` if it was made under `settings`; else UserError. Without a file, `make()` it and save."""
+  from rlsel.errors import UserError
+  from rlsel.io import atomic_write_json
+  if path.exists():
+    row = json.loads(path.read_text())
+    if row.get("settings") != settings:
+      raise UserError(f"{path} was written under other settings (config, flags or code); move {path.parent} away "
+                      "or use another --workdir")
+    return row, False
+  row = {**make(), "settings": settings}
+  atomic_write_json(path, row)
+  return row, True
+
+
+def test_retest(accuracies) -> dict:
+  """From per-subset target accuracies [subsets][keys]: the Pearson r and Spearman rho of key 0 against key 1 across
+  subsets, the noise ceiling sqrt(r) on any score's correlation with one fine-tune, and the ceiling for the mean of
+  all K keys, sqrt(K r / (1 + (K - 1) r)) (Spearman-Brown). Ceilings are None when r is undefined or r <= 0; all
+  None with fewer than 2 keys."""
+  out = dict.fromkeys(("test_retest_pearson", "test_retest_spearman", "noise_ceiling", "noise_ceiling_of_mean"))
+  keys = min((len(a) for a in accuracies), default=0)
+  if keys < 2:
+    return out
+  a0, a1 = [a[0] for a in accuracies], [a[1] for a in accuracies]
+  r = pearson(a0, a1)
+  out.update(test_retest_pearson=r, test_retest_spearman=spearman(a0, a1))
+  if r is not None and r > 0:
+    out.update(noise_ceiling=math.sqrt(r), noise_ceiling_of_mean=math.sqrt(keys * r / (1 + (keys - 1) * r)))
+  return out
+
+
+def _stats(values) -> dict:
+  import numpy as np
+  v = np.asarray(values, np.float64)
+  return {"n": int(v.size), "target_mean": float(v.mean()) if v.size else None,
+          "target_std": float(v.std()) if v.size else None}
+
+
+def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest: int = 2) -> dict:
   import jax
   import numpy as np
 
   from rlsel import harness, results
+  from rlsel.checkpoint import fingerprint
   from rlsel.data import load_task
+  from rlsel.errors import require
   from rlsel.io import atomic_write_json
   from rlsel.selectors import base as selbase
-  from rlsel.selectors.basic import stratified_sample
-  from rlsel.selectors.rl import _STD_EPS, build_env
-  from rlsel.errors import require
+  from rlsel.selectors.rl import _STD_EPS
 
+  families = parse_families(families if isinstance(families, str) else ",".join(families))
+  require(subsets >= 3, f"--subsets={subsets}: a rank correlation needs at least 3 subsets (30 or more is sensible)")
+  require(subsets >= len(families), f"--subsets={subsets} is fewer than the {len(families)} families in --families")
+  require(retest >= 1, f"--retest_keys={retest} must be at least 1 (2 or more for the test-retest noise ceiling)")
   require(int(config.proxy.pca_dim) == 0, "proxy_fidelity scores the proxy on test embeddings and needs "
           "--config.proxy.pca_dim=0")
-  require(subsets >= 3, f"--subsets={subsets}: a rank correlation needs at least 3 subsets (20 or more is sensible)")
+  from rlsel import validation
+  validation.validate(config)
+  validation.check_sections(config, ("rl_ppo",))  # the environment's proxy, clusters and chunks, before any work
   out_dir = pathlib.Path(workdir) / "fidelity"
   out_dir.mkdir(parents=True, exist_ok=True)
   task = load_task(config)
@@ -109,40 +333,78 @@ def run(config, workdir: str, subsets: int, seed: int) -> dict:
     test_x = jax.numpy.asarray((np.asarray(test.embeddings, np.float32) - mu) / sd / np.sqrt(emb.shape[1]))
   test_y = jax.numpy.asarray(test.labels)
 
-  def env_for(run_seed):
-    k_env = jax.random.split(jax.random.fold_in(jax.random.key(run_seed), 0), 4)[0]  # as RLSelector.select
-    params, selectable, _ = build_env(k_env, config, emb, pool.train.labels, pool.num_classes, budget,
-                                      tokens=pool.train.input_ids)
-    return params, selectable
-
+  env_for = functools.partial(rl_env, config, pool, budget)
   score_key = jax.random.key(10_000 + seed)  # one proxy key for every subset: differences come from the subsets
   params, selectable = env_for(seed)
+  cluster = cluster_of(params)
+  num_clusters = int(np.asarray(params.sizes).shape[0])
+  todo = plan(subsets, families)
+  counts = family_counts(subsets, families)
   print(f"{task.name}: pool {pool.size}, budget {budget}, selectable {selectable.shape[0]}, reward split "
-        f"{params.proxy.rx.shape[0]}; {subsets} random subsets", flush=True)
-  rows = []
-  for i in range(subsets):
-    path = out_dir / f"random-{task.name}-s{seed}-{i:03d}.json"
-    if path.exists():
-      rows.append(json.loads(path.read_text()))
-      continue
-    t0 = time.time()
-    pos = np.sort(stratified_sample(np.random.default_rng([seed, i]), np.asarray(params.proxy.y), budget))
+        f"{params.proxy.rx.shape[0]}, {num_clusters} clusters; {subsets} subsets ("
+        + ", ".join(f"{n} {f}" for f, n in counts.items()) + f") x {retest} fine-tune key set(s)", flush=True)
+  # What each saved file depends on: a file from other settings is refused rather than mixed in.
+  subset_settings = fingerprint(config.task, config.data, config.features, config.budget, config.proxy,
+                                config.kmeans, config.rl.chunk, config.rl.episode_steps, seed)
+  target_settings = fingerprint(config.task, config.data, config.features, config.target, config.finetune, seed)
+  rows, inits = [], {}
+  for n, (fam, i, strength) in enumerate(todo):
+    stem = f"{task.name}-s{seed}-{fam}-{i:03d}"
+    pos = draw_subset(fam, i, strength, seed, params, cluster, budget)
     ids = pool.train.ids[selectable[pos]]
-    row = {"subset": i, **_proxy_report(score_key, params.proxy_spec, params.proxy, pos, test_x, test_y),
-           **_target_accuracy(config, pool, test, ids, seed, f"random subset {i}")}
-    atomic_write_json(path, row)
+    hist = np.bincount(cluster[pos], minlength=num_clusters)
+
+    def make_subset():
+      return {"family": fam, "index": i, "strength": strength, "ids": [int(v) for v in ids],
+              "cluster_counts": hist.tolist(),
+              **_proxy_report(score_key, params.proxy_spec, params.proxy, pos, test_x, test_y)}
+
+    row, _ = _load_or_make(out_dir / f"subset-{stem}.json", subset_settings, make_subset)
+    require(row["ids"] == [int(v) for v in ids], f"{out_dir / f'subset-{stem}.json'} holds other ids than this "
+            f"run draws; move {out_dir} away or use another --workdir")
+    accs, secs, fresh = [], 0.0, False
+    for j in range(retest):
+      name = f"{fam} subset {i} key {j}"
+      res, made = _load_or_make(
+          out_dir / f"target-{stem}-k{j}.json", fingerprint(target_settings, ids, j),
+          lambda: {"key": j, **_target_accuracy(config, pool, test, ids, seed, j, name, inits)})
+      accs.append(float(res["target_test_accuracy"]))
+      secs += float(res["finetune_seconds"]) if made else 0.0
+      fresh |= made
+    row = {k: v for k, v in row.items() if k not in ("ids", "settings")}
+    row.update(target_test_accuracy=accs, target_test_accuracy_mean=float(np.mean(accs)),
+               max_cluster_share=float(hist.max() / budget))
     rows.append(row)
-    print(f"subset {i + 1}/{subsets}: proxy reward score {row['proxy_reward_score']:.4f}, target test accuracy "
-          f"{row['target_test_accuracy']:.4f} ({time.time() - t0:.0f}s)", flush=True)
+    if fresh:
+      print(f"subset {n + 1}/{len(todo)} ({fam}{'' if strength is None else f', alpha {strength:g}'}): proxy reward "
+            f"score {row['proxy_reward_score']:.4f}, target test accuracy "
+            + " / ".join(f"{a:.4f}" for a in accs) + f" (fine-tunes {secs:.0f}s)", flush=True)
+
   proxy_s = [r["proxy_reward_score"] for r in rows]
   proxy_a = [r["proxy_reward_accuracy"] for r in rows]
-  target = [r["target_test_accuracy"] for r in rows]
-  summary = {"task": task.name, "seed": seed, "budget": budget, "subsets": subsets,
-             "spearman_proxy_score_vs_target": spearman(proxy_s, target),
-             "spearman_proxy_accuracy_vs_target": spearman(proxy_a, target),
-             "spearman_proxy_test_vs_target": spearman([r["proxy_test_accuracy"] for r in rows], target),
-             "target_test_accuracy_range": [float(min(target)), float(max(target))],
-             "proxy_reward_score_range": [float(min(proxy_s)), float(max(proxy_s))], "random": rows}
+  target0 = [r["target_test_accuracy"][0] for r in rows]
+  target_mean = [r["target_test_accuracy_mean"] for r in rows]
+  tt = test_retest([r["target_test_accuracy"] for r in rows])
+  ceiling, ceiling_mean = tt["noise_ceiling"], tt["noise_ceiling_of_mean"]
+  rho_mean = spearman(proxy_s, target_mean)
+  fams = {}
+  for fam in families:
+    fr = [r for r in rows if r["family"] == fam]
+    fams[fam] = {**_stats([r["target_test_accuracy_mean"] for r in fr]),
+                 "mean_max_cluster_share": float(np.mean([r["max_cluster_share"] for r in fr])),
+                 "spearman_proxy_score_vs_target_mean": spearman([r["proxy_reward_score"] for r in fr],
+                                                                 [r["target_test_accuracy_mean"] for r in fr])}
+  summary = {"task": task.name, "seed": seed, "budget": budget, "subsets": subsets, "retest_keys": retest,
+             "num_clusters": num_clusters,
+             "spearman_proxy_score_vs_target": spearman(proxy_s, target0),
+             "spearman_proxy_accuracy_vs_target": spearman(proxy_a, target0),
+             "spearman_proxy_test_vs_target": spearman([r["proxy_test_accuracy"] for r in rows], target0),
+             "spearman_proxy_score_vs_target_mean": rho_mean,
+             **tt, "ratio_to_ceiling": None if ceiling is None or rho_mean is None else rho_mean / ceiling,
+             "ratio_to_ceiling_of_mean": None if ceiling_mean is None or rho_mean is None else rho_mean / ceiling_mean,
+             "families": fams,
+             "target_test_accuracy_range": [float(min(target_mean)), float(max(target_mean))],
+             "proxy_reward_score_range": [float(min(proxy_s)), float(max(proxy_s))], "rows": rows}
 
   chosen = [r for r in results.load_rows(workdir)
             if r["task"] == task.name and r["budget"] == float(config.budget) and r["selector"] != "random"
@@ -153,7 +415,7 @@ def run(config, workdir: str, subsets: int, seed: int) -> dict:
     if not sel_path.exists():
       continue
     if r["seed"] not in envs:
-      envs[r["seed"]] = env_for(r["seed"])
+      envs[r["seed"]] = (params, selectable) if r["seed"] == seed else env_for(r["seed"])
     p, sel = envs[r["seed"]]
     where = {int(v): j for j, v in enumerate(pool.train.ids[sel])}
     ids = json.loads(sel_path.read_text())
@@ -164,7 +426,8 @@ def run(config, workdir: str, subsets: int, seed: int) -> dict:
     gaps.append({"selector": r["selector"], "seed": r["seed"], **rep, "target_test_accuracy": r["test_accuracy"],
                  "gap_proxy_reward_minus_proxy_test": rep["proxy_reward_accuracy"] - rep["proxy_test_accuracy"],
                  "gap_proxy_reward_minus_target_test": rep["proxy_reward_accuracy"] - r["test_accuracy"]})
-  rand_gap = float(np.mean([r["proxy_reward_accuracy"] - r["proxy_test_accuracy"] for r in rows]))
+  rand = [r for r in rows if r["family"] == "random"]
+  rand_gap = float(np.mean([r["proxy_reward_accuracy"] - r["proxy_test_accuracy"] for r in rand])) if rand else None
   summary.update(chosen=gaps, random_mean_gap_proxy_reward_minus_proxy_test=rand_gap)
   atomic_write_json(out_dir / f"summary-{task.name}-s{seed}.json", summary)
   return summary
@@ -177,22 +440,41 @@ def main(argv) -> None:
   if not _WORKDIR.value:
     fail("proxy_fidelity", "--workdir is required: a main-command workdir for the same config")
   try:
-    s = run(_CONFIG.value, _WORKDIR.value, _SUBSETS.value, _SEED.value)
+    s = run(_CONFIG.value, _WORKDIR.value, _SUBSETS.value, _SEED.value, _FAMILIES.value, _RETEST_KEYS.value)
   except UserError as e:
     fail("proxy_fidelity", str(e))
-  print(f"\n{s['task']}, seed {s['seed']}, budget {s['budget']}: {s['subsets']} random subsets")
-  print(f"  target test accuracy {s['target_test_accuracy_range'][0]:.4f} .. {s['target_test_accuracy_range'][1]:.4f}")
+  print(f"\n{s['task']}, seed {s['seed']}, budget {s['budget']}: {s['subsets']} subsets x {s['retest_keys']} "
+        f"fine-tune key set(s)")
+  print(f"  target test accuracy (mean over keys) {s['target_test_accuracy_range'][0]:.4f} .. "
+        f"{s['target_test_accuracy_range'][1]:.4f}")
+  print("\n| family | subsets | target acc mean | target acc std | max cluster share | Spearman(proxy, target) |")
+  print("|---|---|---|---|---|---|")
+  for name, f in s["families"].items():
+    print(f"| {name} | {f['n']} | {f['target_mean']:.4f} | {f['target_std']:.4f} | {f['mean_max_cluster_share']:.3f} "
+          f"| {_fmt(f['spearman_proxy_score_vs_target_mean'])} |")
+  print()
+  if s["retest_keys"] >= 2:
+    print(f"  target test-retest (key 0 vs key 1): Pearson r = {_fmt(s['test_retest_pearson'])}, "
+          f"Spearman = {_fmt(s['test_retest_spearman'])}")
+    print(f"  noise ceiling sqrt(r) = {_fmt(s['noise_ceiling'], '.3f')} (for one fine-tune; for the mean of "
+          f"{s['retest_keys']} keys {_fmt(s['noise_ceiling_of_mean'], '.3f')})")
+  else:
+    print("  test-retest and noise ceiling skipped: --retest_keys=1 fine-tunes each subset once (use 2 or more)")
   print(f"  Spearman(proxy reward score, target test acc)    = {_fmt(s['spearman_proxy_score_vs_target'])}")
   print(f"  Spearman(proxy reward accuracy, target test acc) = {_fmt(s['spearman_proxy_accuracy_vs_target'])}")
   print(f"  Spearman(proxy test accuracy, target test acc)   = {_fmt(s['spearman_proxy_test_vs_target'])}")
-  print(f"  random subsets: proxy reward-split minus proxy test accuracy = "
-        f"{s['random_mean_gap_proxy_reward_minus_proxy_test']:+.4f}")
+  print(f"  Spearman(proxy reward score, target mean over keys) = {_fmt(s['spearman_proxy_score_vs_target_mean'])}, "
+        f"ratio to the ceiling {_fmt(s['ratio_to_ceiling'], '.3f')}")
+  if s["random_mean_gap_proxy_reward_minus_proxy_test"] is not None:
+    print(f"  random subsets: proxy reward-split minus proxy test accuracy = "
+          f"{s['random_mean_gap_proxy_reward_minus_proxy_test']:+.4f}")
   if s["chosen"]:
     print("\n| selector | seed | proxy reward acc | proxy test acc | target test acc | reward - proxy test |")
     print("|---|---|---|---|---|---|")
     for g in s["chosen"]:
       print(f"| {g['selector']} | {g['seed']} | {g['proxy_reward_accuracy']:.4f} | {g['proxy_test_accuracy']:.4f} | "
             f"{g['target_test_accuracy']:.4f} | {g['gap_proxy_reward_minus_proxy_test']:+.4f} |")
+  print(f"noise_ceiling_sqrt_r={_fmt(s['noise_ceiling'], '.4f')}")
   print(f"spearman_proxy_vs_target={_fmt(s['spearman_proxy_score_vs_target'], '.4f')}")
   sys.stdout.flush()
 

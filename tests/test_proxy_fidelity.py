@@ -1,0 +1,187 @@
+"""The proxy-fidelity benchmark on the debug config: subset families, test-retest keys, the noise ceiling, resuming."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, load_config
+
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu")
+# The debug target plans 6 steps on a 48-example subset and then predicts one class whatever its keys; 20 steps let
+# it learn enough that fine-tune keys matter.
+MIN_STEPS = 20
+
+
+def _entropy(counts) -> float:
+  p = np.asarray(counts, np.float64)
+  p = p[p > 0] / p.sum()
+  return float(-(p * np.log(p)).sum())
+
+
+def test_skewed_counts_fill_the_budget_capped_at_cluster_sizes():
+  from rlsel.bench.proxy_fidelity import skewed_counts
+  sizes = np.array([10, 5, 10, 10])
+  for w in ([0.9, 0.1, 0.0, 0.0], [1e-30, 1.0, 0.0, 0.0], [0.25] * 4, [0.0, 0.0, 0.0, 1.0]):
+    for budget in (1, 7, 25, 35):
+      c = skewed_counts(w, sizes, budget)
+      assert c.sum() == budget and np.all(c >= 0) and np.all(c <= sizes), (w, budget, c)
+  np.testing.assert_array_equal(skewed_counts([0.9, 0.1, 0, 0], [10] * 4, 25), [10, 10, 3, 2])  # excess re-shared
+  np.testing.assert_array_equal(skewed_counts([0.25] * 4, [10, 3, 10, 10], 20), [6, 2, 6, 6])  # weight x size
+
+
+def test_plan_splits_subsets_over_families_and_the_alpha_ladder():
+  from rlsel.bench import proxy_fidelity as pf
+  assert pf.family_counts(31, pf.FAMILIES) == {"random": 11, "policy": 10, "skewed": 10}
+  assert pf.family_counts(7, ("policy", "skewed")) == {"policy": 4, "skewed": 3}
+  p = pf.plan(30, pf.FAMILIES)
+  assert len(p) == 30 and [s for f, _, s in p if f == "skewed"][:5] == [0.1, 0.3, 1.0, 3.0, 0.1]
+  assert pf.parse_families(" skewed, random ,random") == ("random", "skewed")
+
+
+def test_test_retest_ceiling_is_sqrt_r_and_none_without_agreement():
+  from rlsel.bench.proxy_fidelity import test_retest
+  from rlsel.stats import pearson
+  acc = [[0.50, 0.52], [0.60, 0.58], [0.55, 0.59], [0.70, 0.66]]
+  t = test_retest(acc)
+  r = pearson([a[0] for a in acc], [a[1] for a in acc])
+  assert t["test_retest_pearson"] == pytest.approx(r) and 0 < r < 1 and t["test_retest_spearman"] == pytest.approx(0.8)
+  assert t["noise_ceiling"] == pytest.approx(math.sqrt(r))
+  assert t["noise_ceiling_of_mean"] == pytest.approx(math.sqrt(2 * r / (1 + r)))  # the mean of 2 keys is less noisy
+  three = test_retest([a + [a[0]] for a in acc])
+  assert three["noise_ceiling_of_mean"] == pytest.approx(math.sqrt(3 * r / (1 + 2 * r)))
+  anti = test_retest([[0.5, 0.6], [0.6, 0.5], [0.55, 0.56], [0.56, 0.55]])
+  assert anti["test_retest_pearson"] < 0 and anti["noise_ceiling"] is None and anti["noise_ceiling_of_mean"] is None
+  assert test_retest([[0.5, 0.6], [0.5, 0.7], [0.5, 0.4]])["test_retest_pearson"] is None  # a constant key: undefined
+  assert set(test_retest([[0.5], [0.6], [0.7]]).values()) == {None}  # one key: no test-retest
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"families": "random,oracle"}, "unknown subset family 'oracle'"),
+    ({"families": ","}, "names no family"),
+    ({"retest": 0}, "--retest_keys=0"),
+    ({"subsets": 2}, "--subsets=2"),
+])
+def test_bad_flags_are_one_line_user_errors(tmp_path, kwargs, match):
+  from rlsel.bench import proxy_fidelity as pf
+  from rlsel.errors import UserError
+  args = {"subsets": 6, "seed": 0, "families": "random,policy,skewed", "retest": 2, **kwargs}
+  with pytest.raises(UserError, match=match) as e:
+    pf.run(load_config("debug"), str(tmp_path), **args)
+  assert "\n" not in str(e.value)
+  assert not (tmp_path / "fidelity").exists()  # refused before any work
+
+
+def test_families_retest_ceiling_and_resume(tmp_path):
+  import jax
+
+  from rlsel import harness
+  from rlsel.bench import proxy_fidelity as pf
+  from rlsel.data import load_task
+  from rlsel.selectors import base as selbase
+
+  cfg = load_config("debug")
+  cfg.finetune.min_steps = MIN_STEPS
+  wd = tmp_path / "wd"
+  s = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2)
+  fid = wd / "fidelity"
+
+  task = load_task(cfg)
+  pool, test = harness.build_pool(cfg, task, str(wd))
+  budget = selbase.budget_size(float(cfg.budget), pool.size)
+  params, selectable = pf.rl_env(cfg, pool, budget, 0)
+  selectable_ids = set(pool.train.ids[selectable].tolist())
+  assert s["budget"] == budget and s["subsets"] == 6 and s["retest_keys"] == 2
+
+  # Three families, two subsets each, every one exactly the budget of unique selectable ids; all different.
+  subsets = {}
+  for fam in pf.FAMILIES:
+    for i in range(2):
+      row = json.loads((fid / f"subset-rt-s0-{fam}-{i:03d}.json").read_text())
+      assert row["family"] == fam and row["index"] == i
+      assert row["strength"] == (pf.SKEW_ALPHAS[i] if fam == "skewed" else None)
+      ids = row["ids"]
+      assert len(ids) == len(set(ids)) == budget and set(ids) <= selectable_ids
+      assert sum(row["cluster_counts"]) == budget
+      subsets[(fam, i)] = row
+  assert len({tuple(r["ids"]) for r in subsets.values()}) == 6
+  assert sorted((r["family"], r["index"]) for r in s["rows"]) == sorted(subsets)
+
+  # Skewed allocations are more concentrated over the clusters than stratified random subsets.
+  share = {f: np.mean([max(subsets[(f, i)]["cluster_counts"]) / budget for i in range(2)]) for f in pf.FAMILIES}
+  ent = {f: np.mean([_entropy(subsets[(f, i)]["cluster_counts"]) for i in range(2)]) for f in pf.FAMILIES}
+  assert share["skewed"] > share["random"] and ent["skewed"] < ent["random"], (share, ent)
+  assert s["families"]["skewed"]["mean_max_cluster_share"] == pytest.approx(share["skewed"])
+
+  # Two key sets per subset: they disagree somewhere (the keys really differ) ...
+  acc = {k: [json.loads((fid / f"target-rt-s0-{k[0]}-{k[1]:03d}-k{j}.json").read_text())["target_test_accuracy"]
+             for j in range(2)] for k in subsets}
+  assert any(a[0] != a[1] for a in acc.values()), acc
+  for r in s["rows"]:
+    a = acc[(r["family"], r["index"])]
+    assert r["target_test_accuracy"] == a and r["target_test_accuracy_mean"] == pytest.approx(np.mean(a))
+  # ... and the same key again gives the same accuracy (key 0 is the main command's cell of seed 0).
+  again = pf._target_accuracy(cfg, pool, test, np.asarray(subsets[("skewed", 1)]["ids"]), 0, 1, "again")
+  assert again["target_test_accuracy"] == acc[("skewed", 1)][1]
+  k0, k1 = pf.retest_keys(0, 0), pf.retest_keys(0, 1)
+  root = jax.random.key(0)
+  assert all(np.array_equal(jax.random.key_data(a), jax.random.key_data(b))
+             for a, b in zip(k0, (jax.random.fold_in(root, 1), jax.random.fold_in(root, 2))))
+  real = [jax.random.key_data(jax.random.fold_in(jax.random.key(sd), t)) for sd in range(3) for t in range(3)]
+  assert not any(np.array_equal(jax.random.key_data(k), r) for k in k1 for r in real)
+
+  # The summary: test-retest correlations, the ceiling sqrt(r), the proxy against the mean, per-family spread.
+  for k in ("test_retest_pearson", "test_retest_spearman", "noise_ceiling", "spearman_proxy_score_vs_target_mean",
+            "ratio_to_ceiling", "families"):
+    assert k in s
+  saved = json.loads((fid / "summary-rt-s0.json").read_text())
+  assert saved == json.loads(json.dumps(s))
+  from rlsel.stats import pearson, spearman
+  k0_acc = [r["target_test_accuracy"][0] for r in s["rows"]]
+  k1_acc = [r["target_test_accuracy"][1] for r in s["rows"]]
+  r = pearson(k0_acc, k1_acc)
+  assert s["test_retest_pearson"] == pytest.approx(r) and s["test_retest_spearman"] == pytest.approx(
+      spearman(k0_acc, k1_acc))
+  if r is not None and r > 0:
+    assert s["noise_ceiling"] == pytest.approx(math.sqrt(r))
+    assert s["ratio_to_ceiling"] == pytest.approx(s["spearman_proxy_score_vs_target_mean"] / math.sqrt(r))
+  else:
+    assert s["noise_ceiling"] is None and s["ratio_to_ceiling"] is None
+  assert s["spearman_proxy_score_vs_target_mean"] == pytest.approx(
+      spearman([r["proxy_reward_score"] for r in s["rows"]], [r["target_test_accuracy_mean"] for r in s["rows"]]))
+  for fam in pf.FAMILIES:
+    f = s["families"][fam]
+    means = [r["target_test_accuracy_mean"] for r in s["rows"] if r["family"] == fam]
+    assert f["n"] == 2 and f["target_mean"] == pytest.approx(np.mean(means))
+    assert f["target_std"] == pytest.approx(np.std(means))
+
+  # The command again resumes: no fine-tune runs, no saved result changes, same summary; the ceiling line last but one.
+  files = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in fid.iterdir() if not p.name.startswith("summary")}
+  cmd = [sys.executable, "-m", "rlsel.bench.proxy_fidelity", "--config=configs/debug.py",
+         f"--config.finetune.min_steps={MIN_STEPS}", f"--workdir={wd}", "--subsets=6"]
+  out = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "finetune" not in out.stdout + out.stderr
+  assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in fid.iterdir()
+          if not p.name.startswith("summary")} == files
+  assert json.loads((fid / "summary-rt-s0.json").read_text()) == saved
+  last = out.stdout.strip().splitlines()[-2:]
+  ceiling = "n/a" if s["noise_ceiling"] is None else f"{s['noise_ceiling']:.4f}"
+  rho = "n/a" if s["spearman_proxy_score_vs_target"] is None else f"{s['spearman_proxy_score_vs_target']:.4f}"
+  assert last == [f"noise_ceiling_sqrt_r={ceiling}", f"spearman_proxy_vs_target={rho}"], last
+
+  # One key set: no ceiling (and no new fine-tune: key 0 is already saved).
+  one = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 1)
+  assert one["test_retest_pearson"] is None and one["noise_ceiling"] is None and one["ratio_to_ceiling"] is None
+  assert all(r["target_test_accuracy"] == acc[(r["family"], r["index"])][:1] for r in one["rows"])
+
+  # A saved result from other settings is refused, not mixed in.
+  other = load_config("debug")
+  other.finetune.min_steps = MIN_STEPS + 1
+  from rlsel.errors import UserError
+  with pytest.raises(UserError, match="other settings"):
+    pf.run(other, str(wd), 6, 0, "random", 1)
