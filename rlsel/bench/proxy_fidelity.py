@@ -309,7 +309,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
   from rlsel.errors import require
   from rlsel.io import atomic_write_json
   from rlsel.selectors import base as selbase
-  from rlsel.selectors.rl import _STD_EPS
+  from rlsel.selectors.rl import standardise
 
   families = parse_families(families if isinstance(families, str) else ",".join(families))
   require(subsets >= 3, f"--subsets={subsets}: a rank correlation needs at least 3 subsets (30 or more is sensible)")
@@ -326,11 +326,10 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
   pool, test = harness.build_pool(config, task, workdir)
   budget = selbase.budget_size(float(config.budget), pool.size)
   emb = np.asarray(pool.train.embeddings, np.float32)
-  mu, sd = emb.mean(0), emb.std(0) + _STD_EPS
   if config.proxy.kind == "transformer":  # the transformer proxy reads tokens
     test_x = jax.numpy.asarray(test.input_ids)
   else:
-    test_x = jax.numpy.asarray((np.asarray(test.embeddings, np.float32) - mu) / sd / np.sqrt(emb.shape[1]))
+    test_x = jax.numpy.asarray(standardise(test.embeddings, reference=emb))
   test_y = jax.numpy.asarray(test.labels)
 
   env_for = functools.partial(rl_env, config, pool, budget)

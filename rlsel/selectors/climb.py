@@ -15,7 +15,7 @@ from rlsel import climb as climb_lib
 from rlsel import proxy as proxy_lib
 from rlsel.selectors.base import Pool, Selector, register
 from rlsel.selectors.basic import numpy_rng
-from rlsel.selectors.rl import _FAST_COMPILE, build_env
+from rlsel.selectors.rl import FAST_COMPILE, build_env
 
 
 def _search_impl(config, iterations: int, key, env_params):
@@ -27,8 +27,8 @@ def _play_impl(key, alloc, env_params):
   return climb_lib.play(key, alloc, env_params)
 
 
-_JITS = {fast: (jax.jit(_search_impl, static_argnums=(0, 1), compiler_options=_FAST_COMPILE if fast else None),
-                jax.jit(_play_impl, compiler_options=_FAST_COMPILE if fast else None))
+_JITS = {fast: (jax.jit(_search_impl, static_argnums=(0, 1), compiler_options=FAST_COMPILE if fast else None),
+                jax.jit(_play_impl, compiler_options=FAST_COMPILE if fast else None))
          for fast in (False, True)}
 
 

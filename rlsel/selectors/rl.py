@@ -42,12 +42,14 @@ def _agent(algo: str):
   return mod
 
 
-def standardise(x: np.ndarray) -> np.ndarray:
+def standardise(x: np.ndarray, reference: np.ndarray = None) -> np.ndarray:
   """Per-dimension z-scores over sqrt(d) (rows of norm ~1): the proxy trains at one learning rate without blowing up.
+  The mean and std are `reference`'s (default: `x`'s own; e.g. the pool's, to put test rows in the proxy's space).
   float32, built in place in one copy of `x` (pools of millions of rows)."""
   x = np.asarray(x, np.float32)
-  out = x - x.mean(0)
-  out /= x.std(0) + _STD_EPS
+  ref = x if reference is None else np.asarray(reference, np.float32)
+  out = x - ref.mean(0)
+  out /= ref.std(0) + _STD_EPS
   out /= np.sqrt(x.shape[1])
   return out
 
@@ -111,7 +113,7 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
 
 
 # rl.fast_compile: XLA's backend optimisation off: about half the compile time, a slower run (tiny runs, tests).
-_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 def _program(algo: str, name: str, config, sharding, env_params, init_params=None):
@@ -152,7 +154,7 @@ class _Jits(NamedTuple):
 
 
 def _jit(fn, static, fast):
-  return jax.jit(fn, static_argnums=static, compiler_options=_FAST_COMPILE if fast else None)
+  return jax.jit(fn, static_argnums=static, compiler_options=FAST_COMPILE if fast else None)
 
 
 _JITS = {fast: _Jits(_jit(_train_impl, (0, 1, 2, 3), fast), _jit(_greedy_impl, 0, fast),

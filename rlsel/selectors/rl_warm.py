@@ -18,7 +18,7 @@ from rlsel import env as env_lib
 from rlsel.agents import bc, networks
 from rlsel.selectors import climb as climb_sel
 from rlsel.selectors.base import Pool, register
-from rlsel.selectors.rl import _FAST_COMPILE, RLSelector
+from rlsel.selectors.rl import FAST_COMPILE, RLSelector
 
 
 def clone(key, config, env_params, allocs):
@@ -37,7 +37,7 @@ def _clone_impl(key, hidden, steps, lr, max_grad_norm, allocs, env_params):
   return bc.fit(params, hidden, env_params, demo, steps, lr, max_grad_norm)
 
 
-_JITS = {fast: (jax.jit(_clone_impl, static_argnums=(1, 2, 3, 4), compiler_options=_FAST_COMPILE if fast else None),)
+_JITS = {fast: (jax.jit(_clone_impl, static_argnums=(1, 2, 3, 4), compiler_options=FAST_COMPILE if fast else None),)
          for fast in (False, True)}
 
 
