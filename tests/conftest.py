@@ -1,5 +1,7 @@
-"""Shared fixtures: small configs and synthetic pools, so unit tests stay fast on 2 CPU cores."""
+"""Shared fixtures and helpers: small configs, synthetic pools and splits, a tiny classifier, so unit tests stay fast
+on 2 CPU cores (heavy imports inside the helpers that need them)."""
 
+import functools
 import os
 import sys
 
@@ -48,3 +50,71 @@ def synthetic_pool(n=200, n_val=60, classes=3, length=16, dim=32, seed=0):
 @pytest.fixture
 def pool():
   return synthetic_pool()
+
+
+def learnable_split(n, length, seed, offset=0):
+  """A Split whose label is whether token 5 or token 6 starts the sequence: learnable by any encoder."""
+  from rlsel.selectors.base import Split
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, n).astype(np.int32)
+  ids = rng.integers(10, 500, (n, length)).astype(np.int32)
+  ids[:, 0] = 101
+  ids[:, 1] = np.where(labels == 1, 5, 6)
+  return Split(np.arange(offset, offset + n, dtype=np.int64), labels, ids, np.ones_like(ids), np.zeros_like(ids))
+
+
+def tiny_rl_config():
+  """The base config with a tiny environment and agent (RL selector and CLIMB unit tests)."""
+  from rlsel.configlib import base_config
+  c = base_config()
+  c.kmeans.num_clusters, c.kmeans.iters = 6, 3
+  c.proxy.steps, c.proxy.batch_size, c.proxy.init_steps, c.proxy.reward_fraction = 4, 16, 4, 0.25
+  c.rl.num_envs, c.rl.num_updates, c.rl.update_epochs, c.rl.num_minibatches = 2, 2, 1, 1
+  c.rl.hidden, c.rl.episode_steps, c.rl.log_every, c.rl.fast_compile = 16, 4, 0, True
+  c.rl.surrogate_share, c.rl.surrogate_steps = 1.0, 3
+  return c
+
+
+@functools.lru_cache(maxsize=4)
+def _tiny_classifier(num_classes):
+  """(module, jitted init) of a tiny classifier: token embedding, masked mean pool, one hidden layer ("layer_0"),
+  a linear "head" (the gradient selectors' unit tests use it in place of the target)."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  class TinyClassifier(nn.Module):
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask, token_type_ids, deterministic=True):
+      x = nn.Embed(32, 8, name="embed")(input_ids)
+      m = attention_mask[..., None].astype(jnp.float32)
+      x = (x * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+      x = jnp.tanh(nn.Dense(8, name="layer_0")(x))
+      return nn.Dense(self.num_classes, name="head")(x)
+
+  module = TinyClassifier(num_classes)
+  ids = jnp.zeros((1, 6), jnp.int32)
+  return module, jax.jit(lambda key: module.init(key, ids, jnp.ones_like(ids), ids)["params"])
+
+
+def tiny_fns(key=None, num_classes=3):
+  """The tiny classifier as gradient `ModelFns`; init and apply compile once per class count."""
+  import jax
+
+  from rlsel.selectors import gradients as G
+  module, init = _tiny_classifier(num_classes)
+  return G.ModelFns(G.module_apply(module), init(jax.random.key(0) if key is None else key))
+
+
+def tiny_split(n=20, length=6, num_classes=3, seed=0):
+  """A Split of random tokens whose first token reveals the label (for `tiny_fns`)."""
+  from rlsel.selectors.base import Split
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, num_classes, n).astype(np.int32)
+  ids = rng.integers(1, 32, (n, length)).astype(np.int32)
+  ids[:, 0] = labels + 1  # a label-revealing token, so the model can learn
+  mask = np.ones((n, length), np.int32)
+  mask[:, -1] = rng.integers(0, 2, n)
+  return Split(np.arange(n, dtype=np.int64) + 100, labels, ids, mask, np.zeros_like(ids))

@@ -8,7 +8,7 @@ from rlsel.checkpoint import Checkpointer
 from rlsel.errors import UserError
 from rlsel.target import finetune as ft
 from rlsel.target import model as target_model
-from tests.test_target import _learnable_split
+from tests.conftest import learnable_split
 
 
 class Interrupted(Exception):
@@ -20,7 +20,7 @@ def _setup(config):
   c.finetune.max_steps = 12
   c.finetune.eval_every = 3
   c.finetune.patience = 10
-  train, val = _learnable_split(64, 32, 0), _learnable_split(32, 32, 1, offset=500)
+  train, val = learnable_split(64, 32, 0), learnable_split(32, 32, 1, offset=500)
   module, params = target_model.build(c, 2, key=jax.random.key(0))
   return c, module, params, train, val
 

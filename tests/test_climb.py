@@ -10,7 +10,7 @@ from rlsel.selectors import make, names
 from rlsel.selectors import climb as climb_sel
 from rlsel.selectors import rl_warm
 from tests.conftest import synthetic_pool
-from tests.test_rl_selector import _tiny_config as rl_tiny_config
+from tests.conftest import tiny_rl_config as rl_tiny_config
 
 
 def _tiny_config():

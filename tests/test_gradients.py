@@ -1,8 +1,6 @@
 """Gradient features: projections, per-example gradients, LESS's Adam feature, parameter subsets, warm-up."""
 
-import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,43 +9,7 @@ import pytest
 
 from rlsel.errors import UserError
 from rlsel.selectors import gradients as G
-from rlsel.selectors.base import Split
-
-
-class TinyClassifier(nn.Module):
-  """Token embedding, masked mean pool, one hidden layer ("layer_0"), linear "head"."""
-  num_classes: int = 3
-
-  @nn.compact
-  def __call__(self, input_ids, attention_mask, token_type_ids, deterministic=True):
-    x = nn.Embed(32, 8, name="embed")(input_ids)
-    m = attention_mask[..., None].astype(jnp.float32)
-    x = (x * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
-    x = jnp.tanh(nn.Dense(8, name="layer_0")(x))
-    return nn.Dense(self.num_classes, name="head")(x)
-
-
-@functools.lru_cache(maxsize=4)
-def _init_fn(num_classes):
-  module = TinyClassifier(num_classes)
-  ids = jnp.zeros((1, 6), jnp.int32)
-  return module, jax.jit(lambda key: module.init(key, ids, jnp.ones_like(ids), ids)["params"])
-
-
-def tiny_fns(key=None, num_classes=3):
-  """The tiny model as `ModelFns`; init and apply compile once per class count."""
-  module, init = _init_fn(num_classes)
-  return G.ModelFns(G.module_apply(module), init(jax.random.key(0) if key is None else key))
-
-
-def tiny_split(n=20, length=6, num_classes=3, seed=0):
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, num_classes, n).astype(np.int32)
-  ids = rng.integers(1, 32, (n, length)).astype(np.int32)
-  ids[:, 0] = labels + 1  # a label-revealing token, so the model can learn
-  mask = np.ones((n, length), np.int32)
-  mask[:, -1] = rng.integers(0, 2, n)
-  return Split(np.arange(n, dtype=np.int64) + 100, labels, ids, mask, np.zeros_like(ids))
+from tests.conftest import tiny_fns, tiny_split
 
 
 @pytest.mark.parametrize("kind", ["rademacher", "gaussian"])

@@ -7,8 +7,20 @@ from rlsel import harness, plots, results
 from tests.conftest import load_config
 
 
+def test_benchmark_grid_under_the_protocol():
+  """rt and tweets on 5 paired seeds, rt_subj and bbc on 3, one experiment (the same cell ids) for both variants."""
+  main, more = load_config("benchmark"), load_config("benchmark", "more")
+  cells = harness.plan(main) + harness.plan(more)
+  seeds = {t: {x[1] for x in cells if x[0] == t} for t in ("rt", "tweets", "rt_subj", "bbc")}
+  assert seeds == {"rt": set(range(5)), "tweets": set(range(5)), "rt_subj": {0, 1, 2}, "bbc": {0, 1, 2}}
+  assert {x[2] for x in cells} >= {"full", "random", "cluster_stratified", "ccs", "label_clean", "kcenter", "rl_ppo",
+                                   "climb"}
+  assert all(results.config_id(main, s) == results.config_id(more, s) for s in main.selectors)
+  assert main.finetune.min_steps > 0 and main.finetune.min_steps <= main.finetune.max_steps
+
+
 def test_plan_grid_sweep_and_shared_full():
-  c = load_config("benchmark")
+  c = load_config("benchmark", "legacy")
   n_sel = len(c.selectors)
   cells = harness.plan(c)
   main = [x for x in cells if x[3] == 0.05]

@@ -270,7 +270,7 @@ def _free_port() -> int:
 def test_two_processes_initialize_and_agree_with_one_device():
   """Two real processes on this host (2 CPU devices each) through maybe_initialize, shard_batch, data_parallel_grad."""
   env = _clean_env(JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}", JAX_NUM_PROCESSES="2")
-  procs = [subprocess.Popen([sys.executable, "-m", "rlsel.testing_multidevice", "multihost", "2"], cwd=ROOT,
+  procs = [subprocess.Popen([sys.executable, "-m", "tests.multidevice", "multihost", "2"], cwd=ROOT,
                             env={**env, "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True) for i in range(2)]
   outs = []

@@ -5,27 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlsel.configlib import base_config
 from rlsel.errors import UserError
 from rlsel.selectors import make, names
-from tests.conftest import synthetic_pool
-
-
-def _tiny_config():
-  c = base_config()
-  c.kmeans.num_clusters, c.kmeans.iters = 6, 3
-  c.proxy.steps, c.proxy.batch_size, c.proxy.init_steps, c.proxy.reward_fraction = 4, 16, 4, 0.25
-  c.rl.num_envs, c.rl.num_updates, c.rl.update_epochs, c.rl.num_minibatches = 2, 2, 1, 1
-  c.rl.hidden, c.rl.episode_steps, c.rl.log_every, c.rl.fast_compile = 16, 4, 0, True
-  c.rl.surrogate_share, c.rl.surrogate_steps = 1.0, 3
-  return c
+from tests.conftest import synthetic_pool, tiny_rl_config
 
 
 def test_rl_ppo_returns_budget_of_unique_ids_deterministically(tmp_path):
   assert {"rl_ppo", "rl_dqn", "rl_reinforce"} <= set(names())
   pool = synthetic_pool(n=200)
   budget = 20
-  sel = make("rl_ppo", _tiny_config())
+  sel = make("rl_ppo", tiny_rl_config())
   sel.logdir = str(tmp_path / "tb")
   ids = sel.select(jax.random.PRNGKey(0), pool, budget)
   assert ids.shape == (budget,) and np.unique(ids).shape[0] == budget
@@ -35,15 +24,15 @@ def test_rl_ppo_returns_budget_of_unique_ids_deterministically(tmp_path):
   assert len(info["curves"]["mean_return"]) == 2
   assert any(p.name.startswith("events") for p in (tmp_path / "tb").iterdir())
   np.testing.assert_allclose(sel.reward_score(ids), info["reward_score"], rtol=1e-5)
-  again = make("rl_ppo", _tiny_config()).select(jax.random.PRNGKey(0), pool, budget)
+  again = make("rl_ppo", tiny_rl_config()).select(jax.random.PRNGKey(0), pool, budget)
   np.testing.assert_array_equal(np.sort(ids), np.sort(again))
 
 
 def test_rl_selector_user_errors():
   pool = synthetic_pool(n=200)
   with pytest.raises(UserError, match="budget"):
-    make("rl_ppo", _tiny_config()).select(jax.random.PRNGKey(0), pool, 190)  # 25% of the pool is the reward split
-  c = _tiny_config()
+    make("rl_ppo", tiny_rl_config()).select(jax.random.PRNGKey(0), pool, 190)  # 25% of the pool is the reward split
+  c = tiny_rl_config()
   c.proxy.kind = "lstm"
   with pytest.raises(UserError, match="proxy.kind='lstm' is unknown"):
     make("rl_dqn", c).select(jax.random.PRNGKey(0), pool, 20)
@@ -54,7 +43,7 @@ def test_rl_selector_user_errors():
 
 
 def _transformer_config():
-  c = _tiny_config()
+  c = tiny_rl_config()
   c.target.kind, c.target.hidden_size, c.target.num_layers, c.target.num_heads = "tiny", 32, 2, 4
   c.target.intermediate_size = 64
   c.proxy.kind, c.proxy.transformer_layers, c.proxy.learning_rate, c.proxy.batch_size = "transformer", 1, 3e-3, 8
@@ -91,7 +80,7 @@ def test_segmented_training_equals_one_jit_and_resumes_after_a_crash(tmp_path, m
   that dies after its first checkpoint resumes from it and still gives the same ids and training curves."""
   from rlsel import checkpoint as ckpt_lib
   pool = synthetic_pool(n=200)
-  c = _tiny_config()
+  c = tiny_rl_config()
   c.rl.num_updates, c.rl.checkpoint_every, c.rl.surrogate_share = 5, 2, 0.5  # surrogate state is in the carry too
   one = make("rl_ppo", c)
   ref = one.select(jax.random.PRNGKey(3), pool, 20)
@@ -122,7 +111,7 @@ def test_segmented_training_equals_one_jit_and_resumes_after_a_crash(tmp_path, m
 @pytest.mark.parametrize("algo", ["rl_dqn"])  # its carry holds the replay buffer
 def test_other_agents_resume_from_checkpoint(tmp_path, algo):
   pool = synthetic_pool(n=200)
-  c = _tiny_config()
+  c = tiny_rl_config()
   c.rl.num_updates, c.rl.checkpoint_every = 3, 1
   ref = make(algo, c).select(jax.random.PRNGKey(1), pool, 20)
   first = make(algo, c)

@@ -12,7 +12,7 @@ from rlsel import stats
 from rlsel.selectors import base, cropi, dots, heuristics, learnalign, less
 from rlsel.selectors.base import Pool, Split
 
-from tests.test_gradients import tiny_fns
+from tests.conftest import tiny_fns
 
 NUM_CLASSES = 3
 

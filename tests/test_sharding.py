@@ -1,6 +1,6 @@
 """rlsel.sharding: mesh shapes and errors in-process; placement, gradients and training on 8 simulated CPU devices.
 
-The 8-device checks run once in a subprocess (`python -m rlsel.testing_multidevice 8`, which forces 8 host devices
+The 8-device checks run once in a subprocess (`python -m tests.multidevice 8`, which forces 8 host devices
 before JAX starts) and each test asserts on its JSON report against the single-device computation it also reports.
 """
 
@@ -26,7 +26,7 @@ def report():
   # XLA's backend optimisation off halves the report's compile time (about 60 s -> 30 s); every comparison in it is
   # between computations compiled in that same process, so the flag applies to both sides
   env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
-  proc = subprocess.run([sys.executable, "-m", "rlsel.testing_multidevice", str(NUM_DEVICES)], cwd=ROOT, env=env,
+  proc = subprocess.run([sys.executable, "-m", "tests.multidevice", str(NUM_DEVICES)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -9,6 +9,7 @@ import pytest
 from rlsel.selectors.base import Split
 from rlsel.target import finetune as ft
 from rlsel.target import model as target_model
+from tests.conftest import learnable_split
 
 
 class ForwardTest(chex.TestCase):
@@ -45,16 +46,6 @@ def test_minilm_matches_transformers_reference():
   assert target_model.count_params(params) == 22_565_376  # 22.7M with the unused pooler
 
 
-def _learnable_split(n, length, seed, offset=0):
-  """Label = whether token 5 or token 6 starts the sequence: learnable by any encoder."""
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, 2, n).astype(np.int32)
-  ids = rng.integers(10, 500, (n, length)).astype(np.int32)
-  ids[:, 0] = 101
-  ids[:, 1] = np.where(labels == 1, 5, 6)
-  return Split(np.arange(offset, offset + n, dtype=np.int64), labels, ids, np.ones_like(ids), np.zeros_like(ids))
-
-
 def test_finetune_loss_falls_and_beats_chance(debug_config):
   c = debug_config
   c.finetune.max_steps = 60
@@ -62,7 +53,7 @@ def test_finetune_loss_falls_and_beats_chance(debug_config):
   c.finetune.eval_every = 20
   c.finetune.patience = 10
   c.target.dropout = 0.0
-  train, val = _learnable_split(256, 32, 0), _learnable_split(128, 32, 1, offset=1000)
+  train, val = learnable_split(256, 32, 0), learnable_split(128, 32, 1, offset=1000)
   module, params = target_model.build(c, 2, key=jax.random.key(0))
   res = ft.finetune(jax.random.key(1), c, module, params, train, val)
   losses = [h[1] for h in res.history]
@@ -80,7 +71,7 @@ def test_finetune_small_subset_and_determinism(debug_config):
   """A subset smaller than a batch still trains (fixed batch shape), and the same key gives the same parameters."""
   c = debug_config
   c.finetune.max_steps = 3
-  train, val = _learnable_split(5, 32, 0), _learnable_split(20, 32, 1, offset=100)
+  train, val = learnable_split(5, 32, 0), learnable_split(20, 32, 1, offset=100)
   module, params = target_model.build(c, 2, key=jax.random.key(0))
   a = ft.finetune(jax.random.key(3), c, module, params, train, val)
   b = ft.finetune(jax.random.key(3), c, module, params, train, val)

@@ -1,10 +1,10 @@
 """Multi-device checks of rlsel.sharding on simulated CPU devices, printed as one JSON line for tests to assert on.
 
-Run as `python -m rlsel.testing_multidevice [num_devices]` (default 8): it forces that many host devices before JAX
+Run as `python -m tests.multidevice [num_devices]` (default 8): it forces that many host devices before JAX
 starts, which is why it is a separate process (pytest's JAX is already initialised with one device). Every
 multi-device result is reported next to the same computation done plainly on one device.
 
-`python -m rlsel.testing_multidevice multihost N` is one process of a real multi-process run on this host (start N of
+`python -m tests.multidevice multihost N` is one process of a real multi-process run on this host (start N of
 them with JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID set): it goes through
 `rlsel.distributed.maybe_initialize`, feeds its own rows to `shard_batch`, and compares the gradient with one device.
 """
