@@ -1,28 +1,38 @@
-"""The selector comparison: every selector on the four offline tasks at 5%, plus a budget sweep.
+"""The selector comparison under the protocol: paired seeds, subsets trained to convergence, intervals against random.
 
-    python -m rlsel.main --config=configs/benchmark.py --workdir=runs/benchmark
-    python -m rlsel.main --config=configs/benchmark.py:quick --workdir=runs/benchmark_quick   # 1 seed, rt and bbc
+    pip install -e ".[clean]"     # label_clean needs cleanlab
+    python -m rlsel.main --config=configs/benchmark.py --workdir=runs/benchmark        # rt, tweets: seeds 0-4
+    python -m rlsel.main --config=configs/benchmark.py:more --workdir=runs/benchmark   # rt_subj, bbc: seeds 0-2
+    python -m rlsel.main --config=configs/benchmark.py:quick --workdir=runs/bench_quick  # rt, seed 0
+    python -m rlsel.main --config=configs/benchmark.py:legacy --workdir=runs/bench_old   # the old-protocol grid
 
-Writes results.json / results.md (mean ± std over seeds), selections/, and plots/ (accuracy against budget per task;
-selected vs unselected examples in a 2-D PCA of the embeddings). Interrupted runs continue where they stopped.
+The default and `:more` share every result-affecting setting, so they can fill one workdir (or run in parallel
+workdirs and merge: `python -m rlsel.results merge`). results.md and summary.json give each selector's paired
+difference to random and to full with a 95% interval and a verdict; plots/paired_<task>.png draws them.
 
-CPU-feasible defaults (2 cores): MiniLM target at 40 tokens, at most 200 fine-tune steps per cell (full data on
-tweets sees ~0.2 epoch), validation every 40 steps. Measured on rt (pool 10,201): a 5% cell takes 1-3 minutes for the
-heuristics and RL agents, 4-8 for LESS and CROPI (gradient passes over the pool), 3.5-4.5 for full data; tweets costs
-about 3x as much. The whole grid is several hours on 2 CPU cores; minutes on one GPU.
+Selectors: full, random and the simple baselines a reviewer asks for (cluster_stratified, ccs, label_clean,
+kcenter), then rl_ppo and climb. The literature selectors (less, learnalign, cropi, dots) are left out until their
+classification adaptation is fixed; add them with --config.selectors=....
 
-Caveat: 3 epochs of a 5% budget is few steps on a small pool. bbc's 85 examples get 8 optimizer steps, which leaves
-every subset near chance. Add --config.finetune.epochs=20 (53 steps) to compare selection there; benchmarks/RESULTS.md
-has both tables.
+Fine-tune: MiniLM-L6 at 40 tokens, validation every 40 steps with patience 3. A subset plans at least
+`MIN_STEPS` steps (chosen on validation accuracy by `python -m rlsel.bench.steps_curve`; see benchmarks/RESULTS.md),
+full data at most `FULL_CAP` (0.6 epoch on rt, 0.2 on tweets: the cap is recorded in results.json).
+
+`:legacy` is the grid of the archived tables in benchmarks/RESULTS.md (11 selectors, seeds 0 and 1, 3 epochs, a
+budget sweep), for reproducing them; kcenter and cluster_balanced now keep per-label quotas there too.
 """
 
 from rlsel.configlib import base_config
 
-# climb and rl_ppo_warm are left out by default: each costs ~7 extra CPU minutes per cell (256 proxy fine-tunes);
-# add them with --config.selectors=...,climb,rl_ppo_warm (their rt / tweets figures are in benchmarks/RESULTS.md).
-SELECTORS = ("full", "random", "rl_ppo", "rl_dqn", "less", "learnalign", "cropi", "dots", "kcenter", "entropy",
-             "cluster_balanced")
-TASKS = ("rt", "rt_subj", "bbc", "tweets")   # cheapest first, so a partial run already covers most tasks
+SELECTORS = ("full", "random", "cluster_stratified", "ccs", "label_clean", "kcenter", "rl_ppo", "climb")
+TASKS = ("rt", "tweets")
+MORE_TASKS = ("rt_subj", "bbc")
+SEEDS = (0, 1, 2, 3, 4)
+MORE_SEEDS = (0, 1, 2)
+MIN_STEPS = 200   # subset fine-tunes: at least this many steps (early stopping still in charge)
+FULL_CAP = 200    # at most this many steps (what full data gets)
+LEGACY_SELECTORS = ("full", "random", "rl_ppo", "rl_dqn", "less", "learnalign", "cropi", "dots", "kcenter", "entropy",
+                    "cluster_balanced")
 
 
 def get_config(arg: str = None):
@@ -30,17 +40,24 @@ def get_config(arg: str = None):
   c.task = TASKS[0]
   c.tasks = TASKS
   c.selectors = SELECTORS
-  c.seeds = (0, 1)
+  c.seeds = SEEDS
   c.budget = 0.05
-  c.sweep.budgets = (0.0625, 0.1, 0.25)   # with the main 0.05: 1/16, 5%, 10%, 25%
-  c.sweep.selectors = ("random", "kcenter", "rl_ppo")
   c.features.max_length = 40
-  c.finetune.max_steps = 200
+  c.finetune.min_steps = MIN_STEPS
+  c.finetune.max_steps = FULL_CAP
   c.finetune.eval_every = 40
-  if arg == "quick":
-    c.tasks = ("rt", "bbc")
-    c.seeds = (0,)
-    c.sweep.budgets = ()
+  if arg == "more":
+    c.task, c.tasks, c.seeds = MORE_TASKS[0], MORE_TASKS, MORE_SEEDS
+  elif arg == "quick":
+    c.tasks, c.seeds = ("rt",), (0,)
+  elif arg == "legacy":
+    c.tasks = ("rt", "rt_subj", "bbc", "tweets")
+    c.selectors = LEGACY_SELECTORS
+    c.seeds = (0, 1)
+    c.finetune.min_steps = 0
+    c.sweep.budgets = (0.0625, 0.1, 0.25)   # with the main 0.05: 1/16, 5%, 10%, 25%
+    c.sweep.selectors = ("random", "kcenter", "rl_ppo")
   elif arg:
-    raise ValueError(f"unknown benchmark variant {arg!r}; use configs/benchmark.py or configs/benchmark.py:quick")
+    raise ValueError(f"unknown benchmark variant {arg!r}; use configs/benchmark.py or configs/benchmark.py:more, "
+                     ":quick or :legacy")
   return c
