@@ -168,7 +168,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.selection.ccs_bins = 50          # ccs: difficulty strata sampled evenly (Zheng et al. use 50)
   c.selection.clean_filter_by = "prune_by_noise_rate"  # label_clean: cleanlab find_label_issues(filter_by=...)
 
-  # CLIMB-style mixture search (selector `climb`; the warm start of `rl_ppo_warm`): rlsel/climb.py. Uses c.kmeans,
+  # CLIMB-style mixture search (selector `climb`; the warm start of `rl_ppo_warm`): rlsel/selectors/climb.py. Uses c.kmeans,
   # c.proxy and c.rl.chunk / episode_steps / fast_compile to build the same environment as the RL selectors.
   c.climb = ml_collections.ConfigDict()
   c.climb.iterations = 8             # rounds: sample, score a share by the proxy, refit the predictor, keep the top

@@ -88,16 +88,14 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
     print(f"[{name}] reusing the saved selection of {ids.size} examples", flush=True)
   else:
     print(f"[{name}] selecting {budget} of {pool.size} examples", flush=True)
-    if hasattr(selector, "logdir"):  # selectors that train (rl_*) write TensorBoard curves here
-      selector.logdir = str(pathlib.Path(workdir) / "tensorboard" / name)
     agent_ckpt = pathlib.Path(workdir) / "checkpoints" / f"{progress.stem}-agent"
-    if hasattr(selector, "checkpoint_dir"):  # ... and checkpoint their train state here
-      selector.checkpoint_dir = str(agent_ckpt)
+    # Selectors that train (rl_*) write TensorBoard curves and checkpoint their train state in these folders.
+    dirs = selbase.RunDirs(logdir=str(pathlib.Path(workdir) / "tensorboard" / name), checkpoint_dir=str(agent_ckpt))
     t0 = time.time()
-    ids = selector.select(jax.random.fold_in(root, 0), pool, budget)
+    ids, info = selector.select(jax.random.fold_in(root, 0), pool, budget, dirs)
     select_seconds = time.time() - t0
     ids = selbase.check_selection(ids, pool, budget, selector_name)
-    info = _json_safe(getattr(selector, "last_info", None))
+    info = _json_safe(info)
     save_selection(workdir, task, pool, name, ids)
     atomic_write_json(progress, {"ids": ids.tolist(), "select_seconds": select_seconds, "info": info,
                                  "config_id": config_id, "selector": selector_name})

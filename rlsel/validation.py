@@ -70,7 +70,7 @@ def validate(config) -> None:
 
 
 # The module that owns (and validates) each config section a selector may read (`Selector.config_sections`).
-SECTION_OWNERS = {"proxy": "rlsel.proxy", "kmeans": "rlsel.kmeans", "rl": "rlsel.agents", "climb": "rlsel.climb",
+SECTION_OWNERS = {"proxy": "rlsel.proxy", "kmeans": "rlsel.kmeans", "rl": "rlsel.agents", "climb": "rlsel.selectors.climb",
                   "selection": "rlsel.selectors.gradients"}
 
 

@@ -4,10 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from rlsel import climb, env
+from rlsel import env
 from rlsel.configlib import base_config
 from rlsel.selectors import make, names
-from rlsel.selectors import climb as climb_sel
+from rlsel.selectors import climb
 from rlsel.selectors import rl_warm
 from tests.conftest import synthetic_pool
 from tests.conftest import tiny_rl_config as rl_tiny_config
@@ -42,24 +42,23 @@ def test_climb_selector_meets_budget_with_valid_ids_deterministically():
   assert {"climb", "rl_ppo_warm"} <= set(names())
   pool, budget = synthetic_pool(n=200), 20
   sel = make("climb", _tiny_config())
-  ids = sel.select(jax.random.PRNGKey(0), pool, budget)
+  ids, info = sel.select(jax.random.PRNGKey(0), pool, budget)
   assert ids.shape == (budget,) and np.unique(ids).shape[0] == budget
   assert np.isin(ids, pool.train.ids).all()
-  info = sel.last_info
   assert info["real_proxy_evals"] == 3 * 4                      # rounds x round(16 * 0.25)
   assert np.isfinite(info["reward_score"]) and np.isfinite(info["random_reward_score"])
   assert info["select_seconds"] > 0
   assert sum(info["allocation"]) == -(-budget // info["chunk"])  # whole chunks, the last one cut by the env
-  again = make("climb", _tiny_config()).select(jax.random.PRNGKey(0), pool, budget)
+  again = make("climb", _tiny_config()).select(jax.random.PRNGKey(0), pool, budget).ids
   np.testing.assert_array_equal(np.sort(ids), np.sort(again))
 
 
 def test_climb_finds_the_toy_optimum(toy):
   cfg = _toy_config()
-  out = climb_sel.search(cfg, jax.random.PRNGKey(1), toy)
+  out = climb.search(cfg, jax.random.PRNGKey(1), toy)
   alloc = out["allocation"]
   assert alloc.sum() == climb.num_chunks(toy) and np.all(alloc <= np.asarray(toy.sizes) // toy.chunk)
-  final, _ = climb_sel.play(cfg, jax.random.PRNGKey(2), alloc, toy)
+  final, _ = climb.play_jit(cfg, jax.random.PRNGKey(2), alloc, toy)
   assert int(np.asarray(final.mask).sum()) == toy.budget
   frac = _toy_score(toy, final.taken) / env.toy_optimal_return(toy)
   assert frac >= 0.95, frac
@@ -69,7 +68,7 @@ def test_climb_finds_the_toy_optimum(toy):
 def test_behaviour_cloning_reproduces_a_demonstration(toy):
   cfg = _toy_config()
   alloc = np.array([[3, 0, 1, 0, 0, 2, 0, 0]], np.int32)     # uneven, so round-robin must track per-cluster counts
-  _, demo = climb_sel.play(cfg, jax.random.PRNGKey(0), alloc[0], toy)
+  _, demo = climb.play_jit(cfg, jax.random.PRNGKey(0), alloc[0], toy)
   assert np.asarray(demo.action)[np.asarray(demo.valid)].tolist() == [0, 2, 5, 0, 5, 0]
   _, fit = rl_warm.clone(jax.random.PRNGKey(3), cfg, toy, alloc)
   assert float(fit["accuracy"]) > 0.9, fit
@@ -78,10 +77,9 @@ def test_behaviour_cloning_reproduces_a_demonstration(toy):
 def test_rl_ppo_warm_returns_budget_of_unique_valid_ids():
   pool, budget = synthetic_pool(n=200), 20
   sel = make("rl_ppo_warm", _tiny_config())
-  ids = sel.select(jax.random.PRNGKey(0), pool, budget)
+  ids, info = sel.select(jax.random.PRNGKey(0), pool, budget)
   assert ids.shape == (budget,) and np.unique(ids).shape[0] == budget
   assert np.isin(ids, pool.train.ids).all()
-  info = sel.last_info
   assert info["climb_real_evals"] == 3 * 4
   assert info["ppo_real_evals"] == 2 * 2 * info["episode_steps"]
   assert info["real_proxy_evals"] == info["climb_real_evals"] + info["ppo_real_evals"]

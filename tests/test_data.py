@@ -1,6 +1,5 @@
 """Tasks: deterministic, stratified, disjoint splits; de-duplication; user files; the GLUE path offline."""
 
-import json
 
 import numpy as np
 import pytest

@@ -28,7 +28,7 @@ def _proxy_params(timing="step", chunk=3, whole=False, subsample=0):
                          proxy.init_params(jax.random.PRNGKey(0), spec, 8))
   assign = np.repeat(np.arange(5), [4, 11, 20, 25, 30])
   feats = rng.normal(size=(5, 4))
-  return env.make_params(feats=feats, assign=assign, budget=20, chunk=chunk, whole=whole, reward="proxy",
+  return env.make_params(feats=feats, assign=assign, budget=20, chunk=chunk, whole=whole, reward=env.ProxyReward(),
                          timing=timing, proxy_spec=spec, proxy_data=data)
 
 

@@ -7,6 +7,9 @@ import pytest
 
 from rlsel.errors import UserError
 from rlsel.selectors import make, names
+from rlsel.selectors.base import RunDirs
+from rlsel.env.build import build_env
+from rlsel.selectors.rl import score_ids, select_keys
 from tests.conftest import synthetic_pool, tiny_rl_config
 
 
@@ -15,31 +18,34 @@ def test_rl_ppo_returns_budget_of_unique_ids_deterministically(tmp_path):
   pool = synthetic_pool(n=200)
   budget = 20
   sel = make("rl_ppo", tiny_rl_config())
-  sel.logdir = str(tmp_path / "tb")
-  ids = sel.select(jax.random.PRNGKey(0), pool, budget)
+  ids, info = sel.select(jax.random.PRNGKey(0), pool, budget, RunDirs(logdir=str(tmp_path / "tb")))
   assert ids.shape == (budget,) and np.unique(ids).shape[0] == budget
   assert np.isin(ids, pool.train.ids).all()
-  info = sel.last_info
   assert np.isfinite(info["reward_score"]) and info["real_proxy_evals"] == 2 * 2 * info["episode_steps"]
   assert len(info["curves"]["mean_return"]) == 2
   assert any(p.name.startswith("events") for p in (tmp_path / "tb").iterdir())
-  np.testing.assert_allclose(sel.reward_score(ids), info["reward_score"], rtol=1e-5)
-  again = make("rl_ppo", tiny_rl_config()).select(jax.random.PRNGKey(0), pool, budget)
+  # The reported reward score is the proxy's on these ids, in the environment select() built for this key.
+  keys = select_keys(jax.random.PRNGKey(0))
+  params, selectable, _ = build_env(keys.env, tiny_rl_config(), pool.train.embeddings, pool.train.labels,
+                                    pool.num_classes, budget, tokens=pool.train.input_ids)
+  np.testing.assert_allclose(score_ids(keys.score, params, pool.train.ids[selectable], ids), info["reward_score"],
+                             rtol=1e-5)
+  again = make("rl_ppo", tiny_rl_config()).select(jax.random.PRNGKey(0), pool, budget).ids
   np.testing.assert_array_equal(np.sort(ids), np.sort(again))
 
 
 def test_rl_selector_user_errors():
   pool = synthetic_pool(n=200)
   with pytest.raises(UserError, match="budget"):
-    make("rl_ppo", tiny_rl_config()).select(jax.random.PRNGKey(0), pool, 190)  # 25% of the pool is the reward split
+    make("rl_ppo", tiny_rl_config()).select(jax.random.PRNGKey(0), pool, 190).ids  # 25% of the pool is the reward split
   c = tiny_rl_config()
   c.proxy.kind = "lstm"
   with pytest.raises(UserError, match="proxy.kind='lstm' is unknown"):
-    make("rl_dqn", c).select(jax.random.PRNGKey(0), pool, 20)
+    make("rl_dqn", c).select(jax.random.PRNGKey(0), pool, 20).ids
   c = _transformer_config()
   c.proxy.transformer_layers = 3
   with pytest.raises(UserError, match="transformer_layers=3 must be between 1 and the target's 2 layers"):
-    make("rl_dqn", c).select(jax.random.PRNGKey(0), pool, 20)
+    make("rl_dqn", c).select(jax.random.PRNGKey(0), pool, 20).ids
 
 
 def _transformer_config():
@@ -70,9 +76,9 @@ def test_transformer_proxy_learns_from_tokens_and_drives_the_rl_selector():
 
   pool = synthetic_pool(n=200)
   sel = make("rl_ppo", c)
-  ids = sel.select(jax.random.PRNGKey(0), pool, 20)
+  ids, info = sel.select(jax.random.PRNGKey(0), pool, 20)
   assert ids.shape == (20,) and np.unique(ids).shape[0] == 20 and np.isin(ids, pool.train.ids).all()
-  assert np.isfinite(sel.last_info["reward_score"])
+  assert np.isfinite(info["reward_score"])
 
 
 def test_segmented_training_equals_one_jit_and_resumes_after_a_crash(tmp_path, monkeypatch):
@@ -83,10 +89,9 @@ def test_segmented_training_equals_one_jit_and_resumes_after_a_crash(tmp_path, m
   c = tiny_rl_config()
   c.rl.num_updates, c.rl.checkpoint_every, c.rl.surrogate_share = 5, 2, 0.5  # surrogate state is in the carry too
   one = make("rl_ppo", c)
-  ref = one.select(jax.random.PRNGKey(3), pool, 20)
-
+  ref, ref_info = one.select(jax.random.PRNGKey(3), pool, 20)
+  dirs = RunDirs(checkpoint_dir=str(tmp_path / "agent"))
   seg = make("rl_ppo", c)
-  seg.checkpoint_dir = str(tmp_path / "agent")
   real_save, saves = ckpt_lib.Checkpointer.save, []
 
   def dying_save(self, step, state, meta):
@@ -97,15 +102,14 @@ def test_segmented_training_equals_one_jit_and_resumes_after_a_crash(tmp_path, m
 
   monkeypatch.setattr(ckpt_lib.Checkpointer, "save", dying_save)
   with pytest.raises(KeyboardInterrupt):
-    seg.select(jax.random.PRNGKey(3), pool, 20)
+    seg.select(jax.random.PRNGKey(3), pool, 20, dirs)
   assert saves == [2]
   resumed = make("rl_ppo", c)
-  resumed.checkpoint_dir = str(tmp_path / "agent")
-  ids = resumed.select(jax.random.PRNGKey(3), pool, 20)
+  ids, info = resumed.select(jax.random.PRNGKey(3), pool, 20, dirs)
   assert saves == [2, 4]  # resumed at update 2: the next checkpoint is at 4, not 2 again
   np.testing.assert_array_equal(ids, ref)
-  for name, curve in one.last_info["curves"].items():
-    np.testing.assert_allclose(resumed.last_info["curves"][name], curve, rtol=1e-5, err_msg=name)
+  for name, curve in ref_info["curves"].items():
+    np.testing.assert_allclose(info["curves"][name], curve, rtol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("algo", ["rl_dqn"])  # its carry holds the replay buffer
@@ -113,13 +117,11 @@ def test_other_agents_resume_from_checkpoint(tmp_path, algo):
   pool = synthetic_pool(n=200)
   c = tiny_rl_config()
   c.rl.num_updates, c.rl.checkpoint_every = 3, 1
-  ref = make(algo, c).select(jax.random.PRNGKey(1), pool, 20)
-  first = make(algo, c)
-  first.checkpoint_dir = str(tmp_path / "agent")
-  np.testing.assert_array_equal(first.select(jax.random.PRNGKey(1), pool, 20), ref)
-  again = make(algo, c)  # the last checkpoint (update 2 of 3) is still there: this run resumes from it
-  again.checkpoint_dir = str(tmp_path / "agent")
-  np.testing.assert_array_equal(again.select(jax.random.PRNGKey(1), pool, 20), ref)
+  ref = make(algo, c).select(jax.random.PRNGKey(1), pool, 20).ids
+  dirs = RunDirs(checkpoint_dir=str(tmp_path / "agent"))
+  np.testing.assert_array_equal(make(algo, c).select(jax.random.PRNGKey(1), pool, 20, dirs).ids, ref)
+  # the last checkpoint (update 2 of 3) is still there: this run resumes from it
+  np.testing.assert_array_equal(make(algo, c).select(jax.random.PRNGKey(1), pool, 20, dirs).ids, ref)
 
 
 def test_spearman_of_the_proxy_fidelity_benchmark():

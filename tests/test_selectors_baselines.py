@@ -63,21 +63,20 @@ def labels_of(pool, ids):
 @pytest.mark.parametrize("budget", [1, 17, 150])
 def test_budget_exact_unique_deterministic(pool, name, budget):
   sel = base.make(name, small_config())
-  first = sel.select(jax.random.key(3), pool, budget)
+  first, info = sel.select(jax.random.key(3), pool, budget)
   ids = base.check_selection(first, pool, budget, name)  # exact size, unique, in the pool
-  info = sel.last_info
   assert isinstance(info, dict) and info
   json.dumps(info)
-  again = base.make(name, small_config()).select(jax.random.key(3), pool, budget)
+  again = base.make(name, small_config()).select(jax.random.key(3), pool, budget).ids
   np.testing.assert_array_equal(np.sort(again), ids)
   if budget == 17:
-    other = [np.sort(base.make(name, small_config()).select(jax.random.key(k), pool, budget)) for k in (4, 5)]
+    other = [np.sort(base.make(name, small_config()).select(jax.random.key(k), pool, budget).ids) for k in (4, 5)]
     assert not all(np.array_equal(o, ids) for o in other)
 
 
 def test_whole_pool_budget(pool):
   for name in BASELINES:
-    ids = base.make(name, small_config()).select(jax.random.key(0), pool, pool.size)
+    ids = base.make(name, small_config()).select(jax.random.key(0), pool, pool.size).ids
     np.testing.assert_array_equal(base.check_selection(ids, pool, pool.size, name), pool.train.ids)
 
 
@@ -95,7 +94,7 @@ def test_config_sections():
 def test_label_shares_match_quotas_on_imbalanced_pool(name):
   pool = imbalanced_pool()
   budget = 40
-  ids = base.make(name, small_config()).select(jax.random.key(1), pool, budget)
+  ids = base.make(name, small_config()).select(jax.random.key(1), pool, budget).ids
   classes, take = label_quotas(pool.train.labels, budget)
   np.testing.assert_array_equal(np.bincount(labels_of(pool, ids), minlength=2)[classes], take)
   assert take[1] == 4
@@ -104,11 +103,11 @@ def test_label_shares_match_quotas_on_imbalanced_pool(name):
 def test_kcenter_label_balanced_reaches_minority_and_off_is_unchanged():
   pool = imbalanced_pool()
   key, budget = jax.random.key(2), 30
-  off = base.make("kcenter", small_config(label_balanced=False)).select(key, pool, budget)
+  off = base.make("kcenter", small_config(label_balanced=False)).select(key, pool, budget).ids
   want = pool.train.ids[np.asarray(heuristics.kcenter_greedy(key, jax.numpy.asarray(pool.train.embeddings), budget))]
   np.testing.assert_array_equal(off, want)  # label_balanced=False: the plain greedy coreset, as before
   assert labels_of(pool, off).sum() == 0    # ... which never reaches the minority blob
-  on = base.make("kcenter", small_config()).select(key, pool, budget)
+  on = base.make("kcenter", small_config()).select(key, pool, budget).ids
   assert labels_of(pool, on).sum() == label_quotas(pool.train.labels, budget)[1][1] == 3
   # Within each label it is still farthest-first: the label's picks are its own k-center greedy coreset.
   rows = np.flatnonzero(pool.train.labels == 0)
@@ -120,7 +119,7 @@ def test_kcenter_label_balanced_reaches_minority_and_off_is_unchanged():
 def test_cluster_balanced_off_is_unchanged_and_on_spreads_each_label(pool):
   key, budget = jax.random.key(4), 36
   config = small_config(label_balanced=False)
-  got = base.make("cluster_balanced", config).select(key, pool, budget)
+  got = base.make("cluster_balanced", config).select(key, pool, budget).ids
   # The pre-label_balanced algorithm, verbatim.
   kcl, kpick = jax.random.split(key)
   assign = heuristics._kmeans(kcl, pool.train.embeddings, 6, 5, 64)
@@ -129,7 +128,7 @@ def test_cluster_balanced_off_is_unchanged_and_on_spreads_each_label(pool):
   want = np.concatenate([rng.choice(np.flatnonzero(assign == c), size=q, replace=False)
                          for c, q in enumerate(quota) if q > 0])
   np.testing.assert_array_equal(got, pool.train.ids[want])
-  on = base.make("cluster_balanced", small_config()).select(key, pool, budget)
+  on = base.make("cluster_balanced", small_config()).select(key, pool, budget).ids
   pos = pool.train.positions_of(on)
   labels = pool.train.labels
   for c, t in zip(*label_quotas(labels, budget)):
@@ -143,7 +142,7 @@ def test_cluster_balanced_off_is_unchanged_and_on_spreads_each_label(pool):
 def test_cluster_stratified_takes_follow_stratum_sizes():
   pool = imbalanced_pool(n=400, minority=0.3)
   key, budget = jax.random.key(5), 60
-  ids = base.make("cluster_stratified", small_config()).select(key, pool, budget)
+  ids = base.make("cluster_stratified", small_config()).select(key, pool, budget).ids
   assign, k = heuristics.pool_clusters(jax.random.split(key)[0], pool, small_config())
   pos, labels = pool.train.positions_of(ids), pool.train.labels
   got = {(int(c), int(cl)): int(((labels[pos] == c) & (assign[pos] == cl)).sum()) for c in (0, 1) for cl in range(k)}
@@ -200,14 +199,14 @@ def test_ccs_selector_never_picks_the_hardest_share():
   config = small_config(ccs_beta=0.2)
   key, budget = jax.random.key(6), 60
   sel = base.make("ccs", config)
-  ids = sel.select(key, pool, budget)
+  ids, info = sel.select(key, pool, budget)
   s = config.selection
   probs = coverage.oof_probe_probs(jax.random.split(key)[0], pool.train.embeddings, pool.train.labels, 3,
                                    s.probe_folds, s.probe_steps, s.probe_learning_rate, s.probe_l2)
   scores = 1.0 - probs[np.arange(pool.size), pool.train.labels]
   hardest = np.argsort(-scores)[:int(0.2 * pool.size)]
   assert not np.isin(pool.train.positions_of(ids), hardest).any()
-  assert sel.last_info["topped_up"] == 0 and sel.last_info["bins_sampled"] >= 5
+  assert info["topped_up"] == 0 and info["bins_sampled"] >= 5
 
 
 def test_stratified_folds_balanced():
@@ -261,9 +260,8 @@ def test_label_clean_drops_mostly_flipped_examples():
   pool, flipped = noisy_pool()
   budget = 100
   sel = base.make("label_clean", small_config())
-  ids = sel.select(jax.random.key(7), pool, budget)
+  ids, info = sel.select(jax.random.key(7), pool, budget)
   pos = pool.train.positions_of(ids)
-  info = sel.last_info
   assert flipped[pos].mean() < 0.5 * flipped.mean()
   assert 0.5 * flipped.sum() < info["flagged"] < 2 * flipped.sum()
   assert info["flagged_rate"] == pytest.approx(info["flagged"] / pool.size) and info["selected_flagged"] == 0
@@ -285,7 +283,7 @@ def test_label_clean_without_cleanlab(pool, monkeypatch, debug_config):
   monkeypatch.setitem(sys.modules, "cleanlab", None)
   monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
   with pytest.raises(UserError, match="pip install cleanlab"):
-    base.make("label_clean", small_config()).select(jax.random.key(0), pool, 5)
+    base.make("label_clean", small_config()).select(jax.random.key(0), pool, 5).ids
   debug_config.selectors = ("label_clean",)
   with pytest.raises(UserError, match="pip install cleanlab"):
     validation.validate(debug_config)

@@ -12,12 +12,12 @@ from rlsel.selectors.basic import stratified_sample, top_k_positions
 @pytest.mark.parametrize("budget", [1, 7, 50, 199])
 def test_random_exact_budget_unique_valid_deterministic(pool, debug_config, budget):
   sel = base.make("random", debug_config)
-  a = sel.select(jax.random.key(0), pool, budget)
+  a = sel.select(jax.random.key(0), pool, budget).ids
   ids = base.check_selection(a, pool, budget, "random")  # exact size, unique, in the pool
   assert ids.shape == (budget,)
-  np.testing.assert_array_equal(np.sort(sel.select(jax.random.key(0), pool, budget)), ids)
+  np.testing.assert_array_equal(np.sort(sel.select(jax.random.key(0), pool, budget).ids), ids)
   if budget < 150:
-    assert not np.array_equal(np.sort(sel.select(jax.random.key(1), pool, budget)), ids)
+    assert not np.array_equal(np.sort(sel.select(jax.random.key(1), pool, budget).ids), ids)
 
 
 def test_random_is_stratified():
@@ -29,7 +29,7 @@ def test_random_is_stratified():
 def test_full_returns_pool(pool, debug_config):
   sel = base.make("full", debug_config)
   assert not sel.uses_budget
-  np.testing.assert_array_equal(np.sort(sel.select(jax.random.key(0), pool, pool.size)), pool.train.ids)
+  np.testing.assert_array_equal(np.sort(sel.select(jax.random.key(0), pool, pool.size).ids), pool.train.ids)
 
 
 def test_budget_size_and_errors():

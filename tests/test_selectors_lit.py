@@ -56,12 +56,11 @@ def build(name):
 def test_selector_returns_budget_of_unique_ids_deterministically(pool, name):
   budget = 7
   sel = build(name)
-  first = sel.select(jax.random.key(3), pool, budget)
+  first, info = sel.select(jax.random.key(3), pool, budget)
   base.check_selection(first, pool, budget, name)
-  info = sel.last_info
   assert isinstance(info, dict) and info
   json.dumps(info)  # JSON-serialisable
-  again = build(name).select(jax.random.key(3), pool, budget)
+  again = build(name).select(jax.random.key(3), pool, budget).ids
   np.testing.assert_array_equal(np.sort(first), np.sort(again))
   if name in ("less", "learnalign", "cropi", "entropy"):  # selection.label_balanced (default): the pool's shares
     labels = pool.train.labels[np.searchsorted(pool.train.ids, first)]
@@ -148,8 +147,8 @@ def test_balanced_quotas():
 
 def test_entropy_picks_the_most_uncertain(pool):
   sel = build("entropy")
-  ids = sel.select(jax.random.key(0), pool, 5)
-  assert sel.last_info["mean_entropy_selected"] >= sel.last_info["mean_entropy_pool"]
+  ids, info = sel.select(jax.random.key(0), pool, 5)
+  assert info["mean_entropy_selected"] >= info["mean_entropy_pool"]
   assert ids.shape == (5,)
 
 
@@ -168,13 +167,13 @@ def test_warmed_selectors_of_one_seed_share_one_warm_up(pool, monkeypatch):
 
   gradients._WARM_CACHE.clear()
   first = make("less")
-  first.select(jax.random.key(5), pool, 7)
+  _, first_info = first.select(jax.random.key(5), pool, 7)
   second = make("learnalign")
-  shared = second.select(jax.random.key(5), pool, 7)
-  assert len(calls) == 1 and not first.last_info["warmup_reused"] and second.last_info["warmup_reused"]
+  shared, second_info = second.select(jax.random.key(5), pool, 7)
+  assert len(calls) == 1 and not first_info["warmup_reused"] and second_info["warmup_reused"]
   gradients._WARM_CACHE.clear()
-  fresh = make("learnalign").select(jax.random.key(5), pool, 7)
+  fresh = make("learnalign").select(jax.random.key(5), pool, 7).ids
   assert len(calls) == 2
   np.testing.assert_array_equal(shared, fresh)
-  make("learnalign").select(jax.random.key(6), pool, 7)  # another seed: its own warm-up
+  make("learnalign").select(jax.random.key(6), pool, 7).ids  # another seed: its own warm-up
   assert len(calls) == 3

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlsel.selectors.base import Split
 from rlsel.target import finetune as ft
 from rlsel.target import model as target_model
 from tests.conftest import learnable_split

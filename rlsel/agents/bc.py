@@ -1,6 +1,6 @@
 """Behaviour cloning of the cluster network: cross-entropy of its masked logits on demonstrated actions.
 
-Demonstrations are `rlsel.climb.Demo` records (taken, step, action, valid), time-major, any leading batch; the
+Demonstrations are `rlsel.selectors.climb.Demo` records (taken, step, action, valid), time-major, any leading batch; the
 observation is rebuilt from (taken, step) as in the agents' replay. Used to warm-start PPO (`rl_ppo_warm`).
 """
 

@@ -44,7 +44,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
   num_mb = max(1, min(int(r.num_minibatches), batch))
   mb = batch // num_mb
   tx = optax.chain(optax.clip_by_global_norm(r.max_grad_norm), optax.adam(r.learning_rate))
-  use_sur = float(r.surrogate_share) < 1.0 and env_params.reward == "proxy"
+  use_sur = float(r.surrogate_share) < 1.0 and isinstance(env_params.reward, env_lib.ProxyReward)
   schedule = real_update_schedule(float(r.surrogate_share), num_updates) if use_sur else jnp.ones(num_updates, bool)
   feat_dim = 2 * env_params.sizes.shape[0]
   show = progress(name, int(r.log_every))
@@ -76,8 +76,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
       policy = sample_policy(hidden, params, env_params.feats)
       use_real = schedule[u]
       if use_sur:
-        sur_params = env_params.replace(reward="surrogate", surrogate=sur.params,
-                                        surrogate_hidden=int(r.surrogate_hidden))
+        sur_params = env_params.replace(reward=env_lib.SurrogateReward(int(r.surrogate_hidden)), surrogate=sur.params)
         traj, final = jax.lax.cond(use_real, lambda: rollout(k_roll, policy, env_params, num_envs, sharding),
                                    lambda: rollout(k_roll, policy, sur_params, num_envs, sharding))
       else:

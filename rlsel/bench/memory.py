@@ -34,6 +34,7 @@ def main(argv=None):
   ap.add_argument("--reward_subsample", type=int, default=4096)
   args = ap.parse_args(argv)
 
+  from rlsel.env.build import build_env
   from rlsel.selectors import rl
   rows, t_all = [], time.time()
 
@@ -52,13 +53,13 @@ def main(argv=None):
   c.rl.num_envs, c.rl.num_updates, c.rl.log_every = args.envs, args.updates, 1
   budget = int(round(args.budget * args.pool))
   t = time.time()
-  params, selectable, _ = rl.build_env(jax.random.key(0), c, x, y, args.classes, budget)
+  params, selectable, _ = build_env(jax.random.key(0), c, x, y, args.classes, budget)
   jax.block_until_ready(params)
   stage("reward split+k-means+env", t)
 
   import ml_collections
   t = time.time()
-  jits = rl._JITS[False]
+  jits = rl.programs(c)
   out = jax.block_until_ready(jits.train("ppo", "rl_ppo", ml_collections.FrozenConfigDict(c), None, jax.random.key(1),
                                          params, None))
   stage(f"PPO {args.updates} updates x {args.envs} envs", t)

@@ -158,8 +158,9 @@ def rl_env(config, pool, budget: int, run_seed: int):
   derives in the main command (fold_in(root, 0), then the first of four splits, as RLSelector.select)."""
   import jax
 
-  from rlsel.selectors.rl import build_env
-  k_env = jax.random.split(jax.random.fold_in(jax.random.key(run_seed), 0), 4)[0]
+  from rlsel.env.build import build_env
+  from rlsel.selectors.rl import select_keys
+  k_env = select_keys(jax.random.fold_in(jax.random.key(run_seed), 0)).env
   params, selectable, _ = build_env(k_env, config, pool.train.embeddings, pool.train.labels, pool.num_classes,
                                     budget, tokens=pool.train.input_ids)
   return params, selectable
@@ -215,7 +216,8 @@ def draw_subset(family: str, index: int, strength, seed: int, env_params, cluste
     pos = stratified_sample(np.random.default_rng([seed, index]), np.asarray(env_params.proxy.y), budget)
   elif family == "policy":
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _POLICY_TAG), index)
-    walk = env_params.replace(reward="toy", proxy=None, surrogate=None)  # the reward plays no part in a random walk
+    from rlsel import env as env_lib
+    walk = env_params.replace(reward=env_lib.NoReward(), proxy=None, surrogate=None)  # no reward in a random walk
     pos = np.flatnonzero(np.asarray(_episode_jit()(key, walk)))
     if pos.size < budget:  # only if an episode cannot meet the budget (cannot happen with slack), as in RLSelector
       rest = np.setdiff1d(np.arange(env_params.num_rows), pos)
@@ -309,7 +311,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
   from rlsel.errors import require
   from rlsel.io import atomic_write_json
   from rlsel.selectors import base as selbase
-  from rlsel.selectors.rl import standardise
+  from rlsel.env.build import standardise
 
   families = parse_families(families if isinstance(families, str) else ",".join(families))
   require(subsets >= 3, f"--subsets={subsets}: a rank correlation needs at least 3 subsets (30 or more is sensible)")

@@ -20,7 +20,7 @@ import numpy as np
 from rlsel import env as env_lib
 from rlsel import proxy as proxy_lib
 from rlsel.configlib import base_config
-from rlsel.selectors.rl import build_env
+from rlsel.env.build import build_env
 
 
 def synthetic(n: int, dim: int, classes: int, seed: int):

@@ -1,7 +1,8 @@
 """The selector interface: what every subset-selection method sees and returns.
 
 A selector gets a PRNG key, the `Pool` (the training split it chooses from, plus the validation split it may use for
-guidance, never the test split) and a budget in examples, and returns the chosen example ids. Every selector, from
+guidance, never the test split), a budget in examples and the folders it may write to (`RunDirs`), and returns a
+`Selection`: the chosen example ids and its diagnostics. Nothing passes through attributes. Every selector, from
 `random` to `rl_ppo`, goes through the same select -> ids -> fine-tune -> evaluate path in `rlsel.harness`.
 """
 
@@ -9,11 +10,23 @@ import abc
 import dataclasses
 import functools
 import importlib
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
 from rlsel.errors import UserError
+
+
+def positions_of(all_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+  """Positions in `all_ids` (unique) of the given ids; ValueError if any is missing."""
+  all_ids = np.asarray(all_ids)
+  order = np.argsort(all_ids)
+  ids = np.asarray(ids, np.int64)
+  where = np.clip(np.searchsorted(all_ids, ids, sorter=order), 0, max(all_ids.shape[0] - 1, 0))
+  pos = order[where]
+  if not np.array_equal(all_ids[pos], ids):
+    raise ValueError("some ids are not in this split")
+  return pos
 
 
 @dataclasses.dataclass(eq=False)
@@ -58,14 +71,7 @@ class Split:
 
   def positions_of(self, ids: np.ndarray) -> np.ndarray:
     """Row positions of the given ids; raises if any id is not in this split."""
-    order = np.argsort(self.ids)
-    ids = np.asarray(ids, np.int64)
-    where = np.searchsorted(self.ids, ids, sorter=order)
-    where = np.clip(where, 0, len(self) - 1)
-    pos = order[where]
-    if not np.array_equal(self.ids[pos], ids):
-      raise ValueError("some ids are not in this split")
-    return pos
+    return positions_of(self.ids, ids)
 
 
 @dataclasses.dataclass(eq=False)
@@ -104,6 +110,21 @@ def check_selection(ids: np.ndarray, pool: Pool, budget: int, name: str) -> np.n
   return np.sort(ids)
 
 
+@dataclasses.dataclass(frozen=True)
+class RunDirs:
+  """Where a selector may write during `select`: TensorBoard curves and checkpoints of its own train state (the
+  harness passes a cell's folders; None = nowhere, e.g. in a library call)."""
+  logdir: Optional[str] = None
+  checkpoint_dir: Optional[str] = None
+
+
+class Selection(NamedTuple):
+  """What `select` returns: the chosen ids and the selector's own diagnostics (JSON-safe values; results.json keeps
+  them under `info`)."""
+  ids: np.ndarray
+  info: dict
+
+
 class Selector(abc.ABC):
   """A subset-selection method. Subclasses set `name` and implement `select`."""
   name: str = ""
@@ -118,8 +139,8 @@ class Selector(abc.ABC):
     self.config = config
 
   @abc.abstractmethod
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
-    """Returns exactly `budget` unique ids from `pool.train.ids`."""
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
+    """Exactly `budget` unique ids from `pool.train.ids`, with the selector's diagnostics."""
 
 
 _REGISTRY: dict = {}

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from rlsel.selectors.base import Pool, Selector, register
+from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 
 
 def label_quotas(labels: np.ndarray, n: int):
@@ -45,8 +45,8 @@ class Full(Selector):
   uses_budget = False
   needs_embeddings = False
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
-    return pool.train.ids.copy()
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
+    return Selection(pool.train.ids.copy(), {})
 
 
 @register("random")
@@ -54,6 +54,6 @@ class StratifiedRandom(Selector):
   """A uniformly random subset of exactly the budget, stratified by label."""
   needs_embeddings = False
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     pos = stratified_sample(numpy_rng(key), pool.train.labels, budget)
-    return pool.train.ids[pos]
+    return Selection(pool.train.ids[pos], {})

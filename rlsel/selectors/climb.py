@@ -1,30 +1,217 @@
-"""The `climb` selector: CLIMB-style mixture search over k-means clusters (rlsel/climb.py) on the RL environment.
+"""CLIMB-style mixture search over k-means clusters, and the `climb` selector (one module for the concept).
 
-select(key, pool, budget): the same reward split, clusters and proxy-rewarded environment as the RL selectors
-(`rlsel.selectors.rl.build_env`); a jitted search over chunk allocations; the chosen allocation played in the
-environment (episode order from the key) gives exactly `budget` ids. `self.last_info` holds the real proxy
+The search: sample allocations, score a share with the real reward, fit a predictor, keep the predicted best as the
+next proposal. `make_search(config, env_params) -> search(key)` is pure, one jit end to end; `search(config, key,
+env_params)` runs it compiled. `play` (pure) and `play_jit` (compiled) turn an allocation into a selection.
+
+An allocation `a [C]` (int32) counts the environment's chunks given to each cluster: it sums to
+K = ceil(budget / chunk) and never exceeds a cluster's available chunks (`chunk_caps`), so it meets the budget
+exactly (the env cuts the last chunk). It becomes a selection through the environment itself (`play`): the episode
+order drawn from a key, round-robin over the allocated clusters, i.e. the first a_c * chunk examples of cluster c.
+The same round-robin episode is the demonstration the warm-started PPO clones (`Demo`).
+
+Round k: n samples = Dirichlet around a kept allocation (or, for the exploration share, uniform over the simplex),
+discretised to chunks; the predictor's top `score_share` of them (random in round 0) are scored by the real reward
+(vmapped, one key per round: common random numbers); the predictor (rlsel/surrogate.py's MLP on mask features) is
+refit on every (allocation, score) pair so far; the top `top_k` distinct ones of the samples and the old proposal
+by the predictor become the new proposal. The answer is the predictor's best among the really scored allocations
+(it smooths the proxy's noise and never returns an allocation the reward has not seen).
+
+The `climb` selector, select(key, pool, budget): the same reward split, clusters and proxy-rewarded environment as the RL selectors
+(`rlsel.env.build.build_env`); a jitted search over chunk allocations; the chosen allocation played in the
+environment (episode order from the key) gives exactly `budget` ids. The diagnostics hold the real proxy
 evaluations, the reward-split score of the chosen subset and of a random (stratified) subset, and timings.
 """
 
 import time
+from typing import NamedTuple
 
+import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from rlsel import climb as climb_lib
+from rlsel import env as env_lib
 from rlsel import proxy as proxy_lib
-from rlsel.selectors.base import Pool, Selector, register
+from rlsel import surrogate as surrogate_lib
+from rlsel.env.build import build_env
+from rlsel.errors import require
+from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 from rlsel.selectors.basic import numpy_rng
-from rlsel.selectors.rl import FAST_COMPILE, build_env
+from rlsel.selectors.rl import FAST_COMPILE
+
+
+class Demo(NamedTuple):
+  """One played episode, time-major [T, ...]: the observation inputs (taken, step), the action and its validity."""
+  taken: jnp.ndarray   # [T, C] counts before the step
+  step: jnp.ndarray    # [T]
+  action: jnp.ndarray  # [T]
+  valid: jnp.ndarray   # [T] the episode had not ended before this step
+
+
+def num_chunks(params: env_lib.EnvParams) -> int:
+  """K: chunks in a full selection (the last one is cut to the budget)."""
+  return -(-params.budget // params.chunk)
+
+
+def chunk_caps(params: env_lib.EnvParams) -> jnp.ndarray:
+  """Chunks each cluster can give: full chunks (as the env's action mask allows when the pool has slack), or
+  started chunks when full ones cannot reach the budget (these always can: budget <= pool size)."""
+  full = params.sizes // params.chunk
+  return jnp.where(full.sum() >= num_chunks(params), full, -(-params.sizes // params.chunk)).astype(jnp.int32)
+
+
+def discretise(w: jnp.ndarray, caps: jnp.ndarray, k: int) -> jnp.ndarray:
+  """Mixture weights [C] -> chunk counts [C] summing to k, within caps: each chunk goes to the cluster furthest
+  below its share (largest remainder, capacity aware)."""
+  def add(_, a):
+    deficit = jnp.where(a < caps, w * k - a, -jnp.inf)
+    return a.at[jnp.argmax(deficit)].add(1)
+  return jax.lax.fori_loop(0, k, add, jnp.zeros(w.shape, jnp.int32))
+
+
+def features(alloc: jnp.ndarray, params: env_lib.EnvParams) -> jnp.ndarray:
+  """Predictor input of allocations [..., C]: the env's mask features of the (uncut) counts."""
+  taken = jnp.minimum(alloc * params.chunk, params.sizes)
+  return env_lib.mask_features(taken, params)
+
+
+def play(key: jax.Array, alloc: jnp.ndarray, params: env_lib.EnvParams):
+  """Plays an allocation in the environment without scoring it; returns (final EnvState, Demo).
+
+  Each step takes the allocated cluster visited least so far (lowest index on ties): round-robin. Should the
+  allocation run out before the budget (a pool without slack), the first allowed cluster fills the rest."""
+  chex.assert_rank(alloc, 1)
+  quiet = params.replace(reward=env_lib.NoReward())  # cheap steps; scored once below
+  state, obs = env_lib.reset(key, quiet)
+  c = alloc.shape[0]
+  idx = jnp.arange(c, dtype=jnp.int32)
+  big = (params.max_steps + 2) * c
+
+  def one(carry, _):
+    state, obs, used = carry
+    allowed = obs.action_mask
+    want = allowed & (used < alloc)
+    prio = jnp.where(want, -(used * c + idx), jnp.where(allowed, -big - idx, -2 * big))
+    action = jnp.argmax(prio).astype(jnp.int32)
+    nstate, nobs, _, _, _ = env_lib.step(key, state, action, quiet)
+    rec = Demo(taken=state.taken, step=state.step, action=action, valid=~state.done)
+    return (nstate, nobs, used.at[action].add((~state.done).astype(jnp.int32))), rec
+
+  (final, _, _), demo = jax.lax.scan(one, (state, obs, jnp.zeros((c,), jnp.int32)), None, length=params.max_steps)
+  return final, demo
+
+
+def evaluate(key: jax.Array, alloc: jnp.ndarray, params: env_lib.EnvParams) -> jnp.ndarray:
+  """The real reward's score of an allocation: the env's own score of the played selection (one proxy fine-tune)."""
+  final, _ = play(key, alloc, params)
+  return env_lib.score(final, params)
+
+
+def _distinct_priority(allocs: jnp.ndarray, prio: jnp.ndarray) -> jnp.ndarray:
+  """-inf for an allocation equal to a higher-priority one (ties: the lower index wins), so top-k are distinct."""
+  same = jnp.all(allocs[:, None, :] == allocs[None, :, :], -1)
+  n = prio.shape[0]
+  i = jnp.arange(n)
+  ahead = (prio[None, :] > prio[:, None]) | ((prio[None, :] == prio[:, None]) & (i[None, :] < i[:, None]))
+  return jnp.where(jnp.any(same & ahead, -1), -jnp.inf, prio)
+
+
+def check_env(config, params: env_lib.EnvParams) -> None:
+  """The search's settings (`validate`) and an environment it can search: chunked, not whole clusters."""
+  validate(config)
+  require(not params.whole, "climb allocates chunks; use --config.rl.chunk=auto or an integer, not 'cluster'")
+
+
+def make_search(config, params: env_lib.EnvParams, iterations: int = 0):
+  """`search(key) -> dict`: allocation [C] (the answer), ranked [R, C] (scored allocations, predicted best first,
+  repeats last), scores [R] (their real scores), metrics per round, real_evals. `iterations` overrides the config."""
+  check_env(config, params)
+  cc = config.climb
+  rounds = int(iterations) or int(cc.iterations)
+  n, top = int(cc.samples), int(cc.top_k)
+  n_real = max(1, min(n, int(round(n * float(cc.score_share)))))
+  k = num_chunks(params)
+  caps = chunk_caps(params)
+  c = caps.shape[0]
+  hidden, steps, batch = int(cc.predictor_hidden), int(cc.predictor_steps), int(cc.predictor_batch)
+  conc, floor, explore = float(cc.concentration), float(cc.dirichlet_floor), float(cc.explore_share)
+  feats_of = jax.vmap(lambda a: features(a, params))
+  predict = lambda p, a: surrogate_lib.predict(hidden, p, feats_of(a))
+
+  def sample(key, proposal):
+    k_par, k_dir, k_uni, k_mix = jax.random.split(key, 4)
+    parents = proposal[jax.random.randint(k_par, (n,), 0, top)]
+    near = jax.random.dirichlet(k_dir, conc * parents / k + floor)
+    e = jax.random.exponential(k_uni, (n, c))  # Dirichlet(1, ..., 1), without a second gamma sampler to compile
+    uniform = e / jnp.sum(e, -1, keepdims=True)
+    w = jnp.where(jax.random.uniform(k_mix, (n, 1)) < explore, uniform, near)
+    return jax.vmap(discretise, in_axes=(0, None, None))(w, caps, k)
+
+  def fit(key, sur):
+    """Adam on standardised targets (ranking is all that matters; raw proxy scores differ by ~1e-2)."""
+    filled = jnp.arange(sur.targets.shape[0]) < sur.count
+    mu = jnp.sum(jnp.where(filled, sur.targets, 0.0)) / jnp.maximum(sur.count, 1)
+    sd = jnp.sqrt(jnp.sum(jnp.where(filled, (sur.targets - mu) ** 2, 0.0)) / jnp.maximum(sur.count, 1))
+    std = sur.replace(targets=(sur.targets - mu) / (sd + 1e-8))
+    std, loss = surrogate_lib.train(key, std, steps, batch)
+    return std.replace(targets=sur.targets), loss
+
+  def search(key):
+    k_sur, k_loop = jax.random.split(key)
+    sur = surrogate_lib.init(k_sur, 2 * c, hidden, rounds * n_real, float(cc.predictor_lr))
+    start = discretise(params.sizes / jnp.sum(params.sizes), caps, k)  # proportional: like a random subset
+    proposal = jnp.tile(start[None], (top, 1))
+    hist = jnp.zeros((rounds * n_real, c), jnp.int32)
+
+    def one_round(carry, it):
+      proposal, sur, hist, rng = carry
+      rng, k_samp, k_prio, k_eval, k_fit = jax.random.split(rng, 5)
+      cands = sample(k_samp, proposal)
+      prio = jnp.where(it == 0, jax.random.uniform(k_prio, (n,)), predict(sur.params, cands))
+      _, pick = jax.lax.top_k(_distinct_priority(cands, prio), n_real)
+      chosen = cands[pick]
+      scores = jax.vmap(evaluate, in_axes=(None, 0, None))(k_eval, chosen, params)
+      sur = surrogate_lib.add(sur, feats_of(chosen), scores)
+      hist = jax.lax.dynamic_update_slice(hist, chosen, (it * n_real, 0))
+      sur, loss = fit(k_fit, sur)
+      both = jnp.concatenate([cands, proposal])
+      _, keep = jax.lax.top_k(_distinct_priority(both, predict(sur.params, both)), top)
+      proposal = both[keep]
+      metrics = {"best_score": scores.max(), "mean_score": scores.mean(), "predictor_loss": loss,
+                 "proposal_top": proposal[0]}
+      return (proposal, sur, hist, rng), metrics
+
+    (proposal, sur, hist, _), metrics = jax.lax.scan(one_round, (proposal, sur, hist, k_loop), jnp.arange(rounds))
+    prio = _distinct_priority(hist, predict(sur.params, hist))
+    order = jnp.argsort(-prio)
+    return {"allocation": hist[order[0]], "ranked": hist[order], "scores": sur.targets[order],
+            "predicted": prio[order], "metrics": metrics, "real_evals": jnp.asarray(rounds * n_real, jnp.int32)}
+
+  return search
+
+
+def validate(config) -> None:
+  """Checks `config.climb` before any work (climb, and rl_ppo_warm's warm start)."""
+  from rlsel.errors import require_int, require_number
+  c = config.climb
+  for f in ("iterations", "samples", "top_k", "predictor_hidden", "predictor_steps", "predictor_batch",
+            "warm_iterations", "bc_demos", "bc_steps"):
+    require_int(c[f], f"climb.{f}", low=1)
+  require_number(c.score_share, "climb.score_share", low=0, high=1, low_open=True)
+  require_number(c.explore_share, "climb.explore_share", low=0, high=1)
+  for f in ("concentration", "predictor_lr", "bc_lr"):
+    require_number(c[f], f"climb.{f}", low=0, low_open=True)
+  require_number(c.dirichlet_floor, "climb.dirichlet_floor", low=0, low_open=True)
 
 
 def _search_impl(config, iterations: int, key, env_params):
   """One search; `config` is a FrozenConfigDict (hashable), so equal runs reuse the compiled program."""
-  return climb_lib.make_search(config, env_params, iterations)(key)
+  return make_search(config, env_params, iterations)(key)
 
 
 def _play_impl(key, alloc, env_params):
-  return climb_lib.play(key, alloc, env_params)
+  return play(key, alloc, env_params)
 
 
 _JITS = {fast: (jax.jit(_search_impl, static_argnums=(0, 1), compiler_options=FAST_COMPILE if fast else None),
@@ -33,7 +220,7 @@ _JITS = {fast: (jax.jit(_search_impl, static_argnums=(0, 1), compiler_options=FA
 
 
 def search(config, key, env_params, iterations: int = 0) -> dict:
-  """Runs the jitted search (host arrays out); `iterations` overrides `climb.iterations` when > 0."""
+  """`make_search` compiled and run (host arrays out); `iterations` overrides `climb.iterations` when > 0."""
   import ml_collections
   fn = _JITS[bool(config.rl.fast_compile)][0]
   rounds = int(iterations) if int(iterations) > 0 else int(config.climb.iterations)  # one compile per round count
@@ -41,15 +228,15 @@ def search(config, key, env_params, iterations: int = 0) -> dict:
   return jax.tree.map(np.asarray, jax.block_until_ready(out))
 
 
-def play(config, key, alloc, env_params):
-  """The allocation played in the environment: (final EnvState, Demo)."""
+def play_jit(config, key, alloc, env_params):
+  """`play` compiled (host arrays in): the allocation played in the environment, (final EnvState, Demo)."""
   return _JITS[bool(config.rl.fast_compile)][1](key, alloc, env_params)
 
 
 def selected_positions(config, key, alloc, env_params, budget: int) -> np.ndarray:
   """Selectable-row positions of an allocation (exactly `budget`; topped up at random only if the env fell short,
   which cannot happen when the pool has slack)."""
-  final, _ = play(config, key, alloc, env_params)
+  final, _ = play_jit(config, key, alloc, env_params)
   chosen = np.flatnonzero(np.asarray(final.mask))
   if chosen.shape[0] < budget:
     rest = np.setdiff1d(np.arange(env_params.num_rows), chosen)
@@ -62,7 +249,7 @@ class ClimbSelector(Selector):
   """Mixture search over clusters scored by the fine-tuned proxy; see the module docstring."""
   config_sections = ("kmeans", "proxy", "rl", "climb")  # the RL selectors' environment, plus the search
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     cfg = self.config
     t0 = time.time()
     k_env, k_search, k_final, k_score = jax.random.split(key, 4)
@@ -73,7 +260,7 @@ class ClimbSelector(Selector):
     t_search = time.time()
     chosen = selected_positions(cfg, k_final, out["allocation"], params, budget)
     score = lambda pos: proxy_lib.score_positions(k_score, params.proxy_spec, params.proxy, pos)
-    self.last_info = {
+    info = {
         "real_proxy_evals": int(out["real_evals"]), "reward_score": score(chosen),
         "random_reward_score": score(sample), "search_best_score": float(np.max(out["scores"])),
         "allocation": out["allocation"].tolist(), "num_clusters": int(params.sizes.shape[0]), "chunk": params.chunk,
@@ -81,4 +268,4 @@ class ClimbSelector(Selector):
         "env_seconds": t_env - t0, "search_seconds": t_search - t_env, "select_seconds": time.time() - t0,
         "curves": {k: v.tolist() for k, v in out["metrics"].items() if v.ndim == 1},
     }
-    return pool.train.ids[selectable[chosen]]
+    return Selection(pool.train.ids[selectable[chosen]], info)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlsel.errors import UserError, require
-from rlsel.selectors.base import Pool, Selector, register
+from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 from rlsel.selectors.basic import label_quotas, numpy_rng
 from rlsel.selectors.heuristics import fit_probe, pool_clusters, probe_log_probs
 
@@ -92,7 +92,7 @@ class ClusterStratified(Selector):
   size: coverage follows the pool's density (a dense cluster gets more) and the label shares are the pool's."""
   config_sections = ("selection", "kmeans.batch_size")
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     t0 = time.time()
     kcl, kpick = jax.random.split(key)
     assign, k = pool_clusters(kcl, pool, self.config)
@@ -101,11 +101,11 @@ class ClusterStratified(Selector):
     quotas = nested_quotas(labels, assign, budget)
     pos = np.concatenate([rng.choice(np.flatnonzero((labels == c) & (assign == cl)), size=q, replace=False)
                           for (c, cl), q in sorted(quotas.items())])
-    self.last_info = {"select_seconds": time.time() - t0, "clusters": k,
-                      "nonempty_clusters": int(np.unique(assign).shape[0]),
-                      "strata": int(np.unique(assign.astype(np.int64) * pool.num_classes + labels).shape[0]),
-                      "strata_sampled": len(quotas)}
-    return pool.train.ids[pos]
+    info = {"select_seconds": time.time() - t0, "clusters": k,
+            "nonempty_clusters": int(np.unique(assign).shape[0]),
+            "strata": int(np.unique(assign.astype(np.int64) * pool.num_classes + labels).shape[0]),
+            "strata_sampled": len(quotas)}
+    return Selection(pool.train.ids[pos], info)
 
 
 def ccs_allocate(sizes: np.ndarray, budget: int, rng: np.random.Generator = None) -> np.ndarray:
@@ -170,7 +170,7 @@ class CCS(Selector):
   """
   config_sections = ("selection",)
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
     t0 = time.time()
     kprobe, kpick = jax.random.split(key)
@@ -178,10 +178,10 @@ class CCS(Selector):
     labels = pool.train.labels
     scores = 1.0 - probs[np.arange(labels.shape[0]), labels]
     pos, info = ccs_positions(numpy_rng(kpick), scores, budget, float(s.ccs_beta), int(s.ccs_bins))
-    self.last_info = dict(info, select_seconds=time.time() - t0, mean_score_pool=float(scores.mean()),
-                          mean_score_selected=float(scores[pos].mean()),
-                          probe_accuracy=float((probs.argmax(1) == labels).mean()))
-    return pool.train.ids[pos]
+    info = dict(info, select_seconds=time.time() - t0, mean_score_pool=float(scores.mean()),
+                mean_score_selected=float(scores[pos].mean()),
+                probe_accuracy=float((probs.argmax(1) == labels).mean()))
+    return Selection(pool.train.ids[pos], info)
 
 
 def clean_positions(rng: np.random.Generator, labels: np.ndarray, flagged: np.ndarray, confidence: np.ndarray,
@@ -209,7 +209,7 @@ class LabelClean(Selector):
   rest (`clean_positions`)."""
   config_sections = ("selection",)
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     try:
       import cleanlab.filter
     except ImportError:
@@ -226,7 +226,7 @@ class LabelClean(Selector):
                          bool)
     confidence = probs[np.arange(labels.shape[0]), labels]
     pos = clean_positions(numpy_rng(kpick), labels, flagged, confidence, budget)
-    self.last_info = {"select_seconds": time.time() - t0, "flagged": int(flagged.sum()),
-                      "flagged_rate": float(flagged.mean()), "selected_flagged": int(flagged[pos].sum()),
-                      "probe_accuracy": float((probs.argmax(1) == labels).mean())}
-    return pool.train.ids[pos]
+    info = {"select_seconds": time.time() - t0, "flagged": int(flagged.sum()),
+            "flagged_rate": float(flagged.mean()), "selected_flagged": int(flagged[pos].sum()),
+            "probe_accuracy": float((probs.argmax(1) == labels).mean())}
+    return Selection(pool.train.ids[pos], info)

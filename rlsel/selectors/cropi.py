@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlsel.selectors import gradients as G
-from rlsel.selectors.base import Pool, Selector, register
+from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 
 
 def class_influence(pool_feats: jax.Array, val_feats: jax.Array, val_labels: jax.Array, num_classes: int):
@@ -41,11 +41,12 @@ def round_shares(budget: int, rounds: int) -> list:
 class Cropi(G.WarmedSelector, Selector):
   """Curriculum of R rounds of sparse-gradient influence selection, fine-tuning on the picks between rounds."""
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
     t0 = time.time()
     _, kproj, kround = jax.random.split(key, 3)
-    fns, paths, ckpts, _ = self.warm_up(key, pool)
+    warm = self.warm_up(key, pool)
+    fns, paths, ckpts = warm.fns, warm.paths, warm.checkpoints
     params = ckpts[-1].params
     projector = G.make_projector(kproj, s, G.num_coordinates(G.split_params(params, paths)[0]), sparse=True)
     seconds = {"warmup": time.time() - t0, "gradients": 0.0, "finetune": 0.0}
@@ -70,7 +71,7 @@ class Cropi(G.WarmedSelector, Selector):
                                 int(s.cropi_round_epochs), int(s.train_batch_size), float(s.learning_rate),
                                 float(s.schedule_warmup_fraction), G.adam_hparams(s))[-1].params
         seconds["finetune"] += time.time() - t
-    self.last_info = {f"{k}_seconds": v for k, v in seconds.items()}
-    self.last_info["warmup_reused"] = self.warmup_reused
-    self.last_info.update(rounds=len(shares), shares=shares, sparse_coords=int(projector.coords.shape[0]))
-    return pool.train.ids[np.flatnonzero(chosen)]
+    info = {f"{k}_seconds": v for k, v in seconds.items()}
+    info.update(warmup_reused=warm.reused, rounds=len(shares), shares=shares,
+                sparse_coords=int(projector.coords.shape[0]))
+    return Selection(pool.train.ids[np.flatnonzero(chosen)], info)

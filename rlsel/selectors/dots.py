@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from rlsel.selectors import gradients as G
-from rlsel.selectors.base import Pool, Selector, register
+from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 from rlsel.selectors.basic import numpy_rng
 from rlsel.stats import pearson
 
@@ -100,11 +100,12 @@ def dots_sample(key, p_hat: jax.Array, k: int, alpha: float, tau: float) -> jax.
 class Dots(G.WarmedSelector, Selector):
   """Gumbel top-k sampling around p_hat = alpha, p_hat from an attention estimator fit on a measured reference set."""
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
     t0 = time.time()
     _, kref, kfit, ksample = jax.random.split(key, 4)
-    fns, _, ckpts, warm_pos = self.warm_up(key, pool)
+    warm = self.warm_up(key, pool)
+    fns, ckpts, warm_pos = warm.fns, warm.checkpoints, warm.positions
     t1 = time.time()
     n = len(pool.train)
     candidates = np.setdiff1d(np.arange(n), warm_pos)
@@ -145,5 +146,5 @@ class Dots(G.WarmedSelector, Selector):
     info.update(sample_seconds=time.time() - t3, mean_p_hat_pool=float(p_use.mean()),
                 mean_p_hat_selected=float(p_use[pos].mean()),
                 mean_abs_gap_selected=float(np.abs(p_use[pos] - float(s.dots_alpha)).mean()))
-    self.last_info = dict(info, warmup_reused=self.warmup_reused)
-    return pool.train.ids[pos]
+    info = dict(info, warmup_reused=warm.reused)
+    return Selection(pool.train.ids[pos], info)

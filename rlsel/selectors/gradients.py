@@ -379,6 +379,17 @@ _WARMUP_STREAM = 0x7761726D  # fold_in tag of the warm-up's key, shared by every
 _WARM_CACHE: dict = {}  # the latest warm-up (one entry: a MiniLM warm-up with per-epoch Adam moments is ~1 GB)
 
 
+class Warmup(NamedTuple):
+  """A warmed-up model: its functions, the param paths whose gradients are taken, per-epoch checkpoints, the pool
+  rows it was warmed on, and whether it was reused from an earlier selector of the same seed (whose seconds then
+  exclude the warm-up)."""
+  fns: "ModelFns"
+  paths: list
+  checkpoints: list
+  positions: np.ndarray
+  reused: bool
+
+
 class WarmedSelector:
   """Mixin for selectors that warm the target model up on a random share of the pool before scoring.
 
@@ -390,9 +401,9 @@ class WarmedSelector:
   model_factory: Callable = staticmethod(target_model_fns)
   config_sections = ("selection",)
 
-  def warm_up(self, key, pool):
-    """(fns, param paths, per-epoch checkpoints, warm-up row positions) for a random `warmup_fraction` of the pool.
-    `key` is the selector's own key; the warm-up's key is derived from it the same way for every selector."""
+  def warm_up(self, key, pool) -> Warmup:
+    """The model warmed up on a random `warmup_fraction` of the pool. `key` is the selector's own key; the warm-up's
+    key is derived from it the same way for every selector."""
     from rlsel.checkpoint import fingerprint
     s = self.config.selection
     key = jax.random.fold_in(key, _WARMUP_STREAM)
@@ -400,12 +411,12 @@ class WarmedSelector:
                       s.warmup_epochs, s.train_batch_size, s.learning_rate, s.schedule_warmup_fraction,
                       adam_hparams(s), s.param_scope, s.last_k, tuple(s.head_patterns), s.layer_pattern,
                       np.asarray(jax.random.key_data(key)), np.asarray(pool.train.ids), np.asarray(pool.train.labels))
-    self.warmup_reused = tag in _WARM_CACHE  # reported in last_info: this selector's seconds exclude the warm-up
-    if not self.warmup_reused:
+    reused = tag in _WARM_CACHE
+    if not reused:
       _WARM_CACHE.clear()
       # the entry holds the factory too, so its id() cannot be recycled by another function while cached
       _WARM_CACHE[tag] = (self.model_factory, self._warm_up(key, pool))
-    return _WARM_CACHE[tag][1]
+    return Warmup(*_WARM_CACHE[tag][1], reused=reused)
 
   def _warm_up(self, key, pool):
     from rlsel.selectors.basic import numpy_rng, stratified_sample

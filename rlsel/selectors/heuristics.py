@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rlsel.selectors.base import Pool, Selector, register
+from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 from rlsel.selectors.basic import label_quotas, numpy_rng, top_k_positions
 
 
@@ -120,7 +120,7 @@ class KCenter(Selector):
   label's quota (pool proportions), each label from its own random first centre."""
   config_sections = ("selection",)
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     t0 = time.time()
     emb, labels = pool.train.embeddings, pool.train.labels
     if not self.config.selection.label_balanced:
@@ -134,8 +134,8 @@ class KCenter(Selector):
           parts.append(rows[np.asarray(kcenter_greedy(jax.random.fold_in(key, int(c)), jnp.asarray(emb[rows]),
                                                       int(t)))])
       pos = np.concatenate(parts)
-    self.last_info = {"select_seconds": time.time() - t0, "label_balanced": bool(self.config.selection.label_balanced)}
-    return pool.train.ids[pos]
+    info = {"select_seconds": time.time() - t0, "label_balanced": bool(self.config.selection.label_balanced)}
+    return Selection(pool.train.ids[pos], info)
 
 
 @register("entropy")
@@ -144,7 +144,7 @@ class Entropy(Selector):
   model: cheap, and it does not spend pool labels)."""
   config_sections = ("selection",)
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
     t0 = time.time()
     params, mean, std = fit_probe(jnp.asarray(pool.validation.embeddings), jnp.asarray(pool.validation.labels),
@@ -154,9 +154,9 @@ class Entropy(Selector):
     # Ties (e.g. duplicate rows) broken by a seeded random order, so the choice depends on the key only.
     order = numpy_rng(key).permutation(ent.shape[0])
     pos = order[top_k_positions(ent[order], budget, pool.train.labels[order] if s.label_balanced else None)]
-    self.last_info = {"select_seconds": time.time() - t0, "mean_entropy_pool": float(ent.mean()),
-                      "mean_entropy_selected": float(ent[pos].mean())}
-    return pool.train.ids[pos]
+    info = {"select_seconds": time.time() - t0, "mean_entropy_pool": float(ent.mean()),
+            "mean_entropy_selected": float(ent[pos].mean())}
+    return Selection(pool.train.ids[pos], info)
 
 
 @register("cluster_balanced")
@@ -166,7 +166,7 @@ class ClusterBalanced(Selector):
   that label's examples."""
   config_sections = ("selection", "kmeans.batch_size")
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     t0 = time.time()
     kcl, kpick = jax.random.split(key)
     assign, k = pool_clusters(kcl, pool, self.config)
@@ -184,7 +184,7 @@ class ClusterBalanced(Selector):
     pos = np.concatenate([rng.choice(rows[assign[rows] == cl], size=q, replace=False)
                           for rows, quota in strata for cl, q in enumerate(quota) if q > 0])
     quota = sum(q for _, q in strata)  # per-cluster takes over all labels
-    self.last_info = {"select_seconds": time.time() - t0, "clusters": k, "nonempty_clusters": int((sizes > 0).sum()),
-                      "min_take": int(quota[sizes > 0].min()), "max_take": int(quota.max()),
-                      "label_balanced": bool(self.config.selection.label_balanced)}
-    return pool.train.ids[pos]
+    info = {"select_seconds": time.time() - t0, "clusters": k, "nonempty_clusters": int((sizes > 0).sum()),
+            "min_take": int(quota[sizes > 0].min()), "max_take": int(quota.max()),
+            "label_balanced": bool(self.config.selection.label_balanced)}
+    return Selection(pool.train.ids[pos], info)

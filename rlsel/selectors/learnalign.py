@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlsel.selectors import gradients as G
-from rlsel.selectors.base import Pool, Selector, register
+from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 
 
 def learnability(p_correct: jax.Array) -> jax.Array:
@@ -40,11 +40,12 @@ def learnalign_scores_pairwise(feats: jax.Array, p_correct: jax.Array) -> jax.Ar
 class LearnAlign(G.WarmedSelector, Selector):
   """Top of the budget by learnability-weighted gradient alignment under the warmed model."""
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
     t0 = time.time()
     _, kproj = jax.random.split(key)
-    fns, paths, ckpts, _ = self.warm_up(key, pool)
+    warm = self.warm_up(key, pool)
+    fns, paths, ckpts = warm.fns, warm.paths, warm.checkpoints
     params = ckpts[-1].params
     t1 = time.time()
     probs = G.predict_proba(fns, params, pool.train, int(s.eval_batch_size))
@@ -55,9 +56,9 @@ class LearnAlign(G.WarmedSelector, Selector):
     t2 = time.time()
     scores = np.asarray(learnalign_scores(jnp.asarray(feats), jnp.asarray(p_correct, jnp.float32)))
     pos = G.top_k_positions(scores, budget, pool.train.labels if s.label_balanced else None)
-    self.last_info = {"warmup_reused": self.warmup_reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
-                      "score_seconds": time.time() - t2,
-                      "mean_p_correct_pool": float(p_correct.mean()),
-                      "mean_p_correct_selected": float(p_correct[pos].mean()),
-                      "mean_learnability_selected": float(np.mean(p_correct[pos] * (1 - p_correct[pos])))}
-    return pool.train.ids[pos]
+    info = {"warmup_reused": warm.reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
+            "score_seconds": time.time() - t2,
+            "mean_p_correct_pool": float(p_correct.mean()),
+            "mean_p_correct_selected": float(p_correct[pos].mean()),
+            "mean_learnability_selected": float(np.mean(p_correct[pos] * (1 - p_correct[pos])))}
+    return Selection(pool.train.ids[pos], info)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlsel.selectors import gradients as G
-from rlsel.selectors.base import Pool, Selector, register
+from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 
 
 def class_mean_directions(val_unit: jax.Array, val_labels: jax.Array, num_classes: int):
@@ -45,11 +45,12 @@ def less_scores(train_feats: jax.Array, val_feats: jax.Array, val_labels: jax.Ar
 class Less(G.WarmedSelector, Selector):
   """LESS with per-epoch warm-up checkpoints, Adam-aware pool features and class-wise max validation alignment."""
 
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
+  def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
     t0 = time.time()
     _, kproj = jax.random.split(key)
-    fns, paths, ckpts, _ = self.warm_up(key, pool)
+    warm = self.warm_up(key, pool)
+    fns, paths, ckpts = warm.fns, warm.paths, warm.checkpoints
     if int(s.less_checkpoints) > 0:
       ckpts = ckpts[-int(s.less_checkpoints):]
     t1 = time.time()
@@ -66,9 +67,9 @@ class Less(G.WarmedSelector, Selector):
     scores = np.asarray(less_scores(jnp.asarray(np.stack(train_f)), jnp.asarray(np.stack(val_f)),
                                     jnp.asarray(pool.validation.labels), lrs, pool.num_classes))
     pos = G.top_k_positions(scores, budget, pool.train.labels if s.label_balanced else None)
-    self.last_info = {"warmup_reused": self.warmup_reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
-                      "score_seconds": time.time() - t2, "checkpoints": len(ckpts),
-                      "num_grad_params": G.num_coordinates(G.split_params(fns.params, paths)[0]),
-                      "lr_means": [float(x) for x in lrs], "score_min_selected": float(scores[pos].min()),
-                      "score_mean": float(scores.mean())}
-    return pool.train.ids[pos]
+    info = {"warmup_reused": warm.reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
+            "score_seconds": time.time() - t2, "checkpoints": len(ckpts),
+            "num_grad_params": G.num_coordinates(G.split_params(fns.params, paths)[0]),
+            "lr_means": [float(x) for x in lrs], "score_min_selected": float(scores[pos].min()),
+            "score_mean": float(scores.mean())}
+    return Selection(pool.train.ids[pos], info)

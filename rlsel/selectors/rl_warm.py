@@ -1,9 +1,9 @@
-"""`rl_ppo_warm`: PPO started from a policy cloned from a short `climb` search (rlsel/climb.py).
+"""`rl_ppo_warm`: PPO started from a policy cloned from a short `climb` search (rlsel/selectors/climb.py).
 
 Before PPO: `climb.warm_iterations` rounds of the mixture search on the same environment; the `climb.bc_demos`
 best distinct allocations (by the search's predictor) are played round-robin in the environment, and the cluster
 network is fitted to their action sequences by behaviour cloning (rlsel/agents/bc.py). PPO then runs from those
-params; everything after training (greedy vs best sampled episode, ids, last_info) is `rl_ppo`'s. `last_info`
+params; everything after training (greedy vs best sampled episode, ids, diagnostics) is `rl_ppo`'s. The diagnostics
 adds the climb's and PPO's real proxy evaluations (summed in `real_proxy_evals`), the cloning accuracy and timings.
 """
 
@@ -13,11 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlsel import climb as climb_lib
 from rlsel import env as env_lib
 from rlsel.agents import bc, networks
 from rlsel.selectors import climb as climb_sel
-from rlsel.selectors.base import Pool, register
+from rlsel.selectors.base import register
 from rlsel.selectors.rl import FAST_COMPILE, RLSelector
 
 
@@ -31,7 +30,7 @@ def clone(key, config, env_params, allocs):
 
 def _clone_impl(key, hidden, steps, lr, max_grad_norm, allocs, env_params):
   k_play, k_init = jax.random.split(key)
-  _, demo = jax.vmap(climb_lib.play, in_axes=(None, 0, None))(k_play, allocs, env_params)
+  _, demo = jax.vmap(climb_sel.play, in_axes=(None, 0, None))(k_play, allocs, env_params)
   obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
   params = networks.init(k_init, hidden, env_params.feats, obs0)
   return bc.fit(params, hidden, env_params, demo, steps, lr, max_grad_norm)
@@ -47,7 +46,7 @@ class WarmPPOSelector(RLSelector):
   algo = "ppo"
   config_sections = ("kmeans", "proxy", "rl", "climb")
 
-  def _train(self, key, env_params) -> dict:
+  def _train(self, key, env_params, checkpoint_dir) -> tuple:
     cfg = self.config
     k_climb, k_clone, k_ppo = jax.random.split(key, 3)
     t0 = time.time()
@@ -56,17 +55,12 @@ class WarmPPOSelector(RLSelector):
     demos = found["ranked"][:max(1, int(cfg.climb.bc_demos))]
     init, fit = clone(k_clone, cfg, env_params, demos)
     t2 = time.time()
-    out = jax.block_until_ready(dict(self._run_agent(k_ppo, env_params, self.name, init_params=init)))
+    out = jax.block_until_ready(dict(self._run_agent(k_ppo, env_params, self.name, checkpoint_dir, init_params=init)))
     climb_evals, ppo_evals = int(found["real_evals"]), int(out["real_evals"])
     out["real_evals"] = climb_evals + ppo_evals
-    self._warm_info = {
+    warm_info = {
         "climb_real_evals": climb_evals, "ppo_real_evals": ppo_evals,
         "climb_best_score": float(np.max(found["scores"])),
         "bc_demos": int(demos.shape[0]), "bc_accuracy": float(fit["accuracy"]), "bc_loss": float(fit["loss"]),
         "climb_seconds": t1 - t0, "bc_seconds": t2 - t1, "ppo_seconds": time.time() - t2}
-    return out
-
-  def select(self, key, pool: Pool, budget: int) -> np.ndarray:
-    ids = super().select(key, pool, budget)
-    self.last_info.update(self._warm_info)
-    return ids
+    return out, warm_info

@@ -1,0 +1,89 @@
+"""A real pool -> the environment: reward split, standardised features, k-means clusters, initial proxy, EnvParams.
+
+`build_env` is what every selector on the environment (rl_*, climb, rl_ppo_warm) and the benchmarks that rebuild it
+(proxy_fidelity, throughput, memory) call, so they all see the same reward split and clusters for a key.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlsel import env as env_lib
+from rlsel import kmeans as kmeans_lib
+from rlsel import proxy as proxy_lib
+from rlsel.data.splits import stratified_fractions
+from rlsel.env.rewards import ProxyReward
+from rlsel.errors import require
+from rlsel.selectors.basic import numpy_rng, stratified_sample
+
+_STD_EPS = 1e-6  # added to per-dimension std before dividing (constant dimensions)
+
+
+def standardise(x: np.ndarray, reference: np.ndarray = None) -> np.ndarray:
+  """Per-dimension z-scores over sqrt(d) (rows of norm ~1): the proxy trains at one learning rate without blowing up.
+  The mean and std are `reference`'s (default: `x`'s own; e.g. the pool's, to put test rows in the proxy's space).
+  float32, built in place in one copy of `x` (pools of millions of rows)."""
+  x = np.asarray(x, np.float32)
+  ref = x if reference is None else np.asarray(reference, np.float32)
+  out = x - ref.mean(0)
+  out /= ref.std(0) + _STD_EPS
+  out /= np.sqrt(x.shape[1])
+  return out
+
+
+def pca(x: np.ndarray, dim: int) -> np.ndarray:
+  """Projection on the top `dim` principal components (from the d x d covariance; no n x n array)."""
+  xc = x - x.mean(0)
+  _, vecs = np.linalg.eigh(xc.T @ xc)
+  return (xc @ vecs[:, ::-1][:, :dim]).astype(np.float32)
+
+
+def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int, budget: int,
+              tokens: np.ndarray = None):
+  """Reward split, clusters, initial proxy and EnvParams for a pool. Returns (env_params, selectable positions,
+  the random budget-sized sample behind the initial proxy). `tokens` [n, L] (pad 0): needed by the transformer
+  proxy, which trains on them; clusters always come from the embeddings."""
+  labels = np.asarray(labels, np.int32)
+  frac = float(config.proxy.reward_fraction)
+  require(0.0 < frac < 1.0, f"proxy.reward_fraction={frac} must be in (0, 1), e.g. --config.proxy.reward_fraction=0.2")
+  rng = numpy_rng(key)
+  selectable, reward = stratified_fractions(labels, (frac,), int(rng.integers(2**31)))
+  require(reward.shape[0] > 0, "the reward split is empty; raise --config.proxy.reward_fraction")
+  require(budget <= selectable.shape[0],
+          f"the budget of {budget} examples exceeds the {selectable.shape[0]} selectable examples (the reward split "
+          f"holds {reward.shape[0]}); lower --config.budget or --config.proxy.reward_fraction")
+  x = standardise(embeddings)
+  dim = int(config.proxy.pca_dim)
+  require(dim >= 0, f"proxy.pca_dim={dim} must be >= 0 (0 = no projection)")
+  if 0 < dim < x.shape[1]:
+    x = standardise(pca(x, dim))
+  sx, rx, sy = jnp.asarray(x[selectable]), jnp.asarray(x[reward]), labels[selectable]
+  del x  # from here on only the device copies (shared by k-means and the proxy) hold the pool
+  spec = proxy_lib.spec_from_config(config, num_classes)
+  px, prx = sx, rx
+  if spec.kind == "transformer":
+    require(tokens is not None, "proxy.kind='transformer' needs the pool's tokens; this caller passes embeddings only")
+    tokens = np.asarray(tokens, np.int32)
+    px, prx = jnp.asarray(tokens[selectable]), jnp.asarray(tokens[reward])
+  k_km, k_init, k_fit = jax.random.split(key, 3)
+
+  k = int(min(int(config.kmeans.num_clusters), selectable.shape[0]))
+  require(k >= 1, f"kmeans.num_clusters={config.kmeans.num_clusters} must be positive")
+  if config.kmeans.stratified:
+    cents, assign = kmeans_lib.stratified_kmeans(k_km, np.asarray(sx), sy, k, int(config.kmeans.iters),
+                                                 int(config.kmeans.batch_size))
+  else:
+    cents, assign = kmeans_lib.kmeans(k_km, sx, k, int(config.kmeans.iters), int(config.kmeans.batch_size))
+  cents, assign = kmeans_lib.compact(np.asarray(assign), np.asarray(cents))
+
+  data = proxy_lib.ProxyData(x=px, y=jnp.asarray(sy), rx=prx, ry=jnp.asarray(labels[reward]),
+                             init_params=proxy_lib.init_params(k_init, spec, px.shape[1]))
+  sample = stratified_sample(rng, sy, budget)
+  init = proxy_lib.fit_initial(k_fit, spec, data, sample, int(config.proxy.init_steps))
+  loss, ent = proxy_lib.loss_and_entropy(spec, init, data.x, data.y)
+  feats = kmeans_lib.cluster_features(assign, cents, sy, num_classes, np.asarray(loss), np.asarray(ent))
+  chunk, whole = env_lib.resolve_chunk(config.rl.chunk, budget, config.rl.episode_steps)
+  params = env_lib.make_params(feats=feats, assign=assign, budget=budget, chunk=chunk, whole=whole,
+                               reward=ProxyReward(), timing=str(config.proxy.reward_timing), proxy_spec=spec,
+                               proxy_data=data)
+  return params, selectable, sample

@@ -1,0 +1,139 @@
+"""The environment's dynamics, pure and functional (gymnax/Jumanji style): `make_params`, `reset`, `step`, `score`.
+
+An action names a cluster; the step adds that cluster's next `chunk` not-yet-selected examples (in a per-episode
+random order) or, with `whole=True`, the whole cluster. The episode ends when exactly `budget` examples are chosen
+(the last chunk is cut). Episodes have a fixed length bound `max_steps`; steps after the end are no-ops with zero
+reward, so a batch of episodes runs under `vmap` with no auto-reset branch.
+
+Chunk mode masks clusters with fewer than a full chunk left (unless none has a full chunk), which makes every
+episode exactly ceil(budget / chunk) steps whenever the pool has slack (see `episode_bound`).
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlsel import proxy as proxy_lib
+from rlsel.env.observe import action_mask, observe
+from rlsel.env.rewards import RewardFn
+from rlsel.env.types import EnvParams, EnvState
+from rlsel.errors import UserError
+
+TIMINGS = ("step", "end")
+
+
+def episode_bound(sizes: np.ndarray, budget: int, chunk: int, whole: bool) -> int:
+  """Steps that always suffice to meet the budget (exact in the usual case)."""
+  sizes = np.asarray(sizes)
+  if whole:
+    return int(np.searchsorted(np.cumsum(np.sort(sizes)), budget) + 1)
+  c, n = sizes.shape[0], int(sizes.sum())
+  full = -(-budget // chunk)
+  # If the pool keeps C*(chunk-1) examples spare, some cluster always has a full chunk left: exactly `full` steps.
+  return full if n - budget >= c * (chunk - 1) else full + c
+
+
+def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, whole: bool = False,
+                timing: str = "step", proxy_spec=None, proxy_data=None, values=None,
+                surrogate_params=None) -> EnvParams:
+  """Builds EnvParams from cluster features [C, F], the cluster id of each selectable row [N] and the reward."""
+  assign = np.asarray(assign, np.int64)
+  feats = np.asarray(feats, np.float32)
+  c, n = feats.shape[0], assign.shape[0]
+  if not isinstance(reward, RewardFn):
+    raise TypeError(f"reward must be a rlsel.env.rewards.RewardFn, got {reward!r}")
+  if timing not in TIMINGS:
+    raise UserError(f"proxy.reward_timing={timing!r} is unknown; choose one of {', '.join(TIMINGS)}")
+  if not 0 < budget <= n:
+    raise UserError(f"the budget of {budget} examples must be between 1 and the {n} selectable examples; "
+                    "lower --config.budget or --config.proxy.reward_fraction")
+  if assign.min() < 0 or assign.max() >= c:
+    raise ValueError("cluster ids must lie in [0, C)")
+  sizes = np.bincount(assign, minlength=c)
+  if whole:
+    chunk = int(sizes.max())
+  if chunk < 1:
+    raise UserError(f"rl.chunk={chunk} must be a positive number of examples, 'auto' or 'cluster'")
+  width = int(sizes.max()) + chunk  # padded so a dynamic slice of `chunk` never clamps
+  order = np.full((c, width), -1, np.int32)
+  by = np.argsort(assign, kind="stable")
+  starts = np.concatenate([[0], np.cumsum(sizes)])
+  for k in range(c):
+    order[k, :sizes[k]] = by[starts[k]:starts[k + 1]]
+  return EnvParams(
+      feats=jnp.asarray(feats), sizes=jnp.asarray(sizes, jnp.int32), order=jnp.asarray(order),
+      values=jnp.asarray(np.zeros(c) if values is None else values, jnp.float32),
+      proxy=proxy_data, surrogate=surrogate_params, num_rows=n, budget=int(budget), chunk=int(chunk),
+      whole=bool(whole), max_steps=episode_bound(sizes, budget, chunk, whole), reward=reward, timing=timing,
+      proxy_spec=proxy_spec)
+
+
+def resolve_chunk(chunk, budget: int, episode_steps: int):
+  """Config `rl.chunk` ("auto", an integer, or "cluster") -> (chunk examples, whole)."""
+  s = str(chunk).strip().lower()
+  if s == "cluster":
+    return 1, True
+  if s == "auto":
+    if int(episode_steps) < 1:
+      raise UserError(f"rl.episode_steps={episode_steps} must be a positive integer")
+    return max(1, -(-budget // int(episode_steps))), False
+  try:
+    k = int(s)
+  except ValueError:
+    raise UserError(f"rl.chunk={chunk!r} must be 'auto', 'cluster' or a positive integer") from None
+  if k < 1:
+    raise UserError(f"rl.chunk={chunk!r} must be 'auto', 'cluster' or a positive integer")
+  return k, False
+
+
+def score(state: EnvState, params: EnvParams) -> jnp.ndarray:
+  """The reward's score of an episode's current selection (with the episode's proxy key, as its steps use)."""
+  return params.reward(state.proxy_key, state.taken, state.order, state.rows, params)
+
+
+def reset(key: jax.Array, params: EnvParams):
+  k_perm, k_rows, k_proxy = jax.random.split(key, 3)
+  valid = params.order >= 0
+  u = jnp.where(valid, jax.random.uniform(k_perm, params.order.shape), 2.0)
+  order = jnp.take_along_axis(params.order, jnp.argsort(u, axis=1), axis=1)
+  if params.proxy is not None:
+    rows = proxy_lib.reward_rows(k_rows, params.proxy_spec, params.proxy)
+  else:
+    rows = jnp.zeros((1,), jnp.int32)
+  s0 = params.reward.initial(rows, params)
+  c = params.sizes.shape[0]
+  state = EnvState(mask=jnp.zeros((params.num_rows,), bool), taken=jnp.zeros((c,), jnp.int32),
+                   step=jnp.zeros((), jnp.int32), score=s0, init_score=s0, order=order, rows=rows,
+                   proxy_key=k_proxy, done=jnp.zeros((), bool))
+  return state, observe(state.taken, state.step, params)
+
+
+def step(key: jax.Array, state: EnvState, action: jnp.ndarray, params: EnvParams):
+  """Adds the chosen cluster's next chunk; reward = change in score ("step") or final - initial ("end").
+
+  The proxy fine-tune uses the episode's `proxy_key` (drawn at reset), so within an episode the score is a fixed
+  function of the selected set; `key` is accepted for the gymnax signature and future stochastic rewards."""
+  del key
+  chex.assert_rank(action, 0)
+  c = action
+  taken = state.taken
+  left = params.sizes[c] - taken[c]
+  ok = action_mask(taken, params)[c] & ~state.done
+  n_add = jnp.where(ok, jnp.minimum(jnp.minimum(params.chunk, left), params.budget - taken.sum()), 0)
+  idx = jax.lax.dynamic_slice(state.order[c], (taken[c],), (params.chunk,))
+  rows = jnp.where(jnp.arange(params.chunk) < n_add, idx, params.num_rows)
+  mask = state.mask.at[rows].set(True, mode="drop")
+  taken = taken.at[c].add(n_add)
+  done = taken.sum() >= params.budget
+  finishing = done & ~state.done
+  if params.timing == "end":
+    new_score = jax.lax.cond(finishing, lambda: params.reward(state.proxy_key, taken, state.order, state.rows, params),
+                             lambda: state.score)
+    reward = jnp.where(finishing, new_score - state.init_score, 0.0)
+  else:
+    new_score = jnp.where(state.done, state.score, params.reward(state.proxy_key, taken, state.order, state.rows, params))
+    reward = new_score - state.score
+  new = state.replace(mask=mask, taken=taken, step=state.step + 1, score=new_score, done=done)
+  info = {"added": n_add, "valid": ~state.done, "score": new_score}
+  return new, observe(taken, new.step, params), reward.astype(jnp.float32), done, info

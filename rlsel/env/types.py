@@ -1,0 +1,50 @@
+"""The environment's data: fixed pool parameters, the per-episode state, and the dynamic observation."""
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from rlsel import proxy as proxy_lib
+
+
+@struct.dataclass
+class EnvParams:
+  """The fixed pool. Arrays: feats [C, F], sizes [C], order [C, W] (pool rows per cluster, -1 padded),
+  values [C] (toy reward only), proxy data, surrogate params. The rest is static, the reward included (a hashable
+  `rlsel.env.rewards.RewardFn`)."""
+  feats: jnp.ndarray
+  sizes: jnp.ndarray
+  order: jnp.ndarray
+  values: jnp.ndarray
+  proxy: Optional[proxy_lib.ProxyData]
+  surrogate: Optional[dict]
+  num_rows: int = struct.field(pytree_node=False)
+  budget: int = struct.field(pytree_node=False)
+  chunk: int = struct.field(pytree_node=False)      # max examples one step adds (the biggest cluster if whole)
+  whole: bool = struct.field(pytree_node=False)
+  max_steps: int = struct.field(pytree_node=False)
+  reward: Any = struct.field(pytree_node=False)    # a RewardFn (rlsel/env/rewards.py)
+  timing: str = struct.field(pytree_node=False)
+  proxy_spec: Optional[proxy_lib.ProxySpec] = struct.field(pytree_node=False, default=None)
+
+
+@struct.dataclass
+class EnvState:
+  mask: jnp.ndarray        # [N] bool, examples selected so far
+  taken: jnp.ndarray       # [C] int32, examples taken per cluster
+  step: jnp.ndarray        # int32
+  score: jnp.ndarray       # float32, current score of the selection
+  init_score: jnp.ndarray  # float32, score of the empty selection
+  order: jnp.ndarray       # [C, W] int32, this episode's order within each cluster
+  rows: jnp.ndarray        # [R'] int32, reward-split rows scored this episode (a dummy [1] without subsampling)
+  proxy_key: jax.Array     # one fine-tune key per episode (common random numbers: less noisy score changes)
+  done: jnp.ndarray        # bool
+
+
+class Obs(NamedTuple):
+  """The dynamic part of the observation; the static cluster features are `EnvParams.feats` (not copied per env)."""
+  dyn: jnp.ndarray          # [C, 4] taken/size, left/size, taken/budget, action mask
+  glob: jnp.ndarray         # [2] budget left / budget, step / max_steps
+  action_mask: jnp.ndarray  # [C] bool
