@@ -50,12 +50,29 @@ def load_config():
   return config
 
 
+def note_unread_overrides(config) -> None:
+  """Says (one line on stdout, before any work) which --config.* overrides this run never reads, so a setting meant
+  for another selector or track is not silently taken for an effect."""
+  from rlsel import validation
+  try:
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+  except Exception:  # no overrides recorded (e.g. called outside absl's flag parsing)
+    return
+  unread = validation.unread_overrides(config, overrides)
+  if unread:
+    print(f"note: {', '.join('--config.' + k for k in unread)} "
+          f"{'is' if len(unread) == 1 else 'are'} not read by this run (no chosen selector or track uses "
+          f"{'it' if len(unread) == 1 else 'them'}), so {'it changes' if len(unread) == 1 else 'they change'} "
+          "nothing", flush=True)
+
+
 def main(argv) -> None:
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # keep library chatter (orbax, datasets) out of the run's output
   from rlsel.errors import UserError
   config = load_config()
+  note_unread_overrides(config)
   if "rlvr" in config:  # the RL-fine-tuning track (configs/rlvr.py) has its own runner
     return run_rlvr(config)
   try:

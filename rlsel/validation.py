@@ -155,3 +155,24 @@ def check_workdir_contents(workdir: str) -> None:
         ck.check_readable()
       finally:
         ck.close()
+
+
+# Fields every selection run reads: the run plan and what every cell reads (data, features, target, fine-tune).
+_PLAN_FIELDS = ("task", "tasks", "selectors", "seeds", "budget", "sweep", "mesh", "distributed")
+_RLVR_FIELDS = ("rlvr", "seeds", "distributed")
+
+
+def unread_overrides(config, overrides) -> list:
+  """The overridden fields (e.g. ["proxy.steps"]) no part of this run reads, so they change nothing: sections only
+  other selectors read, or the selection track's fields in the RLVR track (which reads `rlvr` and `seeds`)."""
+  from rlsel import results
+  from rlsel.configlib import names_list
+  from rlsel.selectors import base
+  if "rlvr" in config:
+    read = _RLVR_FIELDS
+  else:
+    selectors = names_list(config.selectors) + names_list(config.sweep.selectors)
+    read = _PLAN_FIELDS + results.COMMON_SECTIONS + tuple(
+        s for name in selectors if name in base.names() for s in base.selector_class(name).config_sections)
+  return sorted(k for k in overrides if not any(k == f or k.startswith(f + ".") for f in read))
+

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_config
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu")
 
@@ -222,3 +222,18 @@ def test_workdir_that_is_a_file(tmp_path):
   r = run_main(["--config=configs/debug.py"], blocker / "wd")
   assert r.returncode != 0 and len([l for l in r.stderr.splitlines() if l.strip()]) == 1
   assert "is not a folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_overrides_no_cell_reads_are_named(tmp_path):
+  """A --config.* setting that no chosen selector (or track) reads is said to change nothing, before any work."""
+  from rlsel import validation
+  c = load_config("debug")
+  assert validation.unread_overrides(c, {"proxy.steps": 3, "finetune.min_steps": 5, "seeds": 1}) == ["proxy.steps"]
+  c.selectors = ("random", "rl_ppo")
+  assert validation.unread_overrides(c, {"proxy.steps": 3, "selection.ccs_beta": 0.2}) == ["selection.ccs_beta"]
+  assert validation.unread_overrides(load_config("rlvr"), {"selectors": "random", "rlvr.grpo.steps": 2}) == [
+      "selectors"]
+  wd = tmp_path / "wd"
+  r = run_main(["--config=configs/debug.py", "--config.proxy.steps=3", "--config.selectors=random,bogus"], wd)
+  assert "note: --config.proxy.steps is not read by this run" in r.stdout
+  _assert_clean_failure(r, wd, "unknown selector 'bogus'")
