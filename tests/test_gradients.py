@@ -85,7 +85,7 @@ def test_per_example_grads_match_single_example_grads():
   fns, split = tiny_fns(), tiny_split(n=5)
   paths = G.select_paths(fns.params, "last_k", 1, ("head",), r"layers?_(\d+)")
   sel, frozen = G.split_params(fns.params, paths)
-  rows = G.flatten_rows(G.per_example_grads(fns.apply, sel, frozen, G._batch(split, np.arange(5))), paths)
+  rows = G.flatten_rows(G.per_example_grads(fns.apply, sel, frozen, G.batch_of(split, np.arange(5))), paths)
   assert rows.shape == (5, G.num_coordinates(sel))
   @jax.jit
   def single(i):
@@ -105,7 +105,7 @@ def test_gradient_features_batched_equal_direct_projection():
   sel, frozen = G.split_params(fns.params, paths)
   proj = G.Projector("gaussian", jax.random.key(9), 6, 4)
   feats = G.gradient_features(fns, fns.params, split, paths, proj, batch_size=4)  # 3 batches, last one padded
-  direct = proj(G.flatten_rows(G.per_example_grads(fns.apply, sel, frozen, G._batch(split, np.arange(11))), paths))
+  direct = proj(G.flatten_rows(G.per_example_grads(fns.apply, sel, frozen, G.batch_of(split, np.arange(11))), paths))
   np.testing.assert_allclose(feats, np.asarray(direct), rtol=1e-4, atol=1e-6)
 
 

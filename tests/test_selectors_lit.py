@@ -157,21 +157,21 @@ def test_warmed_selectors_of_one_seed_share_one_warm_up(pool, monkeypatch):
   from rlsel.selectors import gradients
   factory = lambda config, num_classes, key: tiny_fns(key, num_classes)
   calls = []
-  real = gradients.warmup_train
-  monkeypatch.setattr(gradients, "warmup_train", lambda *a, **k: calls.append(1) or real(*a, **k))
+  real = gradients.warmup.warmup_train
+  monkeypatch.setattr(gradients.warmup, "warmup_train", lambda *a, **k: calls.append(1) or real(*a, **k))
 
   def make(name):
     sel = base.make(name, small_config())
     sel.model_factory = factory
     return sel
 
-  gradients._WARM_CACHE.clear()
+  gradients.clear_cache()
   first = make("less")
   _, first_info = first.select(jax.random.key(5), pool, 7)
   second = make("learnalign")
   shared, second_info = second.select(jax.random.key(5), pool, 7)
   assert len(calls) == 1 and not first_info["warmup_reused"] and second_info["warmup_reused"]
-  gradients._WARM_CACHE.clear()
+  gradients.clear_cache()
   fresh = make("learnalign").select(jax.random.key(5), pool, 7).ids
   assert len(calls) == 2
   np.testing.assert_array_equal(shared, fresh)

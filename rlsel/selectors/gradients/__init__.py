@@ -1,0 +1,52 @@
+"""Per-example gradient features for the gradient-based selectors (LESS, LearnAlign, CROPI, DOTS' warm-up).
+
+A pool example's feature is the gradient of its loss with respect to a subset of the model's parameters (the head, the
+last k layers, or all), flattened and projected to `d` dimensions by a random Johnson-Lindenstrauss map.
+
+- `model`: the classifier as pure functions (`ModelFns`), probabilities, batching;
+- `params`: which parameters, and flattening them;
+- `projection`: dense and sparse projections regenerated blockwise under jit, `Projector`;
+- `features`: per-example gradients, LESS's Adam feature, the projected features of a split;
+- `warmup`: the Adam warm-up with a checkpoint per epoch, and `WarmedSelector` (one warm-up shared per seed).
+Also here: `validate`, the check of the `selection` config section.
+"""
+
+from rlsel.selectors.basic import top_k_positions
+from rlsel.selectors.gradients.features import adam_features, gradient_features, per_example_grads
+from rlsel.selectors.gradients.model import ModelFns, batch_of, module_apply, predict_proba, target_model_fns
+from rlsel.selectors.gradients.params import (flat_params, flatten_rows, flatten_vector, merge_params, num_coordinates,
+                                              select_paths, split_params)
+from rlsel.selectors.gradients.projection import (Projector, dense_project, make_projector, project_columns,
+                                                  projection_rows, sparse_coordinates, sparse_project, unit_rows)
+from rlsel.selectors.gradients.warmup import Checkpoint, WarmedSelector, Warmup, adam_hparams, clear_cache, warmup_train
+
+__all__ = ["Checkpoint", "ModelFns", "Projector", "WarmedSelector", "Warmup", "adam_features", "adam_hparams",
+           "batch_of", "clear_cache", "dense_project", "flat_params", "flatten_rows", "flatten_vector", "gradient_features",
+           "make_projector", "merge_params", "module_apply", "num_coordinates", "per_example_grads", "predict_proba",
+           "project_columns", "projection_rows", "select_paths", "sparse_coordinates", "sparse_project", "split_params",
+           "target_model_fns", "top_k_positions", "unit_rows", "validate", "warmup_train"]
+
+
+def validate(config) -> None:
+  """Checks `config.selection` before any work (the literature selectors and the embedding heuristics)."""
+  from rlsel.errors import require, require_choice, require_int, require_number
+  s = config.selection
+  require(isinstance(s.label_balanced, bool), f"selection.label_balanced={s.label_balanced!r} must be True or False")
+  require_choice(s.param_scope, "selection.param_scope", ("head", "last_k", "all"))
+  require_choice(s.projection_kind, "selection.projection_kind", ("rademacher", "gaussian"))
+  for f in ("last_k", "projection_dim", "projection_block", "sparse_coords", "grad_batch_size", "eval_batch_size",
+            "warmup_epochs", "train_batch_size", "cropi_rounds", "dots_reference_size", "estimator_hidden",
+            "estimator_steps", "calibration_steps", "probe_steps", "kmeans_clusters", "kmeans_iters"):
+    require_int(s[f], f"selection.{f}", low=1)
+  require_int(s.cropi_round_epochs, "selection.cropi_round_epochs", low=0)
+  require(s.less_checkpoints == -1 or (isinstance(s.less_checkpoints, int) and s.less_checkpoints >= 1),
+          f"selection.less_checkpoints={s.less_checkpoints!r} must be -1 (all) or a positive integer")
+  require_number(s.warmup_fraction, "selection.warmup_fraction", low=0, high=1, low_open=True)
+  for f in ("schedule_warmup_fraction", "adam_b1", "adam_b2", "dots_holdout_fraction"):
+    require_number(s[f], f"selection.{f}", low=0, high=1, high_open=True)
+  require_number(s.dots_alpha, "selection.dots_alpha", low=0, high=1)
+  for f in ("learning_rate", "adam_eps", "dots_tau", "estimator_learning_rate", "calibration_learning_rate",
+            "probe_learning_rate"):
+    require_number(s[f], f"selection.{f}", low=0, low_open=True)
+  for f in ("rrf_offset", "probe_l2"):
+    require_number(s[f], f"selection.{f}", low=0)

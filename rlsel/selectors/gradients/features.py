@@ -1,0 +1,76 @@
+"""Per-example gradients (`vmap` of `grad`), LESS's Adam-aware feature, and the batched, projected features of a split.
+"""
+
+import functools
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlsel.progress import Progress
+from rlsel.selectors.base import Split
+from rlsel.selectors.gradients.model import ModelFns, batch_of, batch_starts, pad_positions
+from rlsel.selectors.gradients.params import flat_params, flatten_rows, flatten_vector, merge_params, split_params
+from rlsel.selectors.gradients.projection import Projector, apply_projection
+from rlsel.selectors.gradients.warmup import Checkpoint
+
+
+def per_example_grads(apply: Callable, selected: dict, frozen: dict, batch: dict) -> dict:
+  """Gradients of each example's cross-entropy w.r.t. the selected params: flat dict of [B, ...]."""
+  def loss_one(sel, ids, mask, tt, label):
+    logits = apply(merge_params(sel, frozen), ids[None], mask[None], tt[None])[0]
+    return -jax.nn.log_softmax(logits)[label]
+  return jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0, 0, 0))(
+      selected, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch["labels"])
+
+
+def adam_features(g: jax.Array, mu: jax.Array, nu: jax.Array, count: int, b1: float, b2: float, eps: float):
+  """LESS's Adam-aware feature: the Adam update direction after one moment update with the example's gradient.
+
+  m' = b1 m + (1-b1) g, v' = b2 v + (1-b2) g^2, bias-corrected at step t = count + 1, Gamma = m^ / (sqrt(v^) + eps).
+  """
+  t = jnp.asarray(count, jnp.float32) + 1.0
+  m = b1 * mu + (1.0 - b1) * g
+  v = b2 * nu + (1.0 - b2) * jnp.square(g)
+  m_hat = m / (1.0 - jnp.power(b1, t))
+  v_hat = v / (1.0 - jnp.power(b2, t))
+  return m_hat / (jnp.sqrt(v_hat) + eps)
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "paths", "kind", "dim", "block", "use_adam", "hparams"))
+def _batch_features(selected, frozen, mu, nu, count, key, coords, batch, *, apply, paths, kind, dim, block, use_adam,
+                    hparams):
+  """One batch of projected (optionally Adam-transformed) per-example gradients; compiled once per model/setting."""
+  g = flatten_rows(per_example_grads(apply, selected, frozen, batch), list(paths))
+  if use_adam:
+    g = adam_features(g, mu[None], nu[None], count, *hparams)
+  return apply_projection(g, key, coords, kind, dim, block)
+
+
+def gradient_features(fns: ModelFns, params, split: Split, paths: list, projector: Projector, batch_size: int,
+                      adam: Optional[Checkpoint] = None, adam_hparams=(0.9, 0.999, 1e-8), progress: bool = False,
+                      label: str = "gradients") -> np.ndarray:
+  """Projected per-example gradients [n, dim] of `split` (Adam-transformed if `adam` is given), one jitted batch at a
+  time on the host, with progress lines on stderr if `progress`."""
+  selected, frozen = split_params(params, paths)
+  if adam is not None:
+    mu = flatten_vector(flat_params(adam.mu), paths)
+    nu = flatten_vector(flat_params(adam.nu), paths)
+  else:
+    mu = nu = jnp.zeros((1,), jnp.float32)
+  count = jnp.asarray(0 if adam is None else int(adam.count), jnp.int32)
+  coords = projector.coords if projector.coords is not None else jnp.zeros((1,), jnp.int32)
+  static = dict(apply=fns.apply, paths=tuple(paths), kind=projector.kind, dim=projector.dim, block=projector.block,
+                use_adam=adam is not None, hparams=tuple(float(h) for h in adam_hparams))
+  out = []
+  bar = Progress(len(split), label) if progress else None
+  for pos in batch_starts(len(split), batch_size):
+    feats = _batch_features(selected, frozen, mu, nu, count, projector.key, coords,
+                            batch_of(split, pad_positions(pos, batch_size)), **static)
+    out.append(np.asarray(feats)[:pos.shape[0]])
+    if bar:
+      bar.update(pos.shape[0])
+  if bar:
+    bar.close()
+  return np.concatenate(out, 0)
