@@ -171,17 +171,17 @@ def base_config() -> ml_collections.ConfigDict:
   # CLIMB-style mixture search (selector `climb`; the warm start of `rl_ppo_warm`): rlsel/selectors/climb.py. Uses c.kmeans,
   # c.proxy and c.rl.chunk / episode_steps / fast_compile to build the same environment as the RL selectors.
   c.climb = ml_collections.ConfigDict()
-  c.climb.iterations = 8             # rounds: sample, score a share by the proxy, refit the predictor, keep the top
+  c.climb.iterations = 8             # rounds: sample, score a share by the proxy, refit the surrogate, keep the top
   c.climb.samples = 128              # chunk allocations sampled per round
-  c.climb.score_share = 0.25         # share of each round's samples scored by the real proxy (the predictor's top ones)
+  c.climb.score_share = 0.25         # share of each round's samples scored by the real proxy (the surrogate's top ones)
   c.climb.concentration = 20.0       # Dirichlet concentration around a kept allocation (higher = closer to it)
   c.climb.dirichlet_floor = 0.1      # added to every cluster's Dirichlet parameter, so clusters left out can come back
   c.climb.explore_share = 0.25       # share of samples drawn uniformly over the simplex instead (exploration)
   c.climb.top_k = 8                  # distinct allocations (predicted best) kept as the next round's proposal
-  c.climb.predictor_hidden = 64      # predictor MLP width (rlsel/surrogate.py, on the env's mask features)
-  c.climb.predictor_steps = 200      # predictor Adam steps per round, on every (allocation, score) pair so far
-  c.climb.predictor_batch = 64       # predictor minibatch
-  c.climb.predictor_lr = 3e-3        # predictor Adam learning rate
+  c.climb.surrogate_hidden = 64      # the search's surrogate MLP width (rlsel/surrogate.py, on the env's mask features)
+  c.climb.surrogate_steps = 200      # surrogate Adam steps per round, on every (allocation, score) pair so far
+  c.climb.surrogate_batch = 64       # surrogate minibatch
+  c.climb.surrogate_lr = 3e-3        # surrogate Adam learning rate
   c.climb.warm_iterations = 4        # rl_ppo_warm: rounds of the short climb run behind the warm start
   c.climb.bc_demos = 4               # rl_ppo_warm: best distinct allocations whose round-robin episodes are cloned
   c.climb.bc_steps = 200             # rl_ppo_warm: full-batch Adam steps of behaviour cloning

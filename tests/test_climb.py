@@ -16,7 +16,7 @@ from tests.conftest import tiny_rl_config as rl_tiny_config
 def _tiny_config():
   c = rl_tiny_config()  # the RL selector tests' tiny pool, clusters, proxy and PPO settings
   c.climb.iterations, c.climb.samples, c.climb.score_share, c.climb.top_k = 3, 16, 0.25, 4
-  c.climb.predictor_hidden, c.climb.predictor_steps = 16, 20
+  c.climb.surrogate_hidden, c.climb.surrogate_steps = 16, 20
   c.climb.warm_iterations, c.climb.bc_demos, c.climb.bc_steps = 3, 2, 20  # = iterations: reuses the compiled search
   return c
 
@@ -24,7 +24,7 @@ def _tiny_config():
 def _toy_config():
   c = base_config()
   c.rl.hidden, c.rl.fast_compile = 32, True
-  c.climb.iterations, c.climb.samples, c.climb.predictor_steps = 6, 32, 100
+  c.climb.iterations, c.climb.samples, c.climb.surrogate_steps = 6, 32, 100
   c.climb.bc_steps, c.climb.bc_lr = 300, 1e-2
   return c
 

@@ -211,18 +211,15 @@ def draw_subset(family: str, index: int, strength, seed: int, env_params, cluste
   import jax
   import numpy as np
 
-  from rlsel.selectors.basic import stratified_sample
+  from rlsel.selectors.basic import stratified_sample, top_up
   if family == "random":  # as before this benchmark had families: the same subsets for the same (seed, index)
     pos = stratified_sample(np.random.default_rng([seed, index]), np.asarray(env_params.proxy.y), budget)
   elif family == "policy":
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _POLICY_TAG), index)
     from rlsel import env as env_lib
     walk = env_params.replace(reward=env_lib.NoReward(), proxy=None, surrogate=None)  # no reward in a random walk
-    pos = np.flatnonzero(np.asarray(_episode_jit()(key, walk)))
-    if pos.size < budget:  # only if an episode cannot meet the budget (cannot happen with slack), as in RLSelector
-      rest = np.setdiff1d(np.arange(env_params.num_rows), pos)
-      extra = np.random.default_rng([seed, _POLICY_TAG, index]).choice(rest, budget - pos.size, replace=False)
-      pos = np.concatenate([pos, extra])
+    walked = np.flatnonzero(np.asarray(_episode_jit()(key, walk)))
+    pos = top_up(np.random.default_rng([seed, _POLICY_TAG, index]), walked, env_params.num_rows, budget)
   elif family == "skewed":
     rng = np.random.default_rng([seed, _SKEW_TAG, index])
     sizes = np.bincount(cluster, minlength=int(np.asarray(env_params.sizes).shape[0]))

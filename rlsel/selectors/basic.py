@@ -34,6 +34,16 @@ def stratified_sample(rng: np.random.Generator, labels: np.ndarray, n: int) -> n
   return np.sort(np.concatenate(picks))
 
 
+def top_up(rng: np.random.Generator, chosen: np.ndarray, num_rows: int, budget: int) -> np.ndarray:
+  """`chosen` positions in [0, num_rows) completed to exactly `budget` with distinct random other rows (only when an
+  episode fell short of the budget, which cannot happen when the pool has slack); the first `budget` if over."""
+  chosen = np.asarray(chosen)
+  if chosen.shape[0] < budget:
+    rest = np.setdiff1d(np.arange(num_rows), chosen)
+    chosen = np.concatenate([chosen, rng.choice(rest, budget - chosen.shape[0], replace=False)])
+  return chosen[:budget]
+
+
 def numpy_rng(key) -> np.random.Generator:
   """A NumPy generator seeded deterministically from a JAX key (host-side sampling)."""
   return np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint32).ravel().tolist())

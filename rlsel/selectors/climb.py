@@ -1,6 +1,6 @@
 """CLIMB-style mixture search over k-means clusters, and the `climb` selector (one module for the concept).
 
-The search: sample allocations, score a share with the real reward, fit a predictor, keep the predicted best as the
+The search: sample allocations, score a share with the real reward, fit a surrogate, keep the predicted best as the
 next proposal. `make_search(config, env_params) -> search(key)` is pure, one jit end to end; `search(config, key,
 env_params)` runs it compiled. `play` (pure) and `play_jit` (compiled) turn an allocation into a selection.
 
@@ -11,14 +11,14 @@ order drawn from a key, round-robin over the allocated clusters, i.e. the first 
 The same round-robin episode is the demonstration the warm-started PPO clones (`Demo`).
 
 Round k: n samples = Dirichlet around a kept allocation (or, for the exploration share, uniform over the simplex),
-discretised to chunks; the predictor's top `score_share` of them (random in round 0) are scored by the real reward
-(vmapped, one key per round: common random numbers); the predictor (rlsel/surrogate.py's MLP on mask features) is
+discretised to chunks; the surrogate's top `score_share` of them (random in round 0) are scored by the real reward
+(vmapped, one key per round: common random numbers); the surrogate (rlsel/surrogate.py's MLP on mask features, as PPO's) is
 refit on every (allocation, score) pair so far; the top `top_k` distinct ones of the samples and the old proposal
-by the predictor become the new proposal. The answer is the predictor's best among the really scored allocations
+by the surrogate become the new proposal. The answer is the surrogate's best among the really scored allocations
 (it smooths the proxy's noise and never returns an allocation the reward has not seen).
 
-The `climb` selector, select(key, pool, budget): the same reward split, clusters and proxy-rewarded environment as the RL selectors
-(`rlsel.env.build.build_env`); a jitted search over chunk allocations; the chosen allocation played in the
+The `climb` selector, select(key, pool, budget): the same reward split, clusters and proxy-rewarded environment as
+the RL selectors (`rlsel.env.build.build_env`); a jitted search over chunk allocations; the chosen allocation played in the
 environment (episode order from the key) gives exactly `budget` ids. The diagnostics hold the real proxy
 evaluations, the reward-split score of the chosen subset and of a random (stratified) subset, and timings.
 """
@@ -37,7 +37,7 @@ from rlsel import surrogate as surrogate_lib
 from rlsel.env.build import build_env
 from rlsel.errors import require
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
-from rlsel.selectors.basic import numpy_rng
+from rlsel.selectors.basic import numpy_rng, top_up
 from rlsel.selectors.rl import FAST_COMPILE
 
 
@@ -134,7 +134,7 @@ def make_search(config, params: env_lib.EnvParams, iterations: int = 0):
   k = num_chunks(params)
   caps = chunk_caps(params)
   c = caps.shape[0]
-  hidden, steps, batch = int(cc.predictor_hidden), int(cc.predictor_steps), int(cc.predictor_batch)
+  hidden, steps, batch = int(cc.surrogate_hidden), int(cc.surrogate_steps), int(cc.surrogate_batch)
   conc, floor, explore = float(cc.concentration), float(cc.dirichlet_floor), float(cc.explore_share)
   feats_of = jax.vmap(lambda a: features(a, params))
   predict = lambda p, a: surrogate_lib.predict(hidden, p, feats_of(a))
@@ -159,7 +159,7 @@ def make_search(config, params: env_lib.EnvParams, iterations: int = 0):
 
   def search(key):
     k_sur, k_loop = jax.random.split(key)
-    sur = surrogate_lib.init(k_sur, 2 * c, hidden, rounds * n_real, float(cc.predictor_lr))
+    sur = surrogate_lib.init(k_sur, 2 * c, hidden, rounds * n_real, float(cc.surrogate_lr))
     start = discretise(params.sizes / jnp.sum(params.sizes), caps, k)  # proportional: like a random subset
     proposal = jnp.tile(start[None], (top, 1))
     hist = jnp.zeros((rounds * n_real, c), jnp.int32)
@@ -178,7 +178,7 @@ def make_search(config, params: env_lib.EnvParams, iterations: int = 0):
       both = jnp.concatenate([cands, proposal])
       _, keep = jax.lax.top_k(_distinct_priority(both, predict(sur.params, both)), top)
       proposal = both[keep]
-      metrics = {"best_score": scores.max(), "mean_score": scores.mean(), "predictor_loss": loss,
+      metrics = {"best_score": scores.max(), "mean_score": scores.mean(), "surrogate_loss": loss,
                  "proposal_top": proposal[0]}
       return (proposal, sur, hist, rng), metrics
 
@@ -195,12 +195,12 @@ def validate(config) -> None:
   """Checks `config.climb` before any work (climb, and rl_ppo_warm's warm start)."""
   from rlsel.errors import require_int, require_number
   c = config.climb
-  for f in ("iterations", "samples", "top_k", "predictor_hidden", "predictor_steps", "predictor_batch",
+  for f in ("iterations", "samples", "top_k", "surrogate_hidden", "surrogate_steps", "surrogate_batch",
             "warm_iterations", "bc_demos", "bc_steps"):
     require_int(c[f], f"climb.{f}", low=1)
   require_number(c.score_share, "climb.score_share", low=0, high=1, low_open=True)
   require_number(c.explore_share, "climb.explore_share", low=0, high=1)
-  for f in ("concentration", "predictor_lr", "bc_lr"):
+  for f in ("concentration", "surrogate_lr", "bc_lr"):
     require_number(c[f], f"climb.{f}", low=0, low_open=True)
   require_number(c.dirichlet_floor, "climb.dirichlet_floor", low=0, low_open=True)
 
@@ -237,11 +237,7 @@ def selected_positions(config, key, alloc, env_params, budget: int) -> np.ndarra
   """Selectable-row positions of an allocation (exactly `budget`; topped up at random only if the env fell short,
   which cannot happen when the pool has slack)."""
   final, _ = play_jit(config, key, alloc, env_params)
-  chosen = np.flatnonzero(np.asarray(final.mask))
-  if chosen.shape[0] < budget:
-    rest = np.setdiff1d(np.arange(env_params.num_rows), chosen)
-    chosen = np.concatenate([chosen, numpy_rng(key).choice(rest, budget - chosen.shape[0], replace=False)])
-  return np.sort(chosen[:budget])
+  return np.sort(top_up(numpy_rng(key), np.flatnonzero(np.asarray(final.mask)), env_params.num_rows, budget))
 
 
 @register("climb")

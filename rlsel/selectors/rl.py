@@ -24,7 +24,7 @@ from rlsel import proxy as proxy_lib
 from rlsel.env.build import build_env
 from rlsel.errors import UserError
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, positions_of, register
-from rlsel.selectors.basic import numpy_rng
+from rlsel.selectors.basic import numpy_rng, top_up
 
 def _agent(algo: str):
   if algo == "ppo":
@@ -194,11 +194,8 @@ class RLSelector(Selector):
       cands["best_sampled"] = np.flatnonzero(np.asarray(out["best_mask"]))
     scores = {n: proxy_lib.score_positions(k_score, params.proxy_spec, params.proxy, p) for n, p in cands.items()}
     pick = max(scores, key=scores.get)
-    chosen = cands[pick]
-    if chosen.shape[0] < budget:  # only if an episode could not meet the budget (cannot happen with slack)
-      rest = np.setdiff1d(np.arange(selectable.shape[0]), chosen)
-      chosen = np.concatenate([chosen, numpy_rng(k_score).choice(rest, budget - chosen.shape[0], replace=False)])
-    ids = pool.train.ids[selectable[chosen[:budget]]]
+    chosen = top_up(numpy_rng(k_score), cands[pick], selectable.shape[0], budget)
+    ids = pool.train.ids[selectable[chosen]]
 
     metrics = {k: np.asarray(v) for k, v in out["metrics"].items()}
     info = {
@@ -213,8 +210,8 @@ class RLSelector(Selector):
     if dirs.logdir:
       from rlsel import tblog
       tblog.write_curves(dirs.logdir, metrics, prefix=self.name)
-      tblog.write_scalars(dirs.logdir, {"reward_score": scores[pick], "random_reward_score": info["random_reward_score"]},
-                          prefix=self.name)
+      tblog.write_scalars(dirs.logdir, {"reward_score": scores[pick],
+                                        "random_reward_score": info["random_reward_score"]}, prefix=self.name)
     return Selection(ids, info)
 
 

@@ -1,7 +1,7 @@
 """`rl_ppo_warm`: PPO started from a policy cloned from a short `climb` search (rlsel/selectors/climb.py).
 
 Before PPO: `climb.warm_iterations` rounds of the mixture search on the same environment; the `climb.bc_demos`
-best distinct allocations (by the search's predictor) are played round-robin in the environment, and the cluster
+best distinct allocations (by the search's surrogate) are played round-robin in the environment, and the cluster
 network is fitted to their action sequences by behaviour cloning (rlsel/agents/bc.py). PPO then runs from those
 params; everything after training (greedy vs best sampled episode, ids, diagnostics) is `rl_ppo`'s. The diagnostics
 adds the climb's and PPO's real proxy evaluations (summed in `real_proxy_evals`), the cloning accuracy and timings.

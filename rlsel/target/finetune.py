@@ -23,6 +23,7 @@ import optax
 
 from rlsel.progress import Progress
 from rlsel.selectors.base import Split
+from rlsel.selectors.basic import numpy_rng
 
 
 class FinetuneResult(NamedTuple):
@@ -165,7 +166,7 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   opt_state = place_params(mesh, tx.init(params), min_size)
 
   key, order_key = jax.random.split(key)
-  rng = np.random.default_rng(np.asarray(jax.random.key_data(order_key)).astype(np.uint32).ravel().tolist())
+  rng = numpy_rng(order_key)
   stream = np.concatenate([rng.permutation(n) for _ in range(int(np.ceil(planned * bs / n)) + 1)])
 
   def evaluate(p):

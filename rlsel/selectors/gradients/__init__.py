@@ -18,7 +18,8 @@ from rlsel.selectors.gradients.params import (flat_params, flatten_rows, flatten
                                               select_paths, split_params)
 from rlsel.selectors.gradients.projection import (Projector, dense_project, make_projector, project_columns,
                                                   projection_rows, sparse_coordinates, sparse_project, unit_rows)
-from rlsel.selectors.gradients.warmup import Checkpoint, WarmedSelector, Warmup, adam_hparams, clear_cache, warmup_train
+from rlsel.selectors.gradients.warmup import (Checkpoint, WarmedSelector, Warmup, adam_hparams, clear_cache,
+                                              warmup_train)
 
 __all__ = ["Checkpoint", "ModelFns", "Projector", "WarmedSelector", "Warmup", "adam_features", "adam_hparams",
            "batch_of", "clear_cache", "dense_project", "flat_params", "flatten_rows", "flatten_vector", "gradient_features",
