@@ -53,8 +53,11 @@ def result_config(config, selector: str = None) -> dict:
     keep = {k: v for k, v in _flat(config.to_dict()) if not _within(k, RUN_ONLY_FIELDS)}
   else:
     from rlsel.selectors import base as selbase
-    fields = COMMON_SECTIONS + tuple(selbase.selector_class(selector).config_sections)
+    cls = selbase.selector_class(selector)
+    fields = COMMON_SECTIONS + tuple(cls.config_sections)
     keep = {k: v for k, v in _flat(config.to_dict()) if _within(k, fields) and not _within(k, RUN_ONLY_FIELDS)}
+    if cls.version > 1:  # version 1 adds no field, so cells made before versions existed keep their identity
+      keep[f"selector_version.{selector}"] = cls.version
   return json.loads(json.dumps(keep, sort_keys=True, default=repr))
 
 

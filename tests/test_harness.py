@@ -167,6 +167,23 @@ def test_cell_identity_covers_what_the_cell_reads(tmp_path):
   assert results.check_same_config(wd, old_rows, proxy)["full"] == ids["full"]
 
 
+def test_selector_version_refuses_cells_of_older_code(tmp_path):
+  """kcenter gained per-label quotas (version 2): a kcenter row saved under a config without the version is refused,
+  while a selector still at version 1 keeps the identity it had before versions existed."""
+  import json
+  from rlsel.errors import UserError
+  c = load_config("debug")
+  assert results.result_config(c, "kcenter")["selector_version.kcenter"] == 2
+  assert not any(k.startswith("selector_version") for k in results.result_config(c, "random"))
+  (tmp_path / "configs").mkdir()
+  old = {k: v for k, v in results.result_config(c, "kcenter").items() if not k.startswith("selector_version")}
+  (tmp_path / "configs" / "old.json").write_text(json.dumps(old))
+  row = dict(_rows()[2], selector="kcenter", config_id="old")
+  with pytest.raises(UserError, match="selector_version.kcenter"):
+    results.check_same_config(tmp_path, [row], c)
+  assert results.check_same_config(tmp_path, [dict(row, selector="entropy")], c)["entropy"]
+
+
 def test_paired_comparisons_and_forest_plot(tmp_path):
   """Differences are taken seed by seed against random (same budget) and full; one seed gives no interval."""
   rows = _rows()

@@ -134,6 +134,9 @@ class Selector(abc.ABC):
   # which every cell reads. A cell's identity (rlsel.results.cell_config) covers exactly these, so changing, say,
   # the proxy leaves finished `full` and `random` cells valid.
   config_sections: tuple = ()
+  # Bumped when a selector's choices change for the same settings (e.g. kcenter gaining per-label quotas), so cells
+  # computed by the old code are refused on resume instead of being mixed with new ones; part of the cell identity.
+  version: int = 1
 
   def __init__(self, config):
     self.config = config

@@ -119,6 +119,7 @@ class KCenter(Selector):
   """Greedy k-center coreset on the pool embeddings; with selection.label_balanced, run within each label for that
   label's quota (pool proportions), each label from its own random first centre."""
   config_sections = ("selection",)
+  version = 2  # 2: per-label quotas (2026-12-01)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     t0 = time.time()
@@ -165,6 +166,7 @@ class ClusterBalanced(Selector):
   one global k-means still, but each label's quota (pool proportions) is spread equally over the clusters holding
   that label's examples."""
   config_sections = ("selection", "kmeans.batch_size")
+  version = 2  # 2: per-label quotas (2026-12-01)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     t0 = time.time()
