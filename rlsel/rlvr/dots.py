@@ -5,6 +5,8 @@ measure it is what we want to avoid, so p is measured only on a small reference 
 and carried to the rest of the pool by attention over frozen prompt embeddings: separate query and key MLPs,
 p_hat(q) = sum_k softmax_k(z_q . z_k / sqrt(h)) y_k, trained leave-one-out on the reference set and then calibrated
 with a 1-D logistic map. Prompts are drawn without replacement with P proportional to exp(-|p_hat - alpha| / tau).
+The estimator's form and the sampler are `rlsel/difficulty.py`, shared with the selection track's `dots`; the query /
+key MLPs and their leave-one-out BCE fit are this track's.
 """
 
 from typing import NamedTuple
@@ -14,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
+from rlsel import difficulty
 
 
 class MLP(nn.Module):
@@ -46,15 +50,7 @@ def attention_estimate(params, query_emb, ref_emb, ref_y, hidden: int, out: int,
   mlp = MLP(hidden, out)
   zq = mlp.apply({"params": params["query"]}, query_emb)
   zk = mlp.apply({"params": params["key"]}, ref_emb)
-  logits = zq @ zk.T / jnp.sqrt(jnp.float32(zq.shape[-1]))
-  if exclude_self:
-    logits = jnp.where(jnp.eye(logits.shape[0], dtype=bool), -jnp.inf, logits)
-  return jax.nn.softmax(logits, axis=-1) @ ref_y
-
-
-def _logit(p, eps):
-  p = jnp.clip(p, eps, 1.0 - eps)
-  return jnp.log(p) - jnp.log1p(-p)
+  return difficulty.attention(zq, zk, ref_y, exclude_self)
 
 
 def _bce(p, y, eps):
@@ -63,7 +59,7 @@ def _bce(p, y, eps):
 
 
 def calibrate(calibration, raw, eps: float):
-  return jax.nn.sigmoid(calibration[0] * _logit(raw, eps) + calibration[1])
+  return difficulty.calibrate(calibration, raw, eps)
 
 
 def make_fit(d):
@@ -107,16 +103,13 @@ def make_predict(d):
   return predict
 
 
-def selection_logits(p_hat, alpha: float, tau: float):
-  """Log of the unnormalised sampling weight exp(-|p_hat - alpha| / tau)."""
-  return -jnp.abs(p_hat - alpha) / tau
+selection_logits = difficulty.selection_logits
 
 
 def select(key, p_hat, n: int, alpha: float, tau: float):
   """n distinct prompt indices drawn with P proportional to exp(-|p_hat - alpha| / tau), without replacement
-  (Gumbel top-k, which is exactly sequential sampling without replacement)."""
-  g = jax.random.gumbel(key, p_hat.shape)
-  return jax.lax.top_k(selection_logits(p_hat, alpha, tau) + g, n)[1]
+  (`rlsel.difficulty.sample`)."""
+  return difficulty.sample(key, p_hat, n, alpha, tau)
 
 
 def standardise(emb, mean=None, std=None, eps: float = 1e-6):

@@ -4,7 +4,8 @@ Difficulty of an example = the warmed model's probability of its correct label, 
 subset of the pool and estimated for the rest by attention over the reference set in the frozen-embedding space:
 p_hat(q) = sum_k softmax_k(z_q . z_k / sqrt(h)) y_k, with separate query and key MLPs trained leave-one-out on the
 reference set, then Platt-calibrated on the leave-one-out predictions. The budget is sampled without replacement with
-P ~ exp(-|p_hat - alpha| / tau) by Gumbel top-k. A held-out part of the reference set measures the estimator.
+P ~ exp(-|p_hat - alpha| / tau) by Gumbel top-k. A held-out part of the reference set measures the estimator. The
+estimator's form and the sampler are `rlsel/difficulty.py`, shared with the RLVR track.
 """
 
 import functools
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rlsel import difficulty
 from rlsel.selectors import gradients as G
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 from rlsel.selectors.basic import numpy_rng
@@ -39,20 +41,14 @@ def _mlp(p, x):
 
 def attention_predict(params: dict, queries: jax.Array, keys: jax.Array, y_keys: jax.Array,
                       leave_one_out: bool = False) -> jax.Array:
-  """p_hat [nq] = attention-weighted mean of the keys' values y_keys [nk]; leave_one_out masks the diagonal
-  (queries == keys)."""
-  zq, zk = _mlp(params["query"], queries), _mlp(params["key"], keys)
-  logits = zq @ zk.T / jnp.sqrt(jnp.float32(zq.shape[-1]))
-  if leave_one_out:
-    logits = jnp.where(jnp.eye(logits.shape[0], dtype=bool), -jnp.inf, logits)
-  return jax.nn.softmax(logits, axis=-1) @ y_keys
+  """p_hat [nq] = attention-weighted mean of the keys' values y_keys [nk] (`rlsel.difficulty.attention`);
+  leave_one_out masks the diagonal (queries == keys)."""
+  return difficulty.attention(_mlp(params["query"], queries), _mlp(params["key"], keys), y_keys, leave_one_out)
 
 
 def calibrate(params: dict, p_hat: jax.Array) -> jax.Array:
   """Platt scaling: sigmoid(a logit(p_hat) + b)."""
-  a, b = params["platt"][0], params["platt"][1]
-  p = jnp.clip(p_hat, _EPS, 1.0 - _EPS)
-  return jax.nn.sigmoid(a * (jnp.log(p) - jnp.log1p(-p)) + b)
+  return difficulty.calibrate(params["platt"], p_hat, _EPS)
 
 
 @functools.partial(jax.jit, static_argnames=("hidden", "steps", "lr", "cal_steps", "cal_lr"))
@@ -91,9 +87,8 @@ def fit_estimator(key, ref_emb: jax.Array, ref_y: jax.Array, *, hidden: int, ste
 
 
 def dots_sample(key, p_hat: jax.Array, k: int, alpha: float, tau: float) -> jax.Array:
-  """k positions without replacement with P ~ exp(-|p_hat - alpha| / tau) (Gumbel top-k)."""
-  logits = -jnp.abs(p_hat - alpha) / tau
-  return jax.lax.top_k(logits + jax.random.gumbel(key, p_hat.shape), k)[1]
+  """k positions without replacement with P ~ exp(-|p_hat - alpha| / tau) (`rlsel.difficulty.sample`)."""
+  return difficulty.sample(key, p_hat, k, alpha, tau)
 
 
 @register("dots")
