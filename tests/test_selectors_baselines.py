@@ -87,7 +87,7 @@ def test_config_sections():
   for name, sections in want.items():
     assert base.make(name, small_config()).config_sections == sections
   for name in ("cluster_stratified", "ccs", "label_clean"):
-    assert base._MODULES[name] == "rlsel.selectors.coverage" and name in base.names()
+    assert base.selector_class(name).__module__ == "rlsel.selectors.coverage" and name in base.names()
 
 
 @pytest.mark.parametrize("name", LABEL_BALANCED)
@@ -122,7 +122,7 @@ def test_cluster_balanced_off_is_unchanged_and_on_spreads_each_label(pool):
   got = base.make("cluster_balanced", config).select(key, pool, budget).ids
   # The pre-label_balanced algorithm, verbatim.
   kcl, kpick = jax.random.split(key)
-  assign = heuristics._kmeans(kcl, pool.train.embeddings, 6, 5, 64)
+  assign = heuristics.kmeans_assign(kcl, pool.train.embeddings, 6, 5, 64)
   rng = numpy_rng(kpick)
   quota = heuristics.balanced_quotas(rng, np.bincount(assign, minlength=6), budget)
   want = np.concatenate([rng.choice(np.flatnonzero(assign == c), size=q, replace=False)

@@ -109,7 +109,7 @@ def test_optimizer_times_passed_learning_rate_equals_adamw():
   sched = lambda c: ft.learning_rate_at(fc, total, int(c))  # noqa: E731  (host-side, same values)
   ref_tx = optax.chain(optax.clip_by_global_norm(1.0),
                        optax.adamw(lambda c: jnp.asarray([sched(i) for i in range(total + 1)])[c],
-                                   weight_decay=0.1, mask=ft._decay_mask))
+                                   weight_decay=0.1, mask=ft.decay_mask))
   tx = ft.make_optimizer(fc)
   params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
   p_ref, s_ref, p, s = params, ref_tx.init(params), params, tx.init(params)

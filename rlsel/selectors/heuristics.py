@@ -99,7 +99,7 @@ def balanced_quotas(rng: np.random.Generator, sizes: np.ndarray, budget: int) ->
   return quota
 
 
-def _kmeans(key, x: np.ndarray, k: int, iters: int, batch: int) -> np.ndarray:
+def kmeans_assign(key, x: np.ndarray, k: int, iters: int, batch: int) -> np.ndarray:
   """Cluster assignment [n] from rlsel.kmeans (k-means++ then Lloyd)."""
   from rlsel import kmeans
   _, assign = kmeans.kmeans(key, jnp.asarray(x), k, iters, batch)
@@ -111,7 +111,7 @@ def pool_clusters(key, pool: Pool, config):
   selection.kmeans_iters Lloyd steps and kmeans.batch_size rows per distance batch."""
   s = config.selection
   k = int(min(int(s.kmeans_clusters), len(pool.train)))
-  return _kmeans(key, pool.train.embeddings, k, int(s.kmeans_iters), int(config.kmeans.batch_size)), k
+  return kmeans_assign(key, pool.train.embeddings, k, int(s.kmeans_iters), int(config.kmeans.batch_size)), k
 
 
 @register("kcenter")

@@ -38,7 +38,7 @@ class FinetuneResult(NamedTuple):
   history: list           # [(step, train_loss, val_accuracy)]
 
 
-def _decay_mask(params):
+def decay_mask(params):
   """True for weights that get weight decay: matrices and embeddings, not biases or LayerNorm scales."""
   return jax.tree.map(lambda x: x.ndim > 1, params)
 
@@ -48,7 +48,7 @@ def make_optimizer(fc) -> optax.GradientTransformation:
   the update by -learning_rate_at(...), passed in as an argument, so one compiled step serves every schedule length
   (each cell of a run plans a different number of steps)."""
   return optax.chain(optax.clip_by_global_norm(fc.grad_clip), optax.scale_by_adam(),
-                     optax.add_decayed_weights(fc.weight_decay, mask=_decay_mask))
+                     optax.add_decayed_weights(fc.weight_decay, mask=decay_mask))
 
 
 def learning_rate_at(fc, total_steps: int, count: int) -> float:
