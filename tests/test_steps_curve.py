@@ -30,3 +30,13 @@ def test_cell_config_plans_exactly_s_steps():
   c = steps_curve.cell_config(load_config("glue"), "tweets", 400, (0, 1, 2))
   assert (c.task, c.selectors, c.seeds) == ("tweets", ("random",), (0, 1, 2))
   assert c.finetune.min_steps == c.finetune.max_steps == 400
+
+
+def test_benchmarks_define_no_flags_when_imported():
+  """Several benchmark modules imported into one process (as test workers do) must not clash over absl flags."""
+  import importlib
+
+  from absl import flags
+  for name in ("steps_curve", "proxy_fidelity", "selection_profile"):
+    importlib.import_module(f"rlsel.bench.{name}")
+  assert "tolerance" not in flags.FLAGS and "retest_keys" not in flags.FLAGS

@@ -48,16 +48,20 @@ SKEW_ALPHAS = (0.1, 0.3, 1.0, 3.0)  # Dirichlet concentrations of the skewed fam
 # fold_in / seed tags of this benchmark's own randomness (the main command's cells use fold_in(root, 0 | 1 | 2)).
 _POLICY_TAG, _SKEW_TAG, _RETEST_TAG = 1_000_001, 1_000_002, 1_000_003
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/glue.py", "Main-command config (task, budget, target).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "A main-command workdir for the same config.")
-_SUBSETS = flags.DEFINE_integer("subsets", 30, "Budget-sized subsets to fine-tune the target on, split evenly over "
-                                "--families (the remainder to random).")
-_SEED = flags.DEFINE_integer("seed", 0, "Run seed whose reward split, environment, proxy and fine-tune keys are used.")
-_FAMILIES = flags.DEFINE_string("families", ",".join(FAMILIES), "Subset families, comma-separated: "
-                                + ", ".join(FAMILIES) + ".")
-_RETEST_KEYS = flags.DEFINE_integer("retest_keys", 2, "Fine-tune key sets per subset: the main command's and this "
-                                    "many minus one independent ones (2 or more for the test-retest ceiling).")
+def define_flags() -> None:
+  """Defines the command line's flags: called only when this module runs as a program, so that importing it for
+  its functions (tests import several benchmarks into one process) defines none."""
+  global _CONFIG, _WORKDIR, _SUBSETS, _SEED, _FAMILIES, _RETEST_KEYS
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/glue.py", "Main-command config (task, budget, target).",
+                                            lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "A main-command workdir for the same config.")
+  _SUBSETS = flags.DEFINE_integer("subsets", 30, "Budget-sized subsets to fine-tune the target on, split evenly over "
+                                  "--families (the remainder to random).")
+  _SEED = flags.DEFINE_integer("seed", 0, "Run seed whose reward split, environment, proxy and fine-tune keys are used.")
+  _FAMILIES = flags.DEFINE_string("families", ",".join(FAMILIES), "Subset families, comma-separated: "
+                                  + ", ".join(FAMILIES) + ".")
+  _RETEST_KEYS = flags.DEFINE_integer("retest_keys", 2, "Fine-tune key sets per subset: the main command's and this "
+                                      "many minus one independent ones (2 or more for the test-retest ceiling).")
 
 
 def _fmt(value, spec: str = "+.3f") -> str:
@@ -478,4 +482,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -19,10 +19,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/benchmark.py", "The config DIR was run with.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "A main-command workdir with selections/ and features/.")
-_TASK = flags.DEFINE_string("task", "rt", "Task whose selections are profiled.")
+def define_flags() -> None:
+  """Defines the command line's flags: called only when this module runs as a program, so that importing it for
+  its functions (tests import several benchmarks into one process) defines none."""
+  global _CONFIG, _WORKDIR, _TASK
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/benchmark.py", "The config DIR was run with.",
+                                            lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "A main-command workdir with selections/ and features/.")
+  _TASK = flags.DEFINE_string("task", "rt", "Task whose selections are profiled.")
 
 
 def parse_selection_name(stem: str):
@@ -107,4 +111,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -21,14 +21,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/glue.py", "Main-command config (target, budget).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder holding one sub-workdir per (task, step budget).")
-_TASKS = flags.DEFINE_list("tasks", ["rt", "tweets"], "Tasks of the curve.")
-_STEPS = flags.DEFINE_list("steps", ["50", "100", "200", "400"], "Step budgets S (min_steps = max_steps = S).")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Paired run seeds.")
-_RUN = flags.DEFINE_bool("run", True, "Run missing cells (False: only summarise finished workdirs).")
-_TOLERANCE = flags.DEFINE_float("tolerance", 0.0025, "Validation-accuracy slack when preferring fewer steps.")
+def define_flags() -> None:
+  """Defines the command line's flags: called only when this module runs as a program, so that importing it for
+  its functions (tests import several benchmarks into one process) defines none."""
+  global _CONFIG, _WORKDIR, _TASKS, _STEPS, _SEEDS, _RUN, _TOLERANCE
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/glue.py", "Main-command config (target, budget).",
+                                            lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Folder holding one sub-workdir per (task, step budget).")
+  _TASKS = flags.DEFINE_list("tasks", ["rt", "tweets"], "Tasks of the curve.")
+  _STEPS = flags.DEFINE_list("steps", ["50", "100", "200", "400"], "Step budgets S (min_steps = max_steps = S).")
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Paired run seeds.")
+  _RUN = flags.DEFINE_bool("run", True, "Run missing cells (False: only summarise finished workdirs).")
+  _TOLERANCE = flags.DEFINE_float("tolerance", 0.0025, "Validation-accuracy slack when preferring fewer steps.")
 
 
 def cell_config(config, task: str, steps: int, seeds):
@@ -122,4 +126,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
