@@ -24,10 +24,10 @@ def _pad_rows(x: jnp.ndarray, batch: int):
 
 def _assign(xb: jnp.ndarray, centroids: jnp.ndarray):
   """Nearest centroid and its squared distance for each row, batch by batch ([nb, batch, d] -> [nb*batch])."""
-  c2 = jnp.sum(centroids ** 2, -1)
+  centroid_sq = jnp.sum(centroids ** 2, -1)
 
   def one(rows):
-    d2 = jnp.sum(rows ** 2, -1, keepdims=True) - 2.0 * rows @ centroids.T + c2[None]
+    d2 = jnp.sum(rows ** 2, -1, keepdims=True) - 2.0 * rows @ centroids.T + centroid_sq[None]
     return jnp.argmin(d2, -1), jnp.maximum(jnp.min(d2, -1), 0.0)
 
   a, d = jax.lax.map(one, xb)

@@ -9,6 +9,7 @@ import pytest
 
 from rlsel.errors import UserError
 from rlsel.selectors import gradients as G
+from rlsel.target.finetune import warmup_decay_lr
 from tests.conftest import tiny_fns, tiny_split
 
 
@@ -115,6 +116,10 @@ def test_warmup_train_checkpoints_per_epoch_and_learns():
                          schedule_warmup_fraction=0.1)
   assert len(ckpts) == 3 and [c.count for c in ckpts] == [3, 6, 9]
   assert all(c.lr_mean > 0 for c in ckpts)
+  # One schedule for all supervised training: the warm-up's per-epoch mean lr is the fine-tune schedule's.
+  lrs = [warmup_decay_lr(0.05, 0.1, 9, t) for t in range(9)]
+  np.testing.assert_allclose([c.lr_mean for c in ckpts], [np.mean(lrs[e * 3:(e + 1) * 3]) for e in range(3)],
+                             rtol=1e-6)
   before = G.predict_proba(fns, fns.params, split, 16)[np.arange(24), split.labels].mean()
   after = G.predict_proba(fns, ckpts[-1].params, split, 16)[np.arange(24), split.labels].mean()
   assert after > before

@@ -139,18 +139,18 @@ def validate(config) -> None:
   """Checks `config.rl` before any work (the environment's chunking and every agent's settings)."""
   from rlsel.env import resolve_chunk
   from rlsel.errors import require_int, require_number
-  r = config.rl
-  resolve_chunk(r.chunk, 1, r.episode_steps if str(r.chunk).strip().lower() == "auto" else 1)
+  rl_cfg = config.rl
+  resolve_chunk(rl_cfg.chunk, 1, rl_cfg.episode_steps if str(rl_cfg.chunk).strip().lower() == "auto" else 1)
   for f in ("episode_steps", "num_envs", "num_updates", "update_epochs", "num_minibatches", "hidden", "dqn_buffer",
             "dqn_batch", "dqn_grad_steps", "dqn_target_every", "surrogate_hidden", "surrogate_buffer",
             "surrogate_steps"):
-    require_int(r[f], f"rl.{f}", low=1)
+    require_int(rl_cfg[f], f"rl.{f}", low=1)
   for f in ("log_every", "checkpoint_every"):
-    require_int(r[f], f"rl.{f}", low=0)
+    require_int(rl_cfg[f], f"rl.{f}", low=0)
   for f in ("learning_rate", "max_grad_norm", "clip_eps", "reward_scale", "surrogate_lr"):
-    require_number(r[f], f"rl.{f}", low=0, low_open=True)
+    require_number(rl_cfg[f], f"rl.{f}", low=0, low_open=True)
   for f in ("gamma", "gae_lambda", "dqn_eps_start", "dqn_eps_end"):
-    require_number(r[f], f"rl.{f}", low=0, high=1)
+    require_number(rl_cfg[f], f"rl.{f}", low=0, high=1)
   for f in ("ent_coef", "vf_coef"):
-    require_number(r[f], f"rl.{f}", low=0)
-  require_number(r.surrogate_share, "rl.surrogate_share", low=0, high=1, low_open=True)
+    require_number(rl_cfg[f], f"rl.{f}", low=0)
+  require_number(rl_cfg.surrogate_share, "rl.surrogate_share", low=0, high=1, low_open=True)

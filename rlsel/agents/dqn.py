@@ -70,12 +70,12 @@ class DQNState:
 
 
 def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", sharding=None) -> TrainProgram:
-  r = config.rl
-  num_envs, horizon, rounds = int(r.num_envs), env_params.max_steps, int(r.num_updates)
-  hidden, scale, gamma = int(r.hidden), float(r.reward_scale), float(r.gamma)
-  size, bsz = int(r.dqn_buffer), int(r.dqn_batch)
-  tx = optax.chain(optax.clip_by_global_norm(r.max_grad_norm), optax.adam(r.learning_rate))
-  show = progress(name, int(r.log_every))
+  rl_cfg = config.rl
+  num_envs, horizon, rounds = int(rl_cfg.num_envs), env_params.max_steps, int(rl_cfg.num_updates)
+  hidden, scale, gamma = int(rl_cfg.hidden), float(rl_cfg.reward_scale), float(rl_cfg.gamma)
+  size, bsz = int(rl_cfg.dqn_buffer), int(rl_cfg.dqn_batch)
+  tx = optax.chain(optax.clip_by_global_norm(rl_cfg.max_grad_norm), optax.adam(rl_cfg.learning_rate))
+  show = progress(name, int(rl_cfg.log_every))
   c = env_params.sizes.shape[0]
 
   def td_loss(params, target, b):
@@ -104,7 +104,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
                                                               state.rng)
       rng, k_roll, k_fit = jax.random.split(rng, 3)
       frac = u / jnp.maximum(rounds - 1, 1)
-      eps = r.dqn_eps_start + (r.dqn_eps_end - r.dqn_eps_start) * frac
+      eps = rl_cfg.dqn_eps_start + (rl_cfg.dqn_eps_end - rl_cfg.dqn_eps_start) * frac
       traj, final = rollout(k_roll, eps_greedy_policy(hidden, params, env_params.feats, eps), env_params, num_envs,
                             sharding)
       best_score, best_mask = track_best(best_score, best_mask, final, jnp.array(True))
@@ -121,8 +121,8 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
         upd, o = tx.update(g, o, p)
         return (optax.apply_updates(p, upd), o), loss
 
-      (params, opt), loss = jax.lax.scan(grad_step, (params, opt), jax.random.split(k_fit, int(r.dqn_grad_steps)))
-      target = jax.tree.map(lambda t, p: jnp.where((u + 1) % int(r.dqn_target_every) == 0, p, t), target, params)
+      (params, opt), loss = jax.lax.scan(grad_step, (params, opt), jax.random.split(k_fit, int(rl_cfg.dqn_grad_steps)))
+      target = jax.tree.map(lambda t, p: jnp.where((u + 1) % int(rl_cfg.dqn_target_every) == 0, p, t), target, params)
       ret = traj.reward.sum(0)
       metrics = {"mean_return": ret.mean(), "max_return": ret.max(), "final_score": final.score.mean(),
                  "best_score": best_score, "loss": loss.mean(), "epsilon": eps}

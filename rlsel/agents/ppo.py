@@ -37,17 +37,18 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
                sharding=None) -> TrainProgram:
   """`init_params` (optional): network params to start from (e.g. behaviour cloning); fresh ones when None.
   `sharding` (optional): lay the parallel episodes out over a mesh's devices."""
-  r = config.rl
-  num_envs, horizon, num_updates = int(r.num_envs), env_params.max_steps, int(r.num_updates)
-  hidden, scale = int(r.hidden), float(r.reward_scale)
+  rl_cfg = config.rl
+  num_envs, horizon, num_updates = int(rl_cfg.num_envs), env_params.max_steps, int(rl_cfg.num_updates)
+  hidden, scale = int(rl_cfg.hidden), float(rl_cfg.reward_scale)
   batch = num_envs * horizon
-  num_mb = max(1, min(int(r.num_minibatches), batch))
+  num_mb = max(1, min(int(rl_cfg.num_minibatches), batch))
   mb = batch // num_mb
-  tx = optax.chain(optax.clip_by_global_norm(r.max_grad_norm), optax.adam(r.learning_rate))
-  use_sur = float(r.surrogate_share) < 1.0 and isinstance(env_params.reward, env_lib.ProxyReward)
-  schedule = real_update_schedule(float(r.surrogate_share), num_updates) if use_sur else jnp.ones(num_updates, bool)
+  tx = optax.chain(optax.clip_by_global_norm(rl_cfg.max_grad_norm), optax.adam(rl_cfg.learning_rate))
+  use_sur = float(rl_cfg.surrogate_share) < 1.0 and isinstance(env_params.reward, env_lib.ProxyReward)
+  schedule = (real_update_schedule(float(rl_cfg.surrogate_share), num_updates) if use_sur
+              else jnp.ones(num_updates, bool))
   feat_dim = 2 * env_params.sizes.shape[0]
-  show = progress(name, int(r.log_every))
+  show = progress(name, int(rl_cfg.log_every))
 
   def loss_fn(params, tr, adv, target):
     obs = batch_obs(tr.taken, tr.step, env_params)
@@ -56,15 +57,15 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
     logp = jnp.take_along_axis(logp_all, tr.action[:, None], -1)[:, 0]
     w = tr.valid.astype(jnp.float32)
     return losses.ppo_loss(logp, tr.logp, adv, value, tr.value, target, losses.masked_entropy(logits), w,
-                           r.clip_eps, r.vf_coef, r.ent_coef)
+                           rl_cfg.clip_eps, rl_cfg.vf_coef, rl_cfg.ent_coef)
 
   def init(rng):
     rng, k_init, k_sur = jax.random.split(rng, 3)
     obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
     params = networks.init(k_init, hidden, env_params.feats, obs0) if init_params is None else init_params
     opt = tx.init(params)
-    sur = (surrogate_lib.init(k_sur, feat_dim, int(r.surrogate_hidden), int(r.surrogate_buffer),
-                              float(r.surrogate_lr)) if use_sur else None)
+    sur = (surrogate_lib.init(k_sur, feat_dim, int(rl_cfg.surrogate_hidden), int(rl_cfg.surrogate_buffer),
+                              float(rl_cfg.surrogate_lr)) if use_sur else None)
     return PPOState(params=params, opt_state=opt, surrogate=sur, best_score=jnp.array(-jnp.inf, jnp.float32),
                     best_mask=jnp.zeros((env_params.num_rows,), bool), rng=rng)
 
@@ -76,15 +77,16 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
       policy = sample_policy(hidden, params, env_params.feats)
       use_real = schedule[u]
       if use_sur:
-        sur_params = env_params.replace(reward=env_lib.SurrogateReward(int(r.surrogate_hidden)), surrogate=sur.params)
+        sur_params = env_params.replace(reward=env_lib.SurrogateReward(int(rl_cfg.surrogate_hidden)),
+                                        surrogate=sur.params)
         traj, final = jax.lax.cond(use_real, lambda: rollout(k_roll, policy, env_params, num_envs, sharding),
                                    lambda: rollout(k_roll, policy, sur_params, num_envs, sharding))
       else:
         traj, final = rollout(k_roll, policy, env_params, num_envs, sharding)
       best_score, best_mask = track_best(best_score, best_mask, final, use_real)
 
-      adv, target = losses.gae(traj.reward * scale, traj.value, traj.done, jnp.zeros((num_envs,)), r.gamma,
-                               r.gae_lambda)
+      adv, target = losses.gae(traj.reward * scale, traj.value, traj.done, jnp.zeros((num_envs,)), rl_cfg.gamma,
+                               rl_cfg.gae_lambda)
       flat = jax.tree.map(lambda x: x.reshape((batch,) + x.shape[2:]), (traj, adv, target))
       flat_w = flat[0].valid.astype(jnp.float32)
       flat = (flat[0], losses.normalise(flat[1], flat_w), flat[2])
@@ -99,7 +101,8 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
         perm = jax.random.permutation(k, batch)[:num_mb * mb].reshape(num_mb, mb)
         return jax.lax.scan(minibatch, c, perm)
 
-      (params, opt), (loss, info) = jax.lax.scan(epoch, (params, opt), jax.random.split(k_ep, int(r.update_epochs)))
+      (params, opt), (loss, info) = jax.lax.scan(epoch, (params, opt),
+                                                 jax.random.split(k_ep, int(rl_cfg.update_epochs)))
 
       sur_loss = jnp.zeros(())
       if use_sur:
@@ -108,7 +111,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
           feats = jax.vmap(env_lib.mask_features, in_axes=(0, None))(taken, env_params)
           scores = jnp.concatenate([traj.score[1:].reshape(-1), final.score])
           s = surrogate_lib.add(s, feats, scores)
-          return surrogate_lib.train(k_sur, s, int(r.surrogate_steps), 64)
+          return surrogate_lib.train(k_sur, s, int(rl_cfg.surrogate_steps), 64)
         sur, sur_loss = jax.lax.cond(use_real, fit, lambda s: (s, jnp.zeros(())), sur)
 
       ret = traj.reward.sum(0)

@@ -24,11 +24,11 @@ class ReinforceState:
 
 
 def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce", sharding=None) -> TrainProgram:
-  r = config.rl
-  num_envs, horizon, num_updates = int(r.num_envs), env_params.max_steps, int(r.num_updates)
-  hidden, scale = int(r.hidden), float(r.reward_scale)
-  tx = optax.chain(optax.clip_by_global_norm(r.max_grad_norm), optax.adam(r.learning_rate))
-  show = progress(name, int(r.log_every))
+  rl_cfg = config.rl
+  num_envs, horizon, num_updates = int(rl_cfg.num_envs), env_params.max_steps, int(rl_cfg.num_updates)
+  hidden, scale = int(rl_cfg.hidden), float(rl_cfg.reward_scale)
+  tx = optax.chain(optax.clip_by_global_norm(rl_cfg.max_grad_norm), optax.adam(rl_cfg.learning_rate))
+  show = progress(name, int(rl_cfg.log_every))
 
   def loss_fn(params, tr, ret):
     logits, value = networks.apply(hidden, params, env_params.feats, batch_obs(tr.taken, tr.step, env_params))
@@ -39,7 +39,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
     pg = -jnp.sum(w * logp * adv) / n
     vl = jnp.sum(w * (value - ret) ** 2) / n
     ent = jnp.sum(w * losses.masked_entropy(logits)) / n
-    return pg + r.vf_coef * vl - r.ent_coef * ent, ent
+    return pg + rl_cfg.vf_coef * vl - rl_cfg.ent_coef * ent, ent
 
   def init(rng):
     rng, k_init = jax.random.split(rng)
@@ -56,7 +56,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
       traj, final = rollout(k_roll, sample_policy(hidden, params, env_params.feats), env_params, num_envs,
                             sharding)
       best_score, best_mask = track_best(best_score, best_mask, final, jnp.array(True))
-      ret = losses.returns_to_go(traj.reward * scale, traj.done, r.gamma)
+      ret = losses.returns_to_go(traj.reward * scale, traj.done, rl_cfg.gamma)
       flat = jax.tree.map(lambda x: x.reshape((horizon * num_envs,) + x.shape[2:]), (traj, ret))
       (loss, ent), g = jax.value_and_grad(loss_fn, has_aux=True)(params, *flat)
       upd, opt = tx.update(g, opt, params)

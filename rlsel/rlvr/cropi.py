@@ -17,7 +17,7 @@ import numpy as np
 
 from rlsel.errors import require
 from rlsel.rlvr import grpo, prompt_grads
-from rlsel.selectors import gradients as G
+from rlsel.selectors import gradients
 from rlsel.selectors.cropi import class_influence, reciprocal_rank_fusion
 
 
@@ -30,8 +30,8 @@ class Offline(NamedTuple):
   num_subsets: int
 
 
-def collect(policy, params_beta, train, validation, rng: np.random.Generator, key, r) -> Offline:
-  c, g = r.cropi, r.grpo
+def collect(policy, params_beta, train, validation, rng: np.random.Generator, key, rlvr_cfg) -> Offline:
+  c, g = rlvr_cfg.cropi, rlvr_cfg.grpo
   cand = rng.choice(len(train), size=min(c.candidates, len(train)), replace=False)
   val_ids = np.arange(min(c.validation_size, len(validation)))
   k1, k2 = jax.random.split(key)
@@ -42,34 +42,34 @@ def collect(policy, params_beta, train, validation, rng: np.random.Generator, ke
   return Offline(cand, tg, vg, subset.astype(np.int32), int(subset.max()) + 1)
 
 
-def keep_count(r, n_candidates: int) -> int:
-  k = int(round(r.cropi.keep_fraction * n_candidates))
-  require(k >= r.grpo.prompts_per_step, f"cropi keeps {k} prompts, fewer than rlvr.grpo.prompts_per_step="
-          f"{r.grpo.prompts_per_step}; raise rlvr.cropi.candidates or keep_fraction")
+def keep_count(rlvr_cfg, n_candidates: int) -> int:
+  k = int(round(rlvr_cfg.cropi.keep_fraction * n_candidates))
+  require(k >= rlvr_cfg.grpo.prompts_per_step, f"cropi keeps {k} prompts, fewer than rlvr.grpo.prompts_per_step="
+          f"{rlvr_cfg.grpo.prompts_per_step}; raise rlvr.cropi.candidates or keep_fraction")
   return k
 
 
-def make_projector(key, module_params, r) -> G.Projector:
-  c = r.cropi
+def make_projector(key, module_params, rlvr_cfg) -> gradients.Projector:
+  c = rlvr_cfg.cropi
   kc, kp = jax.random.split(key)
-  coords = G.sparse_coordinates(kc, prompt_grads.num_params(module_params), c.sparse_coords)
-  return G.Projector("sparse", kp, c.projection_dim, c.projection_block, coords)
+  coords = gradients.sparse_coordinates(kc, prompt_grads.num_params(module_params), c.sparse_coords)
+  return gradients.Projector("sparse", kp, c.projection_dim, c.projection_block, coords)
 
 
-def influence_scores(module, params, offline: Offline, projector: G.Projector, r) -> np.ndarray:
+def influence_scores(module, params, offline: Offline, projector: gradients.Projector, rlvr_cfg) -> np.ndarray:
   """Fused reciprocal-rank influence [n candidates] at checkpoint `params` (higher = more useful)."""
-  c, g = r.cropi, r.grpo
+  c, g = rlvr_cfg.cropi, rlvr_cfg.grpo
   tf = prompt_grads.prompt_features(module, params, offline.train_groups, projector, c.grad_batch_prompts, g.adv_eps)
   vf = prompt_grads.prompt_features(module, params, offline.val_groups, projector, c.grad_batch_prompts, g.adv_eps)
   infl, use = class_influence(jnp.asarray(tf), jnp.asarray(vf), jnp.asarray(offline.val_subset), offline.num_subsets)
   return np.asarray(reciprocal_rank_fusion(infl, use.astype(jnp.float32), float(c.rrf_offset)))
 
 
-def select_round(module, params, offline: Offline, projector: G.Projector, r):
+def select_round(module, params, offline: Offline, projector: gradients.Projector, rlvr_cfg):
   """(kept pool positions, seconds) for one round."""
   t0 = time.perf_counter()
-  fused = influence_scores(module, params, offline, projector, r)
-  kept = offline.candidates[G.top_k_positions(fused, keep_count(r, len(offline.candidates)))]
+  fused = influence_scores(module, params, offline, projector, rlvr_cfg)
+  kept = offline.candidates[gradients.top_k_positions(fused, keep_count(rlvr_cfg, len(offline.candidates)))]
   return kept, time.perf_counter() - t0
 
 

@@ -13,13 +13,13 @@ import numpy as np
 
 from rlsel.errors import require
 from rlsel.rlvr import grpo, prompt_grads
-from rlsel.selectors import gradients as G
+from rlsel.selectors import gradients
 from rlsel.selectors.learnalign import learnalign_scores
 
 
-def warmup_grpo(policy, update, optimizer, params0, train, rng: np.random.Generator, key, r):
+def warmup_grpo(policy, update, optimizer, params0, train, rng: np.random.Generator, key, rlvr_cfg):
   """`learnalign.warmup_steps` GRPO steps on prompts drawn from a random `warmup_fraction` of the pool -> params."""
-  la, g = r.learnalign, r.grpo
+  la, g = rlvr_cfg.learnalign, rlvr_cfg.grpo
   n_sub = max(g.prompts_per_step, int(round(la.warmup_fraction * len(train))))
   subset = rng.choice(len(train), size=min(n_sub, len(train)), replace=False)
   state = grpo.init_state(params0, optimizer)
@@ -29,26 +29,26 @@ def warmup_grpo(policy, update, optimizer, params0, train, rng: np.random.Genera
   return state.params
 
 
-def select(policy, update, optimizer, params0, train, rng: np.random.Generator, key, r):
+def select(policy, update, optimizer, params0, train, rng: np.random.Generator, key, rlvr_cfg):
   """(top-N pool positions, info dict with the phase timings and the selected prompts' mean success rate)."""
-  la, g = r.learnalign, r.grpo
+  la, g = rlvr_cfg.learnalign, rlvr_cfg.grpo
   n_cand = min(la.candidates, len(train))
   top_n = int(round(la.top_fraction * n_cand))
   require(top_n >= g.prompts_per_step, f"learnalign keeps {top_n} prompts, fewer than rlvr.grpo.prompts_per_step="
           f"{g.prompts_per_step}; raise rlvr.learnalign.candidates or top_fraction")
   k_warm, k_roll, k_proj = jax.random.split(key, 3)
   t0 = time.perf_counter()
-  params = warmup_grpo(policy, update, optimizer, params0, train, rng, k_warm, r)
+  params = warmup_grpo(policy, update, optimizer, params0, train, rng, k_warm, rlvr_cfg)
   jax.block_until_ready(params)
   t1 = time.perf_counter()
   cand = rng.choice(len(train), size=n_cand, replace=False)
   groups = prompt_grads.rollout_many(policy, params, train, cand, g.group_size, g.prompts_per_step, k_roll)
   p = prompt_grads.success_rates(groups)
   t2 = time.perf_counter()
-  projector = G.Projector(la.projection_kind, k_proj, la.projection_dim, la.projection_block)
+  projector = gradients.Projector(la.projection_kind, k_proj, la.projection_dim, la.projection_block)
   feats = prompt_grads.prompt_features(policy.module, params, groups, projector, la.grad_batch_prompts, g.adv_eps)
   scores = np.asarray(learnalign_scores(jnp.asarray(feats), jnp.asarray(p)))
-  top = G.top_k_positions(scores, top_n)
+  top = gradients.top_k_positions(scores, top_n)
   t3 = time.perf_counter()
   info = {"warmup_grpo_seconds": t1 - t0, "rollout_seconds": t2 - t1, "gradient_seconds": t3 - t2,
           "candidates": int(n_cand), "mean_p_candidates": float(p.mean()), "mean_p_selected": float(p[top].mean())}

@@ -17,7 +17,7 @@ from jax.flatten_util import ravel_pytree
 
 from rlsel.rlvr import grpo
 from rlsel.rlvr.decoder import token_logprobs
-from rlsel.selectors import gradients as G
+from rlsel.selectors import gradients
 
 
 def success_rates(groups: grpo.Groups) -> np.ndarray:
@@ -50,10 +50,10 @@ def _features(params, prompt, prompt_mask, completion, mask, behaviour_logp, rew
 
   flat = jax.vmap(one)(prompt, prompt_mask, completion, mask, behaviour_logp, adv)  # [n, P]
   if kind == "sparse":
-    return G.sparse_project(flat, coords, key, dim, block)
+    return gradients.sparse_project(flat, coords, key, dim, block)
   if kind == "none":
     return flat
-  return G.dense_project(flat, key, dim, kind, block)
+  return gradients.dense_project(flat, key, dim, kind, block)
 
 
 def _grouped(groups: grpo.Groups, rows: np.ndarray):
@@ -65,7 +65,7 @@ def _grouped(groups: grpo.Groups, rows: np.ndarray):
   return out + [np.asarray(groups.rewards)[rows]]
 
 
-def prompt_features(module, params, groups: grpo.Groups, projector: G.Projector, batch_prompts: int,
+def prompt_features(module, params, groups: grpo.Groups, projector: gradients.Projector, batch_prompts: int,
                     adv_eps: float) -> np.ndarray:
   """Projected gradients [n, dim] of every prompt in `groups` (fixed-size batches, the last padded, so one compile).
 

@@ -24,13 +24,13 @@ from rlsel.rlvr.replay import ReplayBuffer
 METHODS = ("uniform", "grpo", "dots", "dots_replay", "learnalign", "cropi")
 
 
-def load_problems(r):
+def load_problems(rlvr_cfg):
   """(train pool, validation, test) Problems for `rlvr.task`."""
-  d = r.data
-  if r.task == "arithmetic":
+  d = rlvr_cfg.data
+  if rlvr_cfg.task == "arithmetic":
     return arithmetic.arithmetic_splits(d.seed, arithmetic.parse_levels(d.levels), d.n_train, d.n_validation,
                                         d.n_test)
-  if r.task == "jsonl":
+  if rlvr_cfg.task == "jsonl":
     require(bool(d.jsonl_file), "task 'jsonl' needs --config.rlvr.data.jsonl_file=PATH to a {prompt, answer} JSONL")
     allp = arithmetic.load_jsonl(d.jsonl_file)
     perm = np.random.default_rng(d.seed).permutation(len(allp))
@@ -38,40 +38,40 @@ def load_problems(r):
     require(k >= 1 and len(allp) - 2 * k >= 1, f"{d.jsonl_file} is too small to hold out validation and test; "
             "add problems or change rlvr.data.holdout_fraction")
     return allp.take(perm[2 * k:]), allp.take(perm[:k]), allp.take(perm[k:2 * k])
-  if r.task == "gsm8k":
+  if rlvr_cfg.task == "gsm8k":
     train, test = arithmetic.load_gsm8k(d.gsm8k_path)
     perm = np.random.default_rng(d.seed).permutation(len(train))
     k = min(d.n_validation, len(train) // 10)
     return train.take(perm[k:]), train.take(perm[:k]), test
-  raise UserError(f"unknown rlvr.task {r.task!r}; use arithmetic, jsonl or gsm8k")
+  raise UserError(f"unknown rlvr.task {rlvr_cfg.task!r}; use arithmetic, jsonl or gsm8k")
 
 
-def small_config(r, vocab_size: int) -> decoder.DecoderConfig:
-  s = r.small
+def small_config(rlvr_cfg, vocab_size: int) -> decoder.DecoderConfig:
+  s = rlvr_cfg.small
   return decoder.DecoderConfig(vocab_size=vocab_size, width=s.width, num_layers=s.num_layers, num_heads=s.num_heads,
                                num_kv_heads=s.num_kv_heads, head_dim=s.head_dim, mlp_dim=s.mlp_dim,
                                rope_theta=s.rope_theta, rms_eps=s.rms_eps, rope_interleaved=s.rope_interleaved,
                                init_std=s.init_std)
 
 
-def build_policy(r, key, train):
+def build_policy(rlvr_cfg, key, train):
   """(Policy, start params, seconds spent warming up); for SmolLM2 the prompts get its chat template."""
-  g = r.grpo
-  if r.model == "smollm2":
+  g = rlvr_cfg.grpo
+  if rlvr_cfg.model == "smollm2":
     from rlsel.rlvr import smollm2
-    module, params, tok = smollm2.load(r.smollm2_path)
-    return grpo.Policy(module, tok, r.data.prompt_len, g.max_new_tokens, g.temperature, g.top_p), params, 0.0
-  require(r.model == "small", f"unknown rlvr.model {r.model!r}; use small or smollm2")
+    module, params, tok = smollm2.load(rlvr_cfg.smollm2_path)
+    return grpo.Policy(module, tok, rlvr_cfg.data.prompt_len, g.max_new_tokens, g.temperature, g.top_p), params, 0.0
+  require(rlvr_cfg.model == "small", f"unknown rlvr.model {rlvr_cfg.model!r}; use small or smollm2")
   from rlsel.rlvr.tokenizer import CharTokenizer
   from rlsel.rlvr.warmup import make_warmup
   tok = CharTokenizer()
-  module, params = decoder.init_params(small_config(r, tok.vocab_size), key)
+  module, params = decoder.init_params(small_config(rlvr_cfg, tok.vocab_size), key)
   t0 = time.perf_counter()
-  if r.warmup.steps > 0:
-    warm = make_warmup(module, tok, train, r.warmup, r.data.prompt_len, g.max_new_tokens)
+  if rlvr_cfg.warmup.steps > 0:
+    warm = make_warmup(module, tok, train, rlvr_cfg.warmup, rlvr_cfg.data.prompt_len, g.max_new_tokens)
     params, _ = warm(jax.random.fold_in(key, 1), params)
     jax.block_until_ready(params)
-  return grpo.Policy(module, tok, r.data.prompt_len, g.max_new_tokens, g.temperature, g.top_p), params, \
+  return grpo.Policy(module, tok, rlvr_cfg.data.prompt_len, g.max_new_tokens, g.temperature, g.top_p), params, \
       time.perf_counter() - t0
 
 
@@ -131,13 +131,14 @@ def _mean_defined(values):
   return float(np.mean(v)) if v else None
 
 
-def train_method(method: str, r, policy, params0, train, test, key, optimizer=None, update=None, validation=None):
+def train_method(method: str, rlvr_cfg, policy, params0, train, test, key, optimizer=None, update=None,
+                 validation=None):
   """Runs one method for `rlvr.grpo.steps` steps; returns (result row with an accuracy history, final params).
 
   The history's `seconds` are training seconds so far (rollouts, updates, selection work; evaluation excluded).
   Pass `optimizer`/`update` from a previous call to reuse the compiled update across methods; CROPI needs `validation`.
   """
-  g, d = r.grpo, r.dots
+  g, d = rlvr_cfg.grpo, rlvr_cfg.dots
   if update is None:
     optimizer = grpo.make_optimizer(g)
     update = grpo.make_update(policy.module, optimizer, g)
@@ -167,15 +168,16 @@ def train_method(method: str, r, policy, params0, train, test, key, optimizer=No
   elif method == "learnalign":
     from rlsel.rlvr import learnalign
     t0 = time.perf_counter()
-    allowed, info = learnalign.select(policy, update, optimizer, params0, train, rng, jax.random.fold_in(key, 11), r)
+    allowed, info = learnalign.select(policy, update, optimizer, params0, train, rng, jax.random.fold_in(key, 11),
+                                      rlvr_cfg)
     sel_s += time.perf_counter() - t0
   elif method == "cropi":
     from rlsel.rlvr import cropi
     require(validation is not None, "cropi needs the validation prompts")
     t0 = time.perf_counter()
-    offline = cropi.collect(policy, params0, train, validation, rng, jax.random.fold_in(key, 13), r)
-    projector = cropi.make_projector(jax.random.fold_in(key, 17), params0, r)
-    starts = cropi.round_starts(g.steps, r.cropi.rounds)
+    offline = cropi.collect(policy, params0, train, validation, rng, jax.random.fold_in(key, 13), rlvr_cfg)
+    projector = cropi.make_projector(jax.random.fold_in(key, 17), params0, rlvr_cfg)
+    starts = cropi.round_starts(g.steps, rlvr_cfg.cropi.rounds)
     sel_s += time.perf_counter() - t0
     info = {"offline_rollout_seconds": sel_s, "rounds": len(starts), "candidates": len(offline.candidates),
             "round_seconds": []}
@@ -183,7 +185,7 @@ def train_method(method: str, r, policy, params0, train, test, key, optimizer=No
   for step in range(g.steps):
     key, k_roll, k_sel, k_ref = jax.random.split(key, 4)
     if method == "cropi" and step in starts:
-      allowed, secs = cropi.select_round(policy.module, state.params, offline, projector, r)
+      allowed, secs = cropi.select_round(policy.module, state.params, offline, projector, rlvr_cfg)
       draw = (None, 0)
       sel_s += secs
       clock += secs
@@ -266,39 +268,42 @@ def run(config, workdir) -> list:
   """All (method, seed) rows; results.json and results.md are rewritten after every finished cell, the plots at the
   end. Cells already
   in `workdir/rlvr.results_file` are skipped (resume); a seed whose cells are all done is not even warmed up."""
-  r = config.rlvr
+  rlvr_cfg = config.rlvr
   from rlsel.configlib import names_list
-  methods = names_list(r.methods)  # a tuple, or "a,b" from the command line
+  methods = names_list(rlvr_cfg.methods)  # a tuple, or "a,b" from the command line
   for m in methods:
     require(m in METHODS, f"unknown rlvr method {m!r}; choose from {', '.join(METHODS)}")
   out = pathlib.Path(workdir)
-  rows = _load_rows(out / r.results_file)
+  rows = _load_rows(out / rlvr_cfg.results_file)
   done = {report.cell_key(x) for x in rows}
-  train, validation, test = load_problems(r)
+  train, validation, test = load_problems(rlvr_cfg)
   for seed in config.seeds:
-    todo = [m for m in methods if (m, r.task, int(seed)) not in done]
+    todo = [m for m in methods if (m, rlvr_cfg.task, int(seed)) not in done]
     for m in methods:
       if m not in todo:
         print(f"[rlvr] {m} seed={seed}: done earlier, skipped", flush=True)
     if not todo:
       continue
     key = jax.random.key(seed)
-    policy, params0, warm_s = build_policy(r, key, train)
+    policy, params0, warm_s = build_policy(rlvr_cfg, key, train)
     tr, va, te = (chat_wrap(x, policy.tokenizer) for x in (train, validation, test))
     policy.check_prompt_len(tr)
     policy.check_prompt_len(te)
     if "cropi" in todo:
       policy.check_prompt_len(va)
-    optimizer = grpo.make_optimizer(r.grpo)
-    update = grpo.make_update(policy.module, optimizer, r.grpo)  # compiled once, shared by the methods
+    optimizer = grpo.make_optimizer(rlvr_cfg.grpo)
+    update = grpo.make_update(policy.module, optimizer, rlvr_cfg.grpo)  # compiled once, shared by the methods
     for method in todo:
       t0 = time.perf_counter()
-      row, _ = train_method(method, r, policy, params0, tr, te, jax.random.fold_in(key, 2), optimizer, update, va)
-      rows.append({"task": r.task, "model": r.model, "seed": int(seed), "budget": None, "warmup_seconds": warm_s,
+      row, _ = train_method(method, rlvr_cfg, policy, params0, tr, te, jax.random.fold_in(key, 2), optimizer, update,
+                            va)
+      rows.append({"task": rlvr_cfg.task, "model": rlvr_cfg.model, "seed": int(seed), "budget": None,
+                   "warmup_seconds": warm_s,
                    "seconds": time.perf_counter() - t0, **row})
-      rows = report.write(out, rows, r.results_file, with_plots=False)  # plots once at the end (matplotlib is slow)
+      # plots once at the end (matplotlib is slow)
+      rows = report.write(out, rows, rlvr_cfg.results_file, with_plots=False)
       print(f"[rlvr] {method} seed={seed} test_accuracy {row['initial_test_accuracy']:.3f} -> "
             f"{row['test_accuracy']:.3f} select {row['select_seconds']:.1f}s train {row['finetune_seconds']:.1f}s "
             f"gen {row['generation_seconds_per_step']:.3f}s/step update {row['update_seconds_per_step']:.3f}s/step",
             flush=True)
-  return report.write(out, rows, r.results_file, with_plots=bool(r.plots))
+  return report.write(out, rows, rlvr_cfg.results_file, with_plots=bool(rlvr_cfg.plots))

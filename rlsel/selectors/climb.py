@@ -127,15 +127,16 @@ def make_search(config, params: env_lib.EnvParams, iterations: int = 0):
   """`search(key) -> dict`: allocation [C] (the answer), ranked [R, C] (scored allocations, predicted best first,
   repeats last), scores [R] (their real scores), metrics per round, real_evals. `iterations` overrides the config."""
   check_env(config, params)
-  cc = config.climb
-  rounds = int(iterations) or int(cc.iterations)
-  n, top = int(cc.samples), int(cc.top_k)
-  n_real = max(1, min(n, int(round(n * float(cc.score_share)))))
+  climb_cfg = config.climb
+  rounds = int(iterations) or int(climb_cfg.iterations)
+  n, top = int(climb_cfg.samples), int(climb_cfg.top_k)
+  n_real = max(1, min(n, int(round(n * float(climb_cfg.score_share)))))
   k = num_chunks(params)
   caps = chunk_caps(params)
   c = caps.shape[0]
-  hidden, steps, batch = int(cc.surrogate_hidden), int(cc.surrogate_steps), int(cc.surrogate_batch)
-  conc, floor, explore = float(cc.concentration), float(cc.dirichlet_floor), float(cc.explore_share)
+  hidden, steps, batch = int(climb_cfg.surrogate_hidden), int(climb_cfg.surrogate_steps), int(climb_cfg.surrogate_batch)
+  conc, floor = float(climb_cfg.concentration), float(climb_cfg.dirichlet_floor)
+  explore = float(climb_cfg.explore_share)
   feats_of = jax.vmap(lambda a: features(a, params))
   predict = lambda p, a: surrogate_lib.predict(hidden, p, feats_of(a))
 
@@ -159,7 +160,7 @@ def make_search(config, params: env_lib.EnvParams, iterations: int = 0):
 
   def search(key):
     k_sur, k_loop = jax.random.split(key)
-    sur = surrogate_lib.init(k_sur, 2 * c, hidden, rounds * n_real, float(cc.surrogate_lr))
+    sur = surrogate_lib.init(k_sur, 2 * c, hidden, rounds * n_real, float(climb_cfg.surrogate_lr))
     start = discretise(params.sizes / jnp.sum(params.sizes), caps, k)  # proportional: like a random subset
     proposal = jnp.tile(start[None], (top, 1))
     hist = jnp.zeros((rounds * n_real, c), jnp.int32)

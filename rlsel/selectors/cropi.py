@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlsel.selectors import gradients as G
+from rlsel.selectors import gradients
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 
 
@@ -21,7 +21,7 @@ def class_influence(pool_feats: jax.Array, val_feats: jax.Array, val_labels: jax
   onehot = jax.nn.one_hot(val_labels, num_classes, dtype=jnp.float32)
   counts = onehot.sum(0)
   means = (onehot.T @ val_feats) / jnp.maximum(counts, 1.0)[:, None]
-  return G.unit_rows(means) @ G.unit_rows(pool_feats).T, counts > 0
+  return gradients.unit_rows(means) @ gradients.unit_rows(pool_feats).T, counts > 0
 
 
 def reciprocal_rank_fusion(scores: jax.Array, use: jax.Array, offset: float) -> jax.Array:
@@ -38,7 +38,7 @@ def round_shares(budget: int, rounds: int) -> list:
 
 
 @register("cropi")
-class Cropi(G.WarmedSelector, Selector):
+class Cropi(gradients.WarmedSelector, Selector):
   """Curriculum of R rounds of sparse-gradient influence selection, fine-tuning on the picks between rounds."""
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
@@ -48,7 +48,8 @@ class Cropi(G.WarmedSelector, Selector):
     warm = self.warm_up(key, pool)
     fns, paths, ckpts = warm.fns, warm.paths, warm.checkpoints
     params = ckpts[-1].params
-    projector = G.make_projector(kproj, s, G.num_coordinates(G.split_params(params, paths)[0]), sparse=True)
+    n_coords = gradients.num_coordinates(gradients.split_params(params, paths)[0])
+    projector = gradients.make_projector(kproj, s, n_coords, sparse=True)
     seconds = {"warmup": time.time() - t0, "gradients": 0.0, "finetune": 0.0}
     chosen = np.zeros(len(pool.train), bool)
     shares = round_shares(budget, int(s.cropi_rounds))
@@ -57,19 +58,21 @@ class Cropi(G.WarmedSelector, Selector):
       remaining = np.flatnonzero(~chosen)
       common = dict(paths=paths, projector=projector, batch_size=int(s.grad_batch_size),
                     progress=bool(s.progress))
-      pool_f = G.gradient_features(fns, params, pool.train.take(remaining), label=f"cropi round {r} pool", **common)
-      val_f = G.gradient_features(fns, params, pool.validation, label=f"cropi round {r} val", **common)
+      pool_f = gradients.gradient_features(fns, params, pool.train.take(remaining), label=f"cropi round {r} pool",
+                                           **common)
+      val_f = gradients.gradient_features(fns, params, pool.validation, label=f"cropi round {r} val", **common)
       infl, use = class_influence(jnp.asarray(pool_f), jnp.asarray(val_f), jnp.asarray(pool.validation.labels),
                                   pool.num_classes)
       fused = np.asarray(reciprocal_rank_fusion(infl, use.astype(jnp.float32), float(s.rrf_offset)))
       by_label = pool.train.labels[remaining] if s.label_balanced else None
-      chosen[remaining[G.top_k_positions(fused, share, by_label)]] = True
+      chosen[remaining[gradients.top_k_positions(fused, share, by_label)]] = True
       seconds["gradients"] += time.time() - t
       if r + 1 < len(shares):
         t = time.time()
-        params = G.warmup_train(jax.random.fold_in(kround, r), fns, params, pool.train.take(np.flatnonzero(chosen)),
-                                int(s.cropi_round_epochs), int(s.train_batch_size), float(s.learning_rate),
-                                float(s.schedule_warmup_fraction), G.adam_hparams(s))[-1].params
+        params = gradients.warmup_train(jax.random.fold_in(kround, r), fns, params,
+                                        pool.train.take(np.flatnonzero(chosen)), int(s.cropi_round_epochs),
+                                        int(s.train_batch_size), float(s.learning_rate),
+                                        float(s.schedule_warmup_fraction), gradients.adam_hparams(s))[-1].params
         seconds["finetune"] += time.time() - t
     info = {f"{k}_seconds": v for k, v in seconds.items()}
     info.update(warmup_reused=warm.reused, rounds=len(shares), shares=shares,

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from rlsel import difficulty
-from rlsel.selectors import gradients as G
+from rlsel.selectors import gradients
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 from rlsel.selectors.basic import numpy_rng
 from rlsel.stats import pearson
@@ -92,7 +92,7 @@ def dots_sample(key, p_hat: jax.Array, k: int, alpha: float, tau: float) -> jax.
 
 
 @register("dots")
-class Dots(G.WarmedSelector, Selector):
+class Dots(gradients.WarmedSelector, Selector):
   """Gumbel top-k sampling around p_hat = alpha, p_hat from an attention estimator fit on a measured reference set."""
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
@@ -110,7 +110,7 @@ class Dots(G.WarmedSelector, Selector):
     n_hold = int(round(float(s.dots_holdout_fraction) * ref.shape[0]))
     n_hold = min(max(n_hold, 0), ref.shape[0] - 2)
     fit_pos, hold_pos = np.sort(ref[n_hold:]), np.sort(ref[:n_hold])
-    probs = G.predict_proba(fns, ckpts[-1].params, pool.train.take(ref), int(s.eval_batch_size))
+    probs = gradients.predict_proba(fns, ckpts[-1].params, pool.train.take(ref), int(s.eval_batch_size))
     measured = np.zeros(n, np.float32)
     measured[ref] = probs[np.arange(ref.shape[0]), pool.train.labels[ref]]
     correct = np.zeros(n, bool)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlsel.selectors import gradients as G
+from rlsel.selectors import gradients
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 
 
@@ -25,19 +25,19 @@ def learnalign_scores(feats: jax.Array, p_correct: jax.Array) -> jax.Array:
   """score_i = V_i phi_hat_i . mean_j V_j phi_hat_j for feats [n, d] and p_correct [n]."""
   chex.assert_rank([feats, p_correct], [2, 1])
   chex.assert_equal_shape_prefix([feats, p_correct], 1)
-  u = learnability(p_correct)[:, None] * G.unit_rows(feats)
+  u = learnability(p_correct)[:, None] * gradients.unit_rows(feats)
   return u @ u.mean(0)
 
 
 def learnalign_scores_pairwise(feats: jax.Array, p_correct: jax.Array) -> jax.Array:
   """The O(n^2) definition, mean_j V_i V_j cos(phi_i, phi_j); for tests."""
   v = learnability(p_correct)
-  unit = G.unit_rows(feats)
+  unit = gradients.unit_rows(feats)
   return jnp.mean(v[:, None] * v[None, :] * (unit @ unit.T), axis=1)
 
 
 @register("learnalign")
-class LearnAlign(G.WarmedSelector, Selector):
+class LearnAlign(gradients.WarmedSelector, Selector):
   """Top of the budget by learnability-weighted gradient alignment under the warmed model."""
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
@@ -48,14 +48,15 @@ class LearnAlign(G.WarmedSelector, Selector):
     fns, paths, ckpts = warm.fns, warm.paths, warm.checkpoints
     params = ckpts[-1].params
     t1 = time.time()
-    probs = G.predict_proba(fns, params, pool.train, int(s.eval_batch_size))
+    probs = gradients.predict_proba(fns, params, pool.train, int(s.eval_batch_size))
     p_correct = probs[np.arange(len(pool.train)), pool.train.labels]
-    projector = G.make_projector(kproj, s, G.num_coordinates(G.split_params(params, paths)[0]), sparse=False)
-    feats = G.gradient_features(fns, params, pool.train, paths, projector, int(s.grad_batch_size),
-                                progress=bool(s.progress), label="learnalign pool grads")
+    n_coords = gradients.num_coordinates(gradients.split_params(params, paths)[0])
+    projector = gradients.make_projector(kproj, s, n_coords, sparse=False)
+    feats = gradients.gradient_features(fns, params, pool.train, paths, projector, int(s.grad_batch_size),
+                                        progress=bool(s.progress), label="learnalign pool grads")
     t2 = time.time()
     scores = np.asarray(learnalign_scores(jnp.asarray(feats), jnp.asarray(p_correct, jnp.float32)))
-    pos = G.top_k_positions(scores, budget, pool.train.labels if s.label_balanced else None)
+    pos = gradients.top_k_positions(scores, budget, pool.train.labels if s.label_balanced else None)
     info = {"warmup_reused": warm.reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
             "score_seconds": time.time() - t2,
             "mean_p_correct_pool": float(p_correct.mean()),

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlsel.selectors import gradients as G
+from rlsel.selectors import gradients
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 
 
@@ -35,14 +35,14 @@ def less_scores(train_feats: jax.Array, val_feats: jax.Array, val_labels: jax.Ar
   chex.assert_rank([train_feats, val_feats, lrs], [3, 3, 1])
   chex.assert_equal_shape_prefix([train_feats, val_feats, lrs], 1)
   def one(t, v):
-    means, present = class_mean_directions(G.unit_rows(v), val_labels, num_classes)
-    per_class = G.unit_rows(t) @ means.T
+    means, present = class_mean_directions(gradients.unit_rows(v), val_labels, num_classes)
+    per_class = gradients.unit_rows(t) @ means.T
     return jnp.max(jnp.where(present[None], per_class, -jnp.inf), axis=1)
   return jnp.einsum("k,kn->n", lrs, jax.vmap(one)(train_feats, val_feats))
 
 
 @register("less")
-class Less(G.WarmedSelector, Selector):
+class Less(gradients.WarmedSelector, Selector):
   """LESS with per-epoch warm-up checkpoints, Adam-aware pool features and class-wise max validation alignment."""
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
@@ -54,22 +54,25 @@ class Less(G.WarmedSelector, Selector):
     if int(s.less_checkpoints) > 0:
       ckpts = ckpts[-int(s.less_checkpoints):]
     t1 = time.time()
-    projector = G.make_projector(kproj, s, G.num_coordinates(G.split_params(fns.params, paths)[0]), sparse=False)
+    n_coords = gradients.num_coordinates(gradients.split_params(fns.params, paths)[0])
+    projector = gradients.make_projector(kproj, s, n_coords, sparse=False)
     train_f, val_f = [], []
     for i, ck in enumerate(ckpts):
       common = dict(paths=paths, projector=projector, batch_size=int(s.grad_batch_size),
                     progress=bool(s.progress))
-      train_f.append(G.gradient_features(fns, ck.params, pool.train, adam=ck, adam_hparams=G.adam_hparams(s),
-                                         label=f"less pool grads ckpt {i}", **common))
-      val_f.append(G.gradient_features(fns, ck.params, pool.validation, label=f"less val grads ckpt {i}", **common))
+      train_f.append(gradients.gradient_features(fns, ck.params, pool.train, adam=ck,
+                                                 adam_hparams=gradients.adam_hparams(s),
+                                                 label=f"less pool grads ckpt {i}", **common))
+      val_f.append(gradients.gradient_features(fns, ck.params, pool.validation, label=f"less val grads ckpt {i}",
+                                               **common))
     t2 = time.time()
     lrs = jnp.asarray([ck.lr_mean for ck in ckpts], jnp.float32)
     scores = np.asarray(less_scores(jnp.asarray(np.stack(train_f)), jnp.asarray(np.stack(val_f)),
                                     jnp.asarray(pool.validation.labels), lrs, pool.num_classes))
-    pos = G.top_k_positions(scores, budget, pool.train.labels if s.label_balanced else None)
+    pos = gradients.top_k_positions(scores, budget, pool.train.labels if s.label_balanced else None)
     info = {"warmup_reused": warm.reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
             "score_seconds": time.time() - t2, "checkpoints": len(ckpts),
-            "num_grad_params": G.num_coordinates(G.split_params(fns.params, paths)[0]),
+            "num_grad_params": gradients.num_coordinates(gradients.split_params(fns.params, paths)[0]),
             "lr_means": [float(x) for x in lrs], "score_min_selected": float(scores[pos].min()),
             "score_mean": float(scores.mean())}
     return Selection(pool.train.ids[pos], info)

@@ -51,12 +51,19 @@ def make_optimizer(fc) -> optax.GradientTransformation:
                      optax.add_decayed_weights(fc.weight_decay, mask=decay_mask))
 
 
-def learning_rate_at(fc, total_steps: int, count: int) -> float:
-  """Linear warm-up from 0 over `warmup_fraction` of the steps, then linear decay to 0; `count` = updates done."""
-  warmup = max(1, int(round(fc.warmup_fraction * total_steps)))
+def warmup_decay_lr(peak: float, warmup_fraction: float, total_steps: int, count: int) -> float:
+  """The one learning-rate schedule of rlsel's supervised training (target fine-tuning and the gradient selectors'
+  warm-up): linear from 0 to `peak` over `warmup_fraction` of `total_steps`, then linear to 0 at `total_steps`;
+  `count` = updates done."""
+  warmup = max(1, int(round(warmup_fraction * total_steps)))
   if count < warmup:
-    return fc.learning_rate * count / warmup
-  return fc.learning_rate * max(0.0, 1.0 - (count - warmup) / max(1, total_steps - warmup))
+    return peak * count / warmup
+  return peak * max(0.0, 1.0 - (count - warmup) / max(1, total_steps - warmup))
+
+
+def learning_rate_at(fc, total_steps: int, count: int) -> float:
+  """The fine-tune section's schedule (`fc.learning_rate`, `fc.warmup_fraction`) after `count` updates."""
+  return warmup_decay_lr(fc.learning_rate, fc.warmup_fraction, total_steps, count)
 
 
 def planned_steps(fc, n: int) -> int:

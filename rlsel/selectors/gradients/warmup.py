@@ -13,6 +13,7 @@ import optax
 from rlsel.selectors.base import Split
 from rlsel.selectors.gradients.model import ModelFns, batch_of, target_model_fns
 from rlsel.selectors.gradients.params import select_paths
+from rlsel.target.finetune import warmup_decay_lr
 
 
 class Checkpoint(NamedTuple):
@@ -48,10 +49,6 @@ def warmup_train(key, fns: ModelFns, params, split: Split, epochs: int, batch_si
   n = len(split)
   steps_per_epoch = max(1, -(-n // batch_size))
   total = steps_per_epoch * epochs
-  warm = max(1, int(round(schedule_warmup_fraction * total)))
-  schedule = optax.join_schedules(
-      [optax.linear_schedule(0.0, learning_rate, warm), optax.linear_schedule(learning_rate, 0.0, total - warm + 1)],
-      [warm])
   adam = optax.scale_by_adam(b1, b2, eps)
   state = adam.init(params)
   if mu is not None:
@@ -63,7 +60,7 @@ def warmup_train(key, fns: ModelFns, params, split: Split, epochs: int, batch_si
     order = np.resize(order, steps_per_epoch * batch_size)
     lrs = []
     for s in range(steps_per_epoch):
-      lr = float(schedule(t))
+      lr = warmup_decay_lr(learning_rate, schedule_warmup_fraction, total, t)
       lrs.append(lr)
       params, state, _ = _train_step(params, state, jnp.float32(lr),
                                      batch_of(split, order[s * batch_size:(s + 1) * batch_size]),
@@ -103,10 +100,12 @@ class WarmedSelector:
   The warm-up depends only on the selector's key (i.e. the run seed), the pool and the warm-up settings, not on which
   selector asks, so LESS, LearnAlign, CROPI and DOTS of one seed share it: the latest one is kept in memory and reused
   by the next selector of the same seed (the harness runs a seed's selectors one after another).
-  `model_factory(config, num_classes, key) -> ModelFns` defaults to the target model; tests replace it with a tiny model.
+  `model_factory(config, num_classes, key) -> ModelFns` defaults to the target model; tests replace it with a tiny
+  model.
   """
   model_factory: Callable = staticmethod(target_model_fns)
   config_sections = ("selection",)
+  version = 2  # 2: the warm-up decays over total - warm steps, as target fine-tuning does (2026-12-02)
 
   def warm_up(self, key, pool) -> Warmup:
     """The model warmed up on a random `warmup_fraction` of the pool. `key` is the selector's own key; the warm-up's
