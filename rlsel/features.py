@@ -59,7 +59,7 @@ def embed_tokens(tokens: dict, batch_size: int, desc: str = "embedding") -> np.n
   import jax
   import jax.numpy as jnp
   from rlsel.target import model as target_model
-  from rlsel.progress import Progress
+  from rlsel import progress
 
   module, params = target_model.pretrained_encoder()
 
@@ -71,7 +71,7 @@ def embed_tokens(tokens: dict, batch_size: int, desc: str = "embedding") -> np.n
 
   n = tokens["input_ids"].shape[0]
   out = np.zeros((n, module.config.hidden_size), np.float32)
-  bar = Progress(n, desc)
+  bar = progress.bar(n, desc)
   for start in range(0, n, batch_size):
     stop = min(n, start + batch_size)
     batch = [_pad_rows(tokens[k][start:stop], batch_size) for k in ("input_ids", "attention_mask", "token_type_ids")]

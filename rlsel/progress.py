@@ -1,32 +1,34 @@
-"""A minimal progress line on stderr (rate and time left), quiet when stderr is not a terminal except every ~10%."""
+"""Progress bars for long work (embedding, fine-tuning, gradient features), drawn by tqdm on stderr.
+
+On a terminal: tqdm's live bar. Otherwise (a log file, CI): quiet, except one plain line every `LOG_INTERVAL_S`
+seconds and at the end, so a background run's log still shows how far it is without tqdm's carriage returns.
+"""
 
 import sys
-import time
+
+LOG_INTERVAL_S = 30.0  # seconds between progress lines when stderr is not a terminal
+LOG_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} ({rate_fmt}, {remaining} left)"
 
 
-class Progress:
-  """Counts work done out of `total` and prints `desc: done/total (rate/s, eta)`."""
+class _Lines:
+  """A file for tqdm off a terminal: each refresh becomes one line (tqdm starts refreshes with a carriage return)."""
 
-  def __init__(self, total: int, desc: str, unit: str = "ex"):
-    self.total, self.desc, self.unit = max(1, int(total)), desc, unit
-    self.done, self.t0, self._last = 0, time.time(), 0.0
-    self._tty = sys.stderr.isatty()
-    self._next_pct = 0.1
+  def __init__(self, stream):
+    self.stream = stream
 
-  def update(self, n: int = 1) -> None:
-    self.done += n
-    now = time.time()
-    frac = self.done / self.total
-    if (self._tty and now - self._last > 0.5) or frac >= self._next_pct or self.done >= self.total:
-      self._last = now
-      while self._next_pct <= frac:
-        self._next_pct += 0.1
-      rate = self.done / max(now - self.t0, 1e-9)
-      eta = (self.total - self.done) / max(rate, 1e-9)
-      end = "\r" if self._tty and self.done < self.total else "\n"
-      sys.stderr.write(f"{self.desc}: {self.done}/{self.total} {self.unit} ({rate:.1f}/s, {eta:.0f}s left){end}")
-      sys.stderr.flush()
+  def write(self, text: str) -> None:
+    text = text.replace("\r", "").rstrip()
+    if text:
+      self.stream.write(text + "\n")
 
-  def close(self) -> None:
-    if self._tty and self.done < self.total:
-      sys.stderr.write("\n")
+  def flush(self) -> None:
+    self.stream.flush()
+
+
+def bar(total: int, desc: str, unit: str = "ex"):
+  """A tqdm bar over `total` units (call `.update(n)` and `.close()`)."""
+  from tqdm.auto import tqdm
+  if sys.stderr.isatty():
+    return tqdm(total=int(total), desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+  return tqdm(total=int(total), desc=desc, unit=unit, file=_Lines(sys.stderr), mininterval=LOG_INTERVAL_S,
+              maxinterval=LOG_INTERVAL_S, bar_format=LOG_FORMAT, leave=True)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rlsel.progress import Progress
+from rlsel import progress
 from rlsel.selectors.base import Split
 from rlsel.selectors.basic import numpy_rng
 
@@ -194,7 +194,7 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
       best_acc, best_step, bad_evals = meta["best_acc"], meta["best_step"], meta["bad_evals"]
       history, elapsed_before, start = [tuple(h) for h in meta["history"]], meta["seconds"], meta["step"] + 1
       print(f"[{log_prefix}] resuming from the checkpoint at step {meta['step']}", flush=True)
-  bar = Progress(planned - start + 1, log_prefix, unit="steps")
+  bar = progress.bar(planned - start + 1, log_prefix, unit="steps")
   step = start - 1
   for step in range(start, planned + 1):
     key, sub = jax.random.split(key)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlsel.progress import Progress
+from rlsel import progress as progress_lib
 from rlsel.selectors.base import Split
 from rlsel.selectors.gradients.model import ModelFns, batch_of, batch_starts, pad_positions
 from rlsel.selectors.gradients.params import flat_params, flatten_rows, flatten_vector, merge_params, split_params
@@ -64,7 +64,7 @@ def gradient_features(fns: ModelFns, params, split: Split, paths: list, projecto
   static = dict(apply=fns.apply, paths=tuple(paths), kind=projector.kind, dim=projector.dim, block=projector.block,
                 use_adam=adam is not None, hparams=tuple(float(h) for h in adam_hparams))
   out = []
-  bar = Progress(len(split), label) if progress else None
+  bar = progress_lib.bar(len(split), label) if progress else None
   for pos in batch_starts(len(split), batch_size):
     feats = _batch_features(selected, frozen, mu, nu, count, projector.key, coords,
                             batch_of(split, pad_positions(pos, batch_size)), **static)
