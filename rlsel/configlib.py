@@ -9,7 +9,7 @@ import ml_collections
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = "rt"                      # offline: tweets, rt, rt_subj, bbc; hub: sst2, cola, mrpc, rte, qnli, qqp, mnli; or "file"
+  c.task = "rt"                      # offline: tweets, rt, rt_subj, bbc; GLUE: sst2, ..., mnli; "file"; "hub" (by name)
   c.selectors = ("full", "random")   # run in this order, each through select -> ids -> fine-tune -> evaluate
   c.seeds = (0,)                     # one cell per (selector, task, seed)
   c.budget = 0.05                    # fraction of the pool to select, in (0, 1]
@@ -30,6 +30,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.text_column = "text"
   c.data.text_pair_column = ""       # second text of a pair task, if any
   c.data.label_column = "label"
+  c.data.hub_name = ""               # task="hub": a datasets.load_dataset id, or a local folder laid out alike
+  c.data.hub_config = ""             # task="hub": the dataset's config (subset) name, if it has several
+  c.data.hub_splits = ""             # task="hub": POOL[,VALIDATION[,TEST]] split names; "" = train/validation/test
 
   c.features = ml_collections.ConfigDict()
   c.features.max_length = 48         # tokens per example for the target and the frozen encoder
@@ -45,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.target.dtype = "float32"         # compute dtype: "bfloat16" on GPU/TPU; params stay float32
 
   c.finetune = ml_collections.ConfigDict()
+  c.finetune.enabled = True          # False: select only (selections and a diagnostics row; no target fine-tune)
   c.finetune.batch_size = 32
   c.finetune.eval_batch_size = 128
   c.finetune.learning_rate = 5e-5

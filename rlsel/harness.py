@@ -22,21 +22,35 @@ from rlsel.io import atomic_write_json
 from rlsel.selectors import base as selbase
 
 
-def _split_from(task, split: str, config, workdir):
+def split_from(task, split: str, config, workdir):
+  """One split of a task as a selector's `Split`: tokens now, frozen embeddings lazily from the workdir cache."""
   ds = task.dataset[split]
-  toks = features.tokenize(ds["text"], ds["text_pair"], config.features.max_length)
+  toks = features.tokenize(ds["text"], ds["text_pair"] if task.is_pair_task else None, config.features.max_length)
   ids = np.asarray(ds["id"], np.int64)
   labels = np.asarray(ds["label"], np.int32)
-  embed = lambda: features.cached_embeddings(workdir, task.name, split, ids, toks, config.features.max_length,
+  embed = lambda: features.cached_embeddings(workdir, task.cache_name, split, ids, toks, config.features.max_length,
                                              config.features.batch_size)
   return selbase.Split(ids, labels, toks["input_ids"], toks["attention_mask"], toks["token_type_ids"], embed)
 
 
 def build_pool(config, task, workdir):
   """(Pool over train + validation, test Split) with tokens; embeddings load lazily from the workdir cache."""
-  pool = selbase.Pool(task.name, task.label_names, _split_from(task, "train", config, workdir),
-                      _split_from(task, "validation", config, workdir))
-  return pool, _split_from(task, "test", config, workdir)
+  pool = selbase.Pool(task.name, task.label_names, split_from(task, "train", config, workdir),
+                      split_from(task, "validation", config, workdir))
+  return pool, split_from(task, "test", config, workdir)
+
+
+def select_ids(config, pool, selector_name: str, seed: int, fraction: float,
+               dirs: selbase.RunDirs = selbase.RunDirs()) -> tuple:
+  """One selection exactly as a cell of the command makes it (the key `fold_in(key(seed), 0)`): (ids checked
+  against the pool and budget, JSON-safe info, seconds). The command and the Python API share it."""
+  root = jax.random.key(seed)
+  selector = selbase.make(selector_name, config)
+  budget = selbase.budget_size(fraction, pool.size) if selector.uses_budget else pool.size
+  t0 = time.time()
+  ids, info = selector.select(jax.random.fold_in(root, 0), pool, budget, dirs)
+  seconds = time.time() - t0
+  return selbase.check_selection(ids, pool, budget, selector_name), _json_safe(info), seconds
 
 
 def cell_name(selector: str, task: str, seed: int) -> str:
@@ -51,8 +65,26 @@ def _json_safe(obj):
     return {k: v for k, v in obj.items() if isinstance(v, (int, float, str, bool, type(None)))} if isinstance(obj, dict) else None
 
 
-def save_selection(workdir, task, pool, name: str, ids: np.ndarray) -> None:
-  """`selections/<name>.json` (sorted ids) and `selections/<name>/` (the subset as a Hugging Face dataset)."""
+def dataset_card(task, subset, selector: str, budget: float, seed: int, pool_size: int, config_id: str = None,
+                 command: str = None) -> str:
+  """What an exported subset is, in Markdown: selector, budget, seed, pool size, label counts, config id and the
+  command that made it. It goes into the saved dataset's `info.description` and a README.md beside it."""
+  counts = np.bincount(np.asarray(subset["label"], np.int64), minlength=task.num_classes)
+  lines = [f"# rlsel selection: {selector} on {task.name}, seed {seed}", "",
+           f"{len(subset)} of {pool_size} pool examples ({len(subset) / max(pool_size, 1):.2%}; budget {budget:g}), "
+           f"chosen by the rlsel selector `{selector}` with run seed {seed}.", "",
+           "| label | examples |", "|---|---|"]
+  lines += [f"| {n} | {int(c)} |" for n, c in zip(task.label_names, counts)]
+  lines += ["", f"- config id: `{config_id or 'n/a'}` (the settings are in the workdir's `configs/<id>.json`)",
+            f"- command: `{command or 'n/a'}`",
+            "- columns: `id` (the example's id in the task), `text`" + (", `text_pair`" if task.is_pair_task else "")
+            + ", `label` (a ClassLabel with the label names)", ""]
+  return "\n".join(lines)
+
+
+def save_selection(workdir, task, pool, name: str, ids: np.ndarray, card: str = "") -> None:
+  """`selections/<name>.json` (sorted ids) and `selections/<name>/` (the subset as a Hugging Face dataset, with
+  `card` as its `info.description` and as a README.md in the folder)."""
   sel_dir = pathlib.Path(workdir) / "selections"
   sel_dir.mkdir(parents=True, exist_ok=True)
   import datasets
@@ -60,10 +92,22 @@ def save_selection(workdir, task, pool, name: str, ids: np.ndarray) -> None:
   target = sel_dir / name
   tmp = sel_dir / f".{name}.tmp"
   shutil.rmtree(tmp, ignore_errors=True)
-  task.dataset["train"].select(pool.train.positions_of(ids).tolist()).save_to_disk(str(tmp))
+  subset = task.dataset["train"].select(pool.train.positions_of(ids).tolist())
+  subset.info.description = card
+  subset.save_to_disk(str(tmp))
+  (tmp / "README.md").write_text(card)
   shutil.rmtree(target, ignore_errors=True)
   os.replace(tmp, target)
   atomic_write_json(sel_dir / f"{name}.json", [int(i) for i in np.sort(ids)])
+
+
+def command_line() -> str:
+  """The command that is running, for dataset cards (`python -m rlsel.main ...` when run as the command)."""
+  import sys
+  argv = list(sys.argv)
+  if argv and argv[0].endswith(os.path.join("rlsel", "main.py")):
+    argv = ["python", "-m", "rlsel.main"] + argv[1:]
+  return " ".join(argv)
 
 
 def selection_name(selector: str, task: str, seed: int, fraction: float, main_budget: float) -> str:
@@ -91,15 +135,16 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
     agent_ckpt = pathlib.Path(workdir) / "checkpoints" / f"{progress.stem}-agent"
     # Selectors that train (rl_*) write TensorBoard curves and checkpoint their train state in these folders.
     dirs = selbase.RunDirs(logdir=str(pathlib.Path(workdir) / "tensorboard" / name), checkpoint_dir=str(agent_ckpt))
-    t0 = time.time()
-    ids, info = selector.select(jax.random.fold_in(root, 0), pool, budget, dirs)
-    select_seconds = time.time() - t0
-    ids = selbase.check_selection(ids, pool, budget, selector_name)
-    info = _json_safe(info)
-    save_selection(workdir, task, pool, name, ids)
+    ids, info, select_seconds = select_ids(config, pool, selector_name, seed, fraction, dirs)
+    card = dataset_card(task, task.dataset["train"].select(pool.train.positions_of(ids).tolist()), selector_name,
+                        fraction if selector.uses_budget else 1.0, seed, pool.size, config_id, command_line())
+    save_selection(workdir, task, pool, name, ids, card)
     atomic_write_json(progress, {"ids": ids.tolist(), "select_seconds": select_seconds, "info": info,
                                  "config_id": config_id, "selector": selector_name})
     shutil.rmtree(agent_ckpt, ignore_errors=True)  # the saved selection supersedes the agent's checkpoint
+  if not config.finetune.enabled:
+    return select_only_row(config, task, pool, selector_name, seed, fraction, ids, select_seconds, info,
+                           embed_seconds if selector.needs_embeddings else 0.0, name)
   subset = pool.train.take(pool.train.positions_of(ids))
   module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
   ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints" / f"{progress.stem}-finetune",
@@ -122,6 +167,25 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
   row["_checkpoint"] = ckpt  # removed by run() once the row is safely in results.json
   print(f"[{name}] test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
         f"(select {select_seconds:.1f}s, fine-tune {result.seconds:.1f}s)", flush=True)
+  return row
+
+
+def select_only_row(config, task, pool, selector_name, seed, fraction, ids, select_seconds, info, embed_seconds,
+                    name) -> dict:
+  """A row for `finetune.enabled=False`: the selection and its own diagnostics (label counts), no test metrics."""
+  counts = np.bincount(pool.train.labels[pool.train.positions_of(ids)], minlength=pool.num_classes)
+  row = {
+      "selector": selector_name, "task": task.name, "seed": int(seed), "budget": float(fraction),
+      "n_selected": int(ids.size), "pool_size": int(pool.size), "finetuned": False,
+      "test_accuracy": None, "test_macro_f1": None, "val_accuracy": None,
+      "select_seconds": float(select_seconds), "finetune_seconds": 0.0, "embed_seconds": float(embed_seconds),
+      "label_counts": {str(n): int(c) for n, c in zip(task.label_names, counts)}, "target": config.target.kind,
+  }
+  if info:
+    row["info"] = info
+  row["_checkpoint"] = None
+  print(f"[{name}] selected {ids.size} examples in {select_seconds:.1f}s (finetune.enabled=False: no fine-tune)",
+        flush=True)
   return row
 
 
@@ -185,13 +249,14 @@ def run(config, workdir) -> list:
       rows.append(row)
       if distributed.is_main_process():
         results.write(workdir, rows)
-      ckpt.remove()
+      if ckpt is not None:
+        ckpt.remove()
       print(f"[{selection_name(name, task.name, seed, fraction, config.budget)}] row saved to results.json", flush=True)
     if distributed.is_main_process():
       from rlsel import plots
       plots.selection_maps(workdir, task, pool, [r for r in rows if r["task"] == task.name])
   if distributed.is_main_process():
     from rlsel import plots
-    plots.accuracy_vs_budget(workdir, rows)
+    plots.accuracy_vs_budget(workdir, results.evaluated(rows))
     plots.paired_forest(workdir, results.paired(rows))
   return rows

@@ -141,8 +141,13 @@ def table(rows) -> str:
   """The per-cell table as Markdown."""
   head = "| " + " | ".join(h for h, _, _ in TABLE) + " |"
   sep = "|" + "|".join("---" for _ in TABLE) + "|"
-  body = ["| " + " | ".join(fmt.format(r[k]) for _, k, fmt in TABLE) + " |" for r in rows]
+  body = ["| " + " | ".join("—" if r[k] is None else fmt.format(r[k]) for _, k, fmt in TABLE) + " |" for r in rows]
   return "\n".join([head, sep] + body)
+
+
+def evaluated(rows) -> list:
+  """The rows with test metrics (a select-only row, `finetune.enabled=False`, has none)."""
+  return [r for r in rows if r.get("test_accuracy") is not None]
 
 
 def _mean_std(values):
@@ -165,9 +170,9 @@ def paired(rows, metric: str = "test_accuracy") -> list:
   losses and a verdict (rlsel.stats.paired_difference). Seeds are paired: a seed fixes the split, the head
   initialisation, the dropout keys and the data-order stream, so only the subset differs."""
   from rlsel.stats import paired_difference
-  by_cell = {cell_key(r): r for r in rows}
+  by_cell = {cell_key(r): r for r in evaluated(rows)}
   out = []
-  groups = sorted({(r["task"], cell_key(r)[3], r["selector"]) for r in rows})
+  groups = sorted({(r["task"], cell_key(r)[3], r["selector"]) for r in evaluated(rows)})
   for task, budget, sel in groups:
     for ref in REFERENCES:
       if sel == ref or (ref == "random" and sel == "full"):
@@ -206,11 +211,12 @@ def summary(rows) -> str:
   lines = ["| task | budget | selector | seeds | examples | test acc | macro-F1 | select s | finetune s |",
            "|---|---|---|---|---|---|---|---|---|"]
   for (task, budget, sel), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
-    acc, f1 = _mean_std([r["test_accuracy"] for r in rs]), _mean_std([r["test_macro_f1"] for r in rs])
+    ev = evaluated(rs)
+    acc = _pm(_mean_std([r["test_accuracy"] for r in ev])) if ev else "—"
+    f1 = _pm(_mean_std([r["test_macro_f1"] for r in ev])) if ev else "—"
     ss, fs = _mean_std([r["select_seconds"] for r in rs]), _mean_std([r["finetune_seconds"] for r in rs])
     n = int(round(np.mean([r["n_selected"] for r in rs])))
-    lines.append(f"| {task} | {budget:g} | {sel} | {len(rs)} | {n} | {_pm(acc)} | {_pm(f1)} | {ss[0]:.1f} | "
-                 f"{fs[0]:.1f} |")
+    lines.append(f"| {task} | {budget:g} | {sel} | {len(rs)} | {n} | {acc} | {f1} | {ss[0]:.1f} | {fs[0]:.1f} |")
   return "\n".join(lines)
 
 
@@ -308,7 +314,7 @@ def merge(out, sources) -> list:
         shutil.copytree(s / sub, out / sub, dirs_exist_ok=True)
   write(out, rows)
   from rlsel import plots
-  plots.accuracy_vs_budget(out, rows)
+  plots.accuracy_vs_budget(out, evaluated(rows))
   plots.paired_forest(out, paired(rows))
   return rows
 

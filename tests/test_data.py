@@ -24,7 +24,9 @@ def test_offline_splits_deterministic_stratified_disjoint(task):
   ids = {s: a.column(s, "id") for s in ("train", "validation", "test")}
   for s in ids:
     np.testing.assert_array_equal(ids[s], b.column(s, "id"))  # deterministic
-    assert set(a.dataset[s].column_names) >= {"id", "text", "text_pair", "label"}
+    # A single-text task has no (empty) text_pair column; its label is a ClassLabel carrying the label names.
+    assert set(a.dataset[s].column_names) == {"id", "text", "label"}
+    assert a.dataset[s].features["label"].names == list(a.label_names)
   assert not set(ids["train"]) & set(ids["validation"])
   assert not set(ids["train"]) & set(ids["test"])
   assert not set(ids["validation"]) & set(ids["test"])

@@ -2,23 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, load_config
-
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu")
-
-
-def run_main(args, workdir, prelude="", env=None):
-  """Runs `python -m rlsel.main` (optionally after a Python prelude, e.g. hiding a package) in the repo."""
-  code = (prelude + "\nimport runpy, sys\nsys.argv = ['rlsel.main'] + sys.argv[1:]\n"
-          "runpy.run_module('rlsel.main', run_name='__main__')")
-  cmd = [sys.executable, "-c", code] + list(args) + [f"--workdir={workdir}"]
-  return subprocess.run(cmd, cwd=REPO, env=env or ENV, capture_output=True, text=True, timeout=600)
-
+from tests.conftest import ENV, load_config, run_main
 
 @pytest.mark.slow
 def test_debug_run_end_to_end_and_resume(tmp_path):
@@ -94,6 +81,13 @@ BAD_INPUTS = {
     "ccs_beta": (["--config=configs/debug.py", "--config.selectors=ccs", "--config.selection.ccs_beta=1.0"],
                  "selection.ccs_beta"),
     "min_steps_above_max": (["--config=configs/debug.py", "--config.finetune.min_steps=500"], "finetune.min_steps=500"),
+    "hub_without_name": (["--config=configs/debug.py", "--config.task=hub"], "task=hub needs --config.data.hub_name"),
+    "hub_splits_too_many": (["--config=configs/debug.py", "--config.task=hub", "--config.data.hub_name=x/y",
+                             "--config.data.hub_splits=a,b,c,d"], "data.hub_splits='a,b,c,d' names 4 splits"),
+    # Offline (HF_DATASETS_OFFLINE=1), a hub id cannot load: one line that says what to do instead.
+    "hub_without_network": (["--config=configs/debug.py", "--config.task=hub",
+                             "--config.data.hub_name=rlsel-nobody/no-such-dataset"],
+                            "could not load 'rlsel-nobody/no-such-dataset' through datasets.load_dataset"),
 }
 
 
