@@ -26,10 +26,10 @@ def make_config(config=None, **fields):
   `{"rl.num_envs": 8}` or nested dicts), or None; `fields` (budget, selectors, seeds, task) are set last."""
   import ml_collections
 
-  from rlsel.configlib import base_config
+  from rlsel.configlib import base_config, flat_items
   if config is None or isinstance(config, dict):
     c = base_config()
-    for key, value in _flatten(config or {}):
+    for key, value in flat_items(config or {}):
       _set_field(c, key, value)
   elif isinstance(config, ml_collections.ConfigDict):
     c = config.copy_and_resolve_references()
@@ -40,14 +40,6 @@ def make_config(config=None, **fields):
     _set_field(c, key, value)
   c.lock()
   return c
-
-
-def _flatten(d, prefix=""):
-  for k, v in d.items():
-    if isinstance(v, dict):
-      yield from _flatten(v, f"{prefix}{k}.")
-    else:
-      yield f"{prefix}{k}", v
 
 
 def _set_field(c, dotted: str, value) -> None:

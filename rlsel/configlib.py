@@ -215,3 +215,12 @@ def ints_list(value) -> tuple:
     except ValueError:
       raise UserError(f"{value!r} is not a comma-separated list of integers, e.g. --config.seeds=0,1") from None
   return tuple(value)
+
+
+def flat_items(d: dict, prefix: str = ""):
+  """(dotted field, value) pairs of a nested dict (e.g. `config.to_dict()`): ("finetune.max_steps", 200), ..."""
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from flat_items(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}", v

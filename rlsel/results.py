@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 
+from rlsel.configlib import flat_items
 from rlsel.io import atomic_write_json, atomic_write_text
 
 REQUIRED = ("selector", "task", "seed", "budget", "n_selected", "test_accuracy", "test_macro_f1", "select_seconds",
@@ -32,14 +33,6 @@ COMMON_SECTIONS = ("data", "features", "target", "finetune")
 _MISSING = "?"
 
 
-def _flat(d, prefix=""):
-  for k, v in d.items():
-    if isinstance(v, dict):
-      yield from _flat(v, f"{prefix}{k}.")
-    else:
-      yield f"{prefix}{k}", v
-
-
 def _within(key: str, fields) -> bool:
   return any(key == f or key.startswith(f + ".") for f in fields)
 
@@ -50,12 +43,12 @@ def result_config(config, selector: str = None) -> dict:
   With `selector`, a cell's identity: the sections every cell reads plus that selector's own `config_sections`, so a
   change to, say, the proxy leaves `full` and `random` cells valid. Without, every field but the run plan."""
   if selector is None:
-    keep = {k: v for k, v in _flat(config.to_dict()) if not _within(k, RUN_ONLY_FIELDS)}
+    keep = {k: v for k, v in flat_items(config.to_dict()) if not _within(k, RUN_ONLY_FIELDS)}
   else:
     from rlsel.selectors import base as selbase
     cls = selbase.selector_class(selector)
     fields = COMMON_SECTIONS + tuple(cls.config_sections)
-    keep = {k: v for k, v in _flat(config.to_dict()) if _within(k, fields) and not _within(k, RUN_ONLY_FIELDS)}
+    keep = {k: v for k, v in flat_items(config.to_dict()) if _within(k, fields) and not _within(k, RUN_ONLY_FIELDS)}
     if cls.version > 1:  # version 1 adds no field, so cells made before versions existed keep their identity
       keep[f"selector_version.{selector}"] = cls.version
   return json.loads(json.dumps(keep, sort_keys=True, default=repr))

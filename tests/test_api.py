@@ -122,12 +122,15 @@ def test_hub_task_by_name_reads_a_local_folder_with_the_hub_layout(tmp_path):
     lines = ["premise,hypothesis,verdict"] + [f"p{split}{i} {rng.integers(9)},h{i},{'yes' if i % 2 else 'no'}"
                                               for i in range(n)]
     (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
-  wd = tmp_path / "run"
-  r = run_main(SELECT_ONLY + ["--config.task=hub", f"--config.data.hub_name={folder}", "--config.selectors=random",
-                              "--config.data.text_column=premise", "--config.data.text_pair_column=hypothesis",
-                              "--config.data.label_column=verdict"], wd)
-  assert r.returncode == 0, r.stderr[-3000:]
-  (row,) = json.loads((wd / "results.json").read_text())
+  def run(name, *extra):
+    wd = tmp_path / name
+    r = run_main(SELECT_ONLY + ["--config.task=hub", f"--config.data.hub_name={folder}", "--config.selectors=random",
+                                "--config.data.text_column=premise", "--config.data.label_column=verdict", *extra], wd)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = json.loads((wd / "results.json").read_text())
+    return wd, row
+
+  wd, row = run("run", "--config.data.text_pair_column=hypothesis")
   assert row["task"] == "hub" and row["pool_size"] == 160 and row["n_selected"] == 16
   assert row["label_counts"] == {"no": 8, "yes": 8}
   import datasets
@@ -135,10 +138,5 @@ def test_hub_task_by_name_reads_a_local_folder_with_the_hub_layout(tmp_path):
   assert set(subset.column_names) == {"id", "text", "text_pair", "label"}
   assert subset.features["label"].names == ["no", "yes"]
   # A split list naming the pool and the test split: validation is carved from the pool.
-  wd2 = tmp_path / "run2"
-  r2 = run_main(SELECT_ONLY + ["--config.task=hub", f"--config.data.hub_name={folder}", "--config.selectors=random",
-                               "--config.data.text_column=premise", "--config.data.label_column=verdict",
-                               "--config.data.hub_splits=train,,test"], wd2)
-  assert r2.returncode == 0, r2.stderr[-3000:]
-  (row2,) = json.loads((wd2 / "results.json").read_text())
+  _, row2 = run("run2", "--config.data.hub_splits=train,,test")
   assert row2["pool_size"] == 160 - round(0.1 * 160)
