@@ -81,13 +81,7 @@ BAD_INPUTS = {
     "ccs_beta": (["--config=configs/debug.py", "--config.selectors=ccs", "--config.selection.ccs_beta=1.0"],
                  "selection.ccs_beta"),
     "min_steps_above_max": (["--config=configs/debug.py", "--config.finetune.min_steps=500"], "finetune.min_steps=500"),
-    "label_noise_negative": (["--config=configs/debug.py", "--config.data.label_noise=-0.1"], "data.label_noise=-0.1"),
     "label_noise_one": (["--config=configs/debug.py", "--config.data.label_noise=1.0"], "data.label_noise=1.0"),
-    "noise_kind": (["--config=configs/debug.py", "--config.data.noise_kind=pairflip"],
-                   "data.noise_kind='pairflip' is unknown"),
-    "hub_without_name": (["--config=configs/debug.py", "--config.task=hub"], "task=hub needs --config.data.hub_name"),
-    "hub_splits_too_many": (["--config=configs/debug.py", "--config.task=hub", "--config.data.hub_name=x/y",
-                             "--config.data.hub_splits=a,b,c,d"], "data.hub_splits='a,b,c,d' names 4 splits"),
     # Offline (HF_DATASETS_OFFLINE=1), a hub id cannot load: one line that says what to do instead.
     "hub_without_network": (["--config=configs/debug.py", "--config.task=hub",
                              "--config.data.hub_name=rlsel-nobody/no-such-dataset"],
@@ -235,3 +229,35 @@ def test_overrides_no_cell_reads_are_named(tmp_path):
   r = run_main(["--config=configs/debug.py", "--config.proxy.steps=3", "--config.selectors=random,bogus"], wd)
   assert "note: --config.proxy.steps is not read by this run" in r.stdout
   _assert_clean_failure(r, wd, "unknown selector 'bogus'")
+
+
+# More bad settings, checked in-process by the same validate() the command calls before any work (each command-line
+# case above costs a Python start-up; these differ only in the message).
+VALIDATE_BAD = {
+    "label_noise_negative": ({"data.label_noise": -0.1}, "data.label_noise=-0.1"),
+    "noise_kind": ({"data.noise_kind": "pairflip"}, "data.noise_kind='pairflip' is unknown"),
+    "noise_matrix_not_square": ({"data.noise_kind": "asymmetric", "data.noise_matrix": (0, 1, 1)},
+                                "data.noise_matrix has 3 entries"),
+    "hub_without_name": ({"task": "hub"}, "task=hub needs --config.data.hub_name"),
+    "hub_splits_too_many": ({"task": "hub", "data.hub_name": "x/y", "data.hub_splits": "a,b,c,d"},
+                            "data.hub_splits='a,b,c,d' names 4 splits"),
+    "finetune_enabled": ({"finetune.enabled": "no"}, "finetune.enabled='no' must be True or False"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VALIDATE_BAD))
+def test_validate_refuses_bad_settings_in_one_line(case):
+  from rlsel import validation
+  from rlsel.errors import UserError
+  fields, expected = VALIDATE_BAD[case]
+  config = load_config("debug")
+  for key, value in fields.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    with node.ignore_type():
+      node[leaf] = value
+  with pytest.raises(UserError) as e:
+    validation.validate(config)
+  assert expected in str(e.value) and "\n" not in str(e.value)

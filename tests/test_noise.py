@@ -124,7 +124,8 @@ def test_instance_noise_reads_the_pool_embeddings(tmp_path):
   """Instance noise end to end: the out-of-fold probe on the frozen embeddings (cached where the pool's are)."""
   from rlsel import harness
   c = load_config("debug")
-  c.data.label_noise, c.data.noise_kind, c.data.noise_probe_steps = 0.3, "instance", 50
+  c.data.label_noise, c.data.noise_kind = 0.3, "instance"
+  c.data.noise_probe_steps, c.data.noise_probe_folds = 30, 2
   task = harness.load_task_for_run(c, str(tmp_path))
   y, y0 = task.column("train", "label"), task.column("train", "original_label")
   assert (y != y0).sum() == round(0.3 * len(y))
