@@ -159,6 +159,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.selection.adam_b2 = 0.999
   c.selection.adam_eps = 1e-8
   c.selection.less_checkpoints = -1  # LESS: use the last this-many epoch checkpoints (-1: all)
+  c.selection.less_feature = "adam"  # LESS pool feature: "adam" (the Adam update direction, as the paper) or "sgd"
+                                     # (the plain gradient, the reference's SGD option)
+  c.selection.learnalign_alignment = "class"  # LearnAlign: "class" (own class's weighted mean gradient) or "pool"
+                                     # (the paper's pool-wide mean, degenerate for a classifier head; see learnalign.py)
   c.selection.cropi_rounds = 3       # CROPI curriculum rounds (each selects 1/rounds of the budget)
   c.selection.cropi_round_epochs = 1  # CROPI: fine-tune epochs on the selection so far between rounds
   c.selection.rrf_offset = 0.0       # CROPI: rank fusion score = sum_c 1 / (offset + rank_c), rank from 1

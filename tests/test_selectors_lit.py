@@ -9,10 +9,10 @@ import pytest
 
 from rlsel.configlib import base_config
 from rlsel import stats
-from rlsel.selectors import base, cropi, dots, heuristics, learnalign, less
+from rlsel.selectors import base, cropi, dots, gradients, heuristics, learnalign, less
 from rlsel.selectors.base import Pool, Split
 
-from tests.conftest import tiny_fns
+from tests.conftest import tiny_fns, tiny_split
 
 NUM_CLASSES = 3
 
@@ -77,6 +77,46 @@ def test_learnalign_shortcut_equals_pairwise_definition():
   p = jax.random.uniform(jax.random.key(1), (13,))
   np.testing.assert_allclose(np.asarray(learnalign.learnalign_scores(feats, p)),
                              np.asarray(learnalign.learnalign_scores_pairwise(feats, p)), rtol=1e-5, atol=1e-7)
+
+
+def test_learnalign_class_alignment_fixes_the_head_sign_flaw():
+  """Head gradients of a binary task point in opposite directions by class: the paper's pool-wide mean scores the
+  lighter class negative throughout; aligning within the class scores every example by its own class's direction."""
+  rng = np.random.default_rng(0)
+  labels = np.array([0] * 30 + [1] * 10)
+  direction = rng.normal(size=8)
+  feats = np.where(labels[:, None] == 0, 1.0, -1.0) * direction + 0.3 * rng.normal(size=(40, 8))
+  p = jnp.asarray(rng.uniform(0.3, 0.7, 40), jnp.float32)
+  pool_scores = np.asarray(learnalign.learnalign_scores(jnp.asarray(feats, jnp.float32), p))
+  class_scores = np.asarray(learnalign.learnalign_class_scores(jnp.asarray(feats, jnp.float32), p,
+                                                               jnp.asarray(labels), 2))
+  assert (pool_scores[labels == 1] < 0).all() and (class_scores > 0).all()
+  # The class version is the pairwise definition restricted to same-class pairs.
+  v = np.asarray(p * (1 - p))
+  unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+  same = labels[:, None] == labels[None, :]
+  brute = [np.mean((v[i] * v * (unit @ unit[i]))[same[i]]) for i in range(40)]
+  np.testing.assert_allclose(class_scores, brute, rtol=1e-4, atol=1e-7)
+
+
+def test_adam_term_norms_split_the_feature():
+  """The shared and own parts of LESS's Adam feature add up to the feature (same denominator)."""
+  fns, split = tiny_fns(), tiny_split(n=12)
+  paths = gradients.select_paths(fns.params, "head", 0, ("head",), "")
+  ck = gradients.warmup_train(jax.random.key(0), fns, fns.params, split, epochs=1, batch_size=4, learning_rate=0.05,
+                              schedule_warmup_fraction=0.1)[-1]
+  hp = (0.9, 0.999, 1e-8)
+  out = gradients.adam_term_norms(fns, split, paths, ck, hp, n=1)
+  sel, frozen = gradients.split_params(ck.params, paths)
+  batch = gradients.batch_of(split, np.arange(1))
+  g = gradients.flatten_rows(gradients.per_example_grads(fns.apply, sel, frozen, batch), paths)
+  mu = gradients.flatten_vector(gradients.flat_params(ck.mu), paths)
+  nu = gradients.flatten_vector(gradients.flat_params(ck.nu), paths)
+  whole = float(jnp.linalg.norm(gradients.adam_features(g, mu[None], nu[None], ck.count, *hp)))
+  assert abs(out["shared_norm"] - out["own_norm"]) - 1e-4 <= whole <= out["shared_norm"] + out["own_norm"] + 1e-4
+  assert out["shared_over_own"] == pytest.approx(out["shared_norm"] / out["own_norm"], rel=1e-5)
+  fresh = ck._replace(mu=jax.tree.map(jnp.zeros_like, ck.mu))
+  assert gradients.adam_term_norms(fns, split, paths, fresh, hp, n=1)["shared_norm"] == 0.0  # no moment, no shared part
 
 
 def test_less_scores_equal_brute_force():

@@ -3,6 +3,11 @@
 With V_i = p_i (1 - p_i) (p_i the warmed model's probability of the correct label: highest for examples the model is
 unsure of) and phi_hat_i the unit projected gradient, an example's score is its mean weighted cosine alignment with the
 whole pool, mean_j V_i V_j cos(phi_i, phi_j) = V_i phi_hat_i . mean_j (V_j phi_hat_j): O(n d), not O(n^2 d).
+
+`selection.learnalign_alignment="pool"` is that formula. With a classifier it is degenerate: gradients point in
+opposite directions by class, so the pool's weighted mean mostly says which class weighs more, every example of the
+other class scores negative, and per-label top-k then takes that class's *least* aligned examples. The default,
+"class", aligns each example with its own class's learnability-weighted mean gradient (mean over j with y_j = y_i).
 """
 
 import time
@@ -29,6 +34,15 @@ def learnalign_scores(feats: jax.Array, p_correct: jax.Array) -> jax.Array:
   return u @ u.mean(0)
 
 
+def learnalign_class_scores(feats: jax.Array, p_correct: jax.Array, labels: jax.Array, num_classes: int):
+  """score_i = V_i phi_hat_i . mean_{j: y_j = y_i} V_j phi_hat_j: alignment within the example's own class."""
+  chex.assert_rank([feats, p_correct, labels], [2, 1, 1])
+  u = learnability(p_correct)[:, None] * gradients.unit_rows(feats)
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=u.dtype)
+  class_means = (onehot.T @ u) / jnp.maximum(onehot.sum(0), 1.0)[:, None]
+  return jnp.sum(u * class_means[labels], axis=1)
+
+
 def learnalign_scores_pairwise(feats: jax.Array, p_correct: jax.Array) -> jax.Array:
   """The O(n^2) definition, mean_j V_i V_j cos(phi_i, phi_j); for tests."""
   v = learnability(p_correct)
@@ -39,6 +53,7 @@ def learnalign_scores_pairwise(feats: jax.Array, p_correct: jax.Array) -> jax.Ar
 @register("learnalign")
 class LearnAlign(gradients.WarmedSelector, Selector):
   """Top of the budget by learnability-weighted gradient alignment under the warmed model."""
+  version = 3  # 3: alignment within the example's class by default (selection.learnalign_alignment; 2026-12-02)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
@@ -55,11 +70,16 @@ class LearnAlign(gradients.WarmedSelector, Selector):
     feats = gradients.gradient_features(fns, params, pool.train, paths, projector, int(s.grad_batch_size),
                                         progress=bool(s.progress), label="learnalign pool grads")
     t2 = time.time()
-    scores = np.asarray(learnalign_scores(jnp.asarray(feats), jnp.asarray(p_correct, jnp.float32)))
+    if s.learnalign_alignment == "class":
+      scores = np.asarray(learnalign_class_scores(jnp.asarray(feats), jnp.asarray(p_correct, jnp.float32),
+                                                  jnp.asarray(pool.train.labels), pool.num_classes))
+    else:
+      scores = np.asarray(learnalign_scores(jnp.asarray(feats), jnp.asarray(p_correct, jnp.float32)))
     pos = gradients.top_k_positions(scores, budget, pool.train.labels if s.label_balanced else None)
     info = {"warmup_reused": warm.reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
             "score_seconds": time.time() - t2,
             "mean_p_correct_pool": float(p_correct.mean()),
             "mean_p_correct_selected": float(p_correct[pos].mean()),
-            "mean_learnability_selected": float(np.mean(p_correct[pos] * (1 - p_correct[pos])))}
+            "mean_learnability_selected": float(np.mean(p_correct[pos] * (1 - p_correct[pos]))),
+            "alignment": str(s.learnalign_alignment), "share_of_pool_scoring_negative": float(np.mean(scores < 0))}
     return Selection(pool.train.ids[pos], info)

@@ -2,7 +2,9 @@
 
 Warm up on a random share of the pool keeping a checkpoint (params + Adam moments) per epoch. At each checkpoint a pool
 example's feature is the projected Adam update direction its gradient would cause (`gradients.adam_features`), a
-validation example's the projected plain gradient; both are L2-normalised. An example's score is the sum over
+validation example's the projected plain gradient; both are L2-normalised (`selection.less_feature="sgd"`: the pool's
+plain gradient too, the reference's SGD option). `info["adam_term"]` logs the norm of the part of the Adam feature
+every example shares (b1 m) against the example's own part ((1 - b1) g). An example's score is the sum over
 checkpoints of (that epoch's mean learning rate) x (max over classes of the mean cosine to that class's validation
 gradients). The top `budget` are chosen.
 """
@@ -60,7 +62,8 @@ class Less(gradients.WarmedSelector, Selector):
     for i, ck in enumerate(ckpts):
       common = dict(paths=paths, projector=projector, batch_size=int(s.grad_batch_size),
                     progress=bool(s.progress))
-      train_f.append(gradients.gradient_features(fns, ck.params, pool.train, adam=ck,
+      use_adam = s.less_feature == "adam"
+      train_f.append(gradients.gradient_features(fns, ck.params, pool.train, adam=ck if use_adam else None,
                                                  adam_hparams=gradients.adam_hparams(s),
                                                  label=f"less pool grads ckpt {i}", **common))
       val_f.append(gradients.gradient_features(fns, ck.params, pool.validation, label=f"less val grads ckpt {i}",
@@ -74,5 +77,7 @@ class Less(gradients.WarmedSelector, Selector):
             "score_seconds": time.time() - t2, "checkpoints": len(ckpts),
             "num_grad_params": gradients.num_coordinates(gradients.split_params(fns.params, paths)[0]),
             "lr_means": [float(x) for x in lrs], "score_min_selected": float(scores[pos].min()),
-            "score_mean": float(scores.mean())}
+            "score_mean": float(scores.mean()), "feature": str(s.less_feature),
+            # the Adam feature's part shared by every example (b1 m) against the example's own (1 - b1) g, last ckpt
+            "adam_term": gradients.adam_term_norms(fns, pool.train, paths, ckpts[-1], gradients.adam_hparams(s))}
     return Selection(pool.train.ids[pos], info)

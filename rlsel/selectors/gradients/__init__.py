@@ -12,7 +12,8 @@ Also here: `validate`, the check of the `selection` config section.
 """
 
 from rlsel.selectors.basic import top_k_positions
-from rlsel.selectors.gradients.features import adam_features, gradient_features, per_example_grads
+from rlsel.selectors.gradients.features import (adam_features, adam_term_norms, gradient_features,
+                                                per_example_grads)
 from rlsel.selectors.gradients.model import ModelFns, batch_of, module_apply, predict_proba, target_model_fns
 from rlsel.selectors.gradients.params import (flat_params, flatten_rows, flatten_vector, merge_params, num_coordinates,
                                               select_paths, split_params)
@@ -22,10 +23,11 @@ from rlsel.selectors.gradients.warmup import (Checkpoint, WarmedSelector, Warmup
                                               warmup_train)
 
 __all__ = ["Checkpoint", "ModelFns", "Projector", "WarmedSelector", "Warmup", "adam_features", "adam_hparams",
-           "batch_of", "clear_cache", "dense_project", "flat_params", "flatten_rows", "flatten_vector", "gradient_features",
-           "make_projector", "merge_params", "module_apply", "num_coordinates", "per_example_grads", "predict_proba",
-           "project_columns", "projection_rows", "select_paths", "sparse_coordinates", "sparse_project", "split_params",
-           "target_model_fns", "top_k_positions", "unit_rows", "validate", "warmup_train"]
+           "adam_term_norms", "batch_of", "clear_cache", "dense_project", "flat_params", "flatten_rows",
+           "flatten_vector", "gradient_features", "make_projector", "merge_params", "module_apply", "num_coordinates",
+           "per_example_grads", "predict_proba", "project_columns", "projection_rows", "select_paths",
+           "sparse_coordinates", "sparse_project", "split_params", "target_model_fns", "top_k_positions", "unit_rows",
+           "validate", "warmup_train"]
 
 
 def validate(config) -> None:
@@ -35,6 +37,8 @@ def validate(config) -> None:
   require(isinstance(s.label_balanced, bool), f"selection.label_balanced={s.label_balanced!r} must be True or False")
   require_choice(s.param_scope, "selection.param_scope", ("head", "last_k", "all"))
   require_choice(s.projection_kind, "selection.projection_kind", ("rademacher", "gaussian"))
+  require_choice(s.less_feature, "selection.less_feature", ("adam", "sgd"))
+  require_choice(s.learnalign_alignment, "selection.learnalign_alignment", ("class", "pool"))
   for f in ("last_k", "projection_dim", "projection_block", "sparse_coords", "grad_batch_size", "eval_batch_size",
             "warmup_epochs", "train_batch_size", "cropi_rounds", "dots_reference_size", "estimator_hidden",
             "estimator_steps", "calibration_steps", "probe_steps", "kmeans_clusters", "kmeans_iters"):

@@ -38,6 +38,24 @@ def adam_features(g: jax.Array, mu: jax.Array, nu: jax.Array, count: int, b1: fl
   return m_hat / (jnp.sqrt(v_hat) + eps)
 
 
+def adam_term_norms(fns: ModelFns, split: Split, paths: list, ck: Checkpoint, hparams, n: int = 8) -> dict:
+  """How much of LESS's Adam feature is shared by every example: for the first `n` examples of `split`, the mean
+  norms of the two parts of m^ / (sqrt(v^) + eps), the shared b1 m and the example's own (1 - b1) g (same
+  denominator). A shared part much larger than the own part makes all features nearly collinear."""
+  b1, b2, eps = (float(h) for h in hparams)
+  selected, frozen = split_params(ck.params, paths)
+  pos = np.arange(min(n, len(split)))
+  g = flatten_rows(per_example_grads(fns.apply, selected, frozen, batch_of(split, pos)), list(paths))
+  mu = flatten_vector(flat_params(ck.mu), paths)[None]
+  nu = flatten_vector(flat_params(ck.nu), paths)[None]
+  t = float(ck.count) + 1.0
+  denom = jnp.sqrt((b2 * nu + (1.0 - b2) * jnp.square(g)) / (1.0 - b2 ** t)) + eps
+  shared = jnp.linalg.norm(b1 * mu / (1.0 - b1 ** t) / denom, axis=1)
+  own = jnp.linalg.norm((1.0 - b1) * g / (1.0 - b1 ** t) / denom, axis=1)
+  return {"shared_norm": float(shared.mean()), "own_norm": float(own.mean()),
+          "shared_over_own": float((shared / jnp.maximum(own, 1e-30)).mean())}
+
+
 @functools.partial(jax.jit, static_argnames=("apply", "paths", "kind", "dim", "block", "use_adam", "hparams"))
 def _batch_features(selected, frozen, mu, nu, count, key, coords, batch, *, apply, paths, kind, dim, block, use_adam,
                     hparams):
