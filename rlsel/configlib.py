@@ -166,6 +166,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.selection.cropi_rounds = 3       # CROPI curriculum rounds (each selects 1/rounds of the budget)
   c.selection.cropi_round_epochs = 1  # CROPI: fine-tune epochs on the selection so far between rounds
   c.selection.rrf_offset = 0.0       # CROPI: rank fusion score = sum_c 1 / (offset + rank_c), rank from 1
+  c.selection.rrf_top_n = -1         # CROPI: only ranks <= N count in the fusion; -1 = the round's share, 0 = all
   c.selection.dots_reference_size = 256   # DOTS: pool examples the warmed model is evaluated on
   c.selection.dots_holdout_fraction = 0.25  # DOTS: share of the reference set held out to measure the estimator
   c.selection.dots_alpha = 0.5       # DOTS: target chance of being right

@@ -70,11 +70,20 @@ def test_cropi_ranks_the_candidate_that_matches_validation_first(tiny):
   fused = cropi.influence_scores(module, params, off, proj, r)
   assert fused.shape == (N_PROMPTS,) and int(np.argmax(fused)) == 2  # candidate 2's group *is* the validation group
   r.grpo.prompts_per_step, r.cropi.keep_fraction = 2, 0.34
-  kept, secs = cropi.select_round(module, params, off, proj, r)
+  kept, secs, all_equal = cropi.select_round(module, params, off, proj, r)
   assert kept[0] == 12 and len(kept) == 2 and secs > 0
+  # A prompt whose rollouts all got the same reward has no gradient: dropped, not ranked at cosine 0.
+  flat = np.asarray(groups.rewards).copy()
+  flat[2] = flat[2, 0]
+  same = grpo.Groups(*[flat if a is groups.rewards else a for a in groups])
+  assert cropi.all_equal_rewards(same)[2] and np.isneginf(cropi.influence_scores(module, params, off._replace(
+      train_groups=same), proj, r)[2])
+  assert 12 not in cropi.select_round(module, params, off._replace(train_groups=same), proj, r)[0]
   # at a later checkpoint the ratio pi_theta / pi_beta reweights the offline rollouts: scores change, still finite
   moved = jax.tree.map(lambda x: x * 1.05, params)
-  assert np.all(np.isfinite(cropi.influence_scores(module, moved, off, proj, r)))
+  informative = ~cropi.all_equal_rewards(groups)
+  later = cropi.influence_scores(module, moved, off, proj, r)
+  assert np.all(np.isfinite(later[informative])) and np.all(np.isneginf(later[~informative]))
 
 
 def test_cropi_round_starts_split_the_steps():

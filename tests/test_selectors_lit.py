@@ -139,6 +139,10 @@ def test_reciprocal_rank_fusion():
   scores = jnp.array([[3.0, 1.0, 2.0], [1.0, 3.0, 2.0], [9.0, 9.0, 9.0]])
   fused = np.asarray(cropi.reciprocal_rank_fusion(scores, jnp.array([1.0, 1.0, 0.0]), 0.0))
   np.testing.assert_allclose(fused, [1 + 1 / 3, 1 / 3 + 1, 1 / 2 + 1 / 2])
+  # Only each list's top 2 ranks count (by hand: list 0 ranks 1, 3, 2; list 1 ranks 3, 1, 2; list 2 unused).
+  top2 = np.asarray(cropi.reciprocal_rank_fusion(scores, jnp.array([1.0, 1.0, 0.0]), 0.0, top_n=2))
+  np.testing.assert_allclose(top2, [1.0, 1.0, 1 / 2 + 1 / 2])
+  assert cropi.fusion_top_n(-1, 7) == 7 and cropi.fusion_top_n(0, 7) == 0 and cropi.fusion_top_n(3, 7) == 3
   assert cropi.round_shares(10, 3) == [4, 3, 3] and cropi.round_shares(2, 5) == [1, 1]
 
 

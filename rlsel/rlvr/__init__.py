@@ -105,6 +105,7 @@ def default_config() -> ml_collections.ConfigDict:
   r.cropi.sparse_coords = 8192      # parameter coordinates kept by the sparse random projection
   r.cropi.projection_dim = 256
   r.cropi.projection_block = 4096
-  r.cropi.rrf_offset = 60.0         # reciprocal rank fusion over difficulty levels: sum 1 / (offset + rank)
+  r.cropi.rrf_offset = 0.0          # reciprocal rank fusion over difficulty levels: sum 1 / (offset + rank), the
+                                    # reference's offset; only each level's top keep-count ranks count
   r.cropi.grad_batch_prompts = 32
   return r

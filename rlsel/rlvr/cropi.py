@@ -42,8 +42,14 @@ def collect(policy, params_beta, train, validation, rng: np.random.Generator, ke
   return Offline(cand, tg, vg, subset.astype(np.int32), int(subset.max()) + 1)
 
 
+def kept_per_round(rlvr_cfg, n_candidates: int) -> int:
+  """Prompts a round keeps: `keep_fraction` of the candidates."""
+  return int(round(rlvr_cfg.cropi.keep_fraction * n_candidates))
+
+
 def keep_count(rlvr_cfg, n_candidates: int) -> int:
-  k = int(round(rlvr_cfg.cropi.keep_fraction * n_candidates))
+  """`kept_per_round`, checked to cover a GRPO step's prompts."""
+  k = kept_per_round(rlvr_cfg, n_candidates)
   require(k >= rlvr_cfg.grpo.prompts_per_step, f"cropi keeps {k} prompts, fewer than rlvr.grpo.prompts_per_step="
           f"{rlvr_cfg.grpo.prompts_per_step}; raise rlvr.cropi.candidates or keep_fraction")
   return k
@@ -62,15 +68,26 @@ def influence_scores(module, params, offline: Offline, projector: gradients.Proj
   tf = prompt_grads.prompt_features(module, params, offline.train_groups, projector, c.grad_batch_prompts, g.adv_eps)
   vf = prompt_grads.prompt_features(module, params, offline.val_groups, projector, c.grad_batch_prompts, g.adv_eps)
   infl, use = class_influence(jnp.asarray(tf), jnp.asarray(vf), jnp.asarray(offline.val_subset), offline.num_subsets)
-  return np.asarray(reciprocal_rank_fusion(infl, use.astype(jnp.float32), float(c.rrf_offset)))
+  top_n = max(1, kept_per_round(rlvr_cfg, len(offline.candidates)))
+  fused = np.asarray(reciprocal_rank_fusion(infl, use.astype(jnp.float32), float(c.rrf_offset), top_n))
+  # A prompt whose rollouts all got the same reward has advantage 0, so no gradient: dropped (never ranked at a
+  # cosine of 0 above negatively aligned prompts); kept only if too few prompts are informative.
+  return np.where(all_equal_rewards(offline.train_groups), -np.inf, fused)
+
+
+def all_equal_rewards(groups: grpo.Groups) -> np.ndarray:
+  """[n] True where every rollout of a prompt got the same reward (a zero policy gradient)."""
+  r = np.asarray(groups.rewards)
+  return r.min(axis=1) == r.max(axis=1)
 
 
 def select_round(module, params, offline: Offline, projector: gradients.Projector, rlvr_cfg):
-  """(kept pool positions, seconds) for one round."""
+  """(kept pool positions, seconds, how many kept prompts have all-equal rewards) for one round."""
   t0 = time.perf_counter()
   fused = influence_scores(module, params, offline, projector, rlvr_cfg)
-  kept = offline.candidates[gradients.top_k_positions(fused, keep_count(rlvr_cfg, len(offline.candidates)))]
-  return kept, time.perf_counter() - t0
+  top = gradients.top_k_positions(fused, keep_count(rlvr_cfg, len(offline.candidates)))
+  return (offline.candidates[top], time.perf_counter() - t0,
+          int(all_equal_rewards(offline.train_groups)[top].sum()))
 
 
 def round_starts(steps: int, rounds: int) -> set:

@@ -180,12 +180,14 @@ def train_method(method: str, rlvr_cfg, policy, params0, train, test, key, optim
     starts = cropi.round_starts(g.steps, rlvr_cfg.cropi.rounds)
     sel_s += time.perf_counter() - t0
     info = {"offline_rollout_seconds": sel_s, "rounds": len(starts), "candidates": len(offline.candidates),
-            "round_seconds": []}
+            "candidates_all_equal_rewards": int(cropi.all_equal_rewards(offline.train_groups).sum()),
+            "round_seconds": [], "kept_all_equal_rewards": []}
   clock = sel_s + est_s
   for step in range(g.steps):
     key, k_roll, k_sel, k_ref = jax.random.split(key, 4)
     if method == "cropi" and step in starts:
-      allowed, secs = cropi.select_round(policy.module, state.params, offline, projector, rlvr_cfg)
+      allowed, secs, all_equal = cropi.select_round(policy.module, state.params, offline, projector, rlvr_cfg)
+      info["kept_all_equal_rewards"].append(all_equal)
       draw = (None, 0)
       sel_s += secs
       clock += secs

@@ -2,7 +2,7 @@
 
 Influence of a pool example on a validation subset = cosine between its sparsely projected gradient and the subset's
 mean projected gradient. The validation split is cut into one subset per class; each gives a ranking, merged by summed
-reciprocal rank. Selection runs in R rounds: pick 1/R of the budget, fine-tune from the current checkpoint on all that
+reciprocal rank over each ranking's top N (`selection.rrf_top_n`; default the round's share, as the reference). Selection runs in R rounds: pick 1/R of the budget, fine-tune from the current checkpoint on all that
 has been picked so far, recompute the gradients there, pick the next share (never re-picking).
 """
 
@@ -24,11 +24,20 @@ def class_influence(pool_feats: jax.Array, val_feats: jax.Array, val_labels: jax
   return gradients.unit_rows(means) @ gradients.unit_rows(pool_feats).T, counts > 0
 
 
-def reciprocal_rank_fusion(scores: jax.Array, use: jax.Array, offset: float) -> jax.Array:
-  """sum_c use_c / (offset + rank_c(i)) for scores [C, n], rank 1 = highest score (ties by position)."""
+def reciprocal_rank_fusion(scores: jax.Array, use: jax.Array, offset: float, top_n: int = 0) -> jax.Array:
+  """sum_c use_c / (offset + rank_c(i)) for scores [C, n], rank 1 = highest score (ties by position). With
+  `top_n` > 0 only each list's top `top_n` count (the reference fuses the validation subsets' top-N lists)."""
   order = jnp.argsort(-scores, axis=1, stable=True)
-  ranks = jnp.argsort(order, axis=1, stable=True) + 1
-  return jnp.sum(use[:, None] / (offset + ranks.astype(jnp.float32)), axis=0)
+  ranks = (jnp.argsort(order, axis=1, stable=True) + 1).astype(jnp.float32)
+  terms = use[:, None] / (offset + ranks)
+  if top_n > 0:
+    terms = jnp.where(ranks <= top_n, terms, 0.0)
+  return jnp.sum(terms, axis=0)
+
+
+def fusion_top_n(setting: int, share: int) -> int:
+  """`selection.rrf_top_n` for a round picking `share`: -1 = the share (each list's top share), 0 = every rank."""
+  return int(share) if int(setting) == -1 else int(setting)
 
 
 def round_shares(budget: int, rounds: int) -> list:
@@ -40,6 +49,7 @@ def round_shares(budget: int, rounds: int) -> list:
 @register("cropi")
 class Cropi(gradients.WarmedSelector, Selector):
   """Curriculum of R rounds of sparse-gradient influence selection, fine-tuning on the picks between rounds."""
+  version = 3  # 3: rank fusion over each class list's top share only, as the reference (selection.rrf_top_n)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
@@ -63,7 +73,8 @@ class Cropi(gradients.WarmedSelector, Selector):
       val_f = gradients.gradient_features(fns, params, pool.validation, label=f"cropi round {r} val", **common)
       infl, use = class_influence(jnp.asarray(pool_f), jnp.asarray(val_f), jnp.asarray(pool.validation.labels),
                                   pool.num_classes)
-      fused = np.asarray(reciprocal_rank_fusion(infl, use.astype(jnp.float32), float(s.rrf_offset)))
+      fused = np.asarray(reciprocal_rank_fusion(infl, use.astype(jnp.float32), float(s.rrf_offset),
+                                                fusion_top_n(s.rrf_top_n, share)))
       by_label = pool.train.labels[remaining] if s.label_balanced else None
       chosen[remaining[gradients.top_k_positions(fused, share, by_label)]] = True
       seconds["gradients"] += time.time() - t

@@ -44,6 +44,7 @@ def validate(config) -> None:
             "estimator_steps", "calibration_steps", "probe_steps", "kmeans_clusters", "kmeans_iters"):
     require_int(s[f], f"selection.{f}", low=1)
   require_int(s.cropi_round_epochs, "selection.cropi_round_epochs", low=0)
+  require_int(s.rrf_top_n, "selection.rrf_top_n", low=-1)
   require(s.less_checkpoints == -1 or (isinstance(s.less_checkpoints, int) and s.less_checkpoints >= 1),
           f"selection.less_checkpoints={s.less_checkpoints!r} must be -1 (all) or a positive integer")
   require_number(s.warmup_fraction, "selection.warmup_fraction", low=0, high=1, low_open=True)
