@@ -100,8 +100,8 @@ def select(dataset, budget: float = 0.05, selector: str = "rl_ppo", text_column:
     out = out.add_column("id", rows.tolist())  # positions were the ids
   elif not np.array_equal(np.sort(ids), np.sort(np.asarray(out["id"], np.int64))):
     out = out.add_column("rlsel_id", rows.tolist())  # `dataset` has an `id` column rlsel could not use as ids
-  out.info.description = harness.dataset_card(task, task.dataset["train"].select(pool.train.positions_of(ids).tolist()),
-                                              selector, float(budget), int(seed), pool.size,
+  chosen = task.dataset["train"].select(pool.train.positions_of(ids).tolist())
+  out.info.description = harness.dataset_card(task, chosen, selector, float(budget), int(seed), pool.size,
                                               command=f"rlsel.select(selector={selector!r}, budget={budget}, "
                                               f"seed={seed}) in {seconds:.1f}s")
   return out

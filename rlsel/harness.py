@@ -91,9 +91,9 @@ def dataset_card(task, subset, selector: str, budget: float, seed: int, pool_siz
   return "\n".join(lines)
 
 
-def save_selection(workdir, task, pool, name: str, ids: np.ndarray, card: str = "") -> None:
+def save_selection(workdir, task, pool, name: str, ids: np.ndarray, card: dict = None) -> None:
   """`selections/<name>.json` (sorted ids) and `selections/<name>/` (the subset as a Hugging Face dataset, with
-  `card` as its `info.description` and as a README.md in the folder)."""
+  `dataset_card(task, subset, **card)` as its `info.description` and as a README.md in the folder)."""
   sel_dir = pathlib.Path(workdir) / "selections"
   sel_dir.mkdir(parents=True, exist_ok=True)
   import datasets
@@ -102,9 +102,10 @@ def save_selection(workdir, task, pool, name: str, ids: np.ndarray, card: str = 
   tmp = sel_dir / f".{name}.tmp"
   shutil.rmtree(tmp, ignore_errors=True)
   subset = task.dataset["train"].select(pool.train.positions_of(ids).tolist())
-  subset.info.description = card
+  text = dataset_card(task, subset, pool_size=pool.size, **card) if card else ""
+  subset.info.description = text
   subset.save_to_disk(str(tmp))
-  (tmp / "README.md").write_text(card)
+  (tmp / "README.md").write_text(text)
   shutil.rmtree(target, ignore_errors=True)
   os.replace(tmp, target)
   atomic_write_json(sel_dir / f"{name}.json", [int(i) for i in np.sort(ids)])
@@ -145,15 +146,28 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
     # Selectors that train (rl_*) write TensorBoard curves and checkpoint their train state in these folders.
     dirs = selbase.RunDirs(logdir=str(pathlib.Path(workdir) / "tensorboard" / name), checkpoint_dir=str(agent_ckpt))
     ids, info, select_seconds = select_ids(config, pool, selector_name, seed, fraction, dirs)
-    card = dataset_card(task, task.dataset["train"].select(pool.train.positions_of(ids).tolist()), selector_name,
-                        fraction if selector.uses_budget else 1.0, seed, pool.size, config_id, command_line())
-    save_selection(workdir, task, pool, name, ids, card)
+    save_selection(workdir, task, pool, name, ids,
+                   card=dict(selector=selector_name, budget=fraction if selector.uses_budget else 1.0, seed=seed,
+                             config_id=config_id, command=command_line()))
     atomic_write_json(progress, {"ids": ids.tolist(), "select_seconds": select_seconds, "info": info,
                                  "config_id": config_id, "selector": selector_name})
     shutil.rmtree(agent_ckpt, ignore_errors=True)  # the saved selection supersedes the agent's checkpoint
-  if not config.finetune.enabled:
-    return select_only_row(config, task, pool, selector_name, seed, fraction, ids, select_seconds, info,
-                           embed_seconds if selector.needs_embeddings else 0.0, name)
+  row = {  # what every row says, fine-tuned or not
+      "selector": selector_name, "task": task.name, "seed": int(seed), "budget": float(fraction),
+      "n_selected": int(ids.size), "pool_size": int(pool.size), "select_seconds": float(select_seconds),
+      "embed_seconds": float(embed_seconds) if selector.needs_embeddings else 0.0, "target": config.target.kind,
+      **noise.noise_rates(task, ids),
+  }
+  if info:
+    row["info"] = info
+  if not config.finetune.enabled:  # select only: the selection's own diagnostics, no test metrics
+    counts = np.bincount(pool.train.labels[pool.train.positions_of(ids)], minlength=pool.num_classes)
+    row.update({"finetuned": False, "test_accuracy": None, "test_macro_f1": None, "val_accuracy": None,
+                "finetune_seconds": 0.0, "label_counts": {str(n): int(c) for n, c in zip(task.label_names, counts)},
+                "_checkpoint": None})
+    print(f"[{name}] selected {ids.size} examples in {select_seconds:.1f}s (finetune.enabled=False: no fine-tune)",
+          flush=True)
+    return row
   subset = pool.train.take(pool.train.positions_of(ids))
   module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
   ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints" / f"{progress.stem}-finetune",
@@ -162,41 +176,15 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
                        log_prefix=f"{name} finetune", checkpointer=ckpt, mesh=mesh)
   probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size, mesh=mesh)
   m = ft.metrics(test.labels, probs, pool.num_classes)
-  row = {
-      "selector": selector_name, "task": task.name, "seed": int(seed), "budget": float(fraction),
-      "n_selected": int(ids.size), "pool_size": int(pool.size),
+  row.update({
       "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"], "val_accuracy": result.val_accuracy,
-      "select_seconds": float(select_seconds), "finetune_seconds": float(result.seconds),
-      "embed_seconds": float(embed_seconds) if selector.needs_embeddings else 0.0,
-      "finetune_steps": result.steps, "planned_steps": result.planned_steps, "best_step": result.best_step,
-      "tokens": int(result.tokens), "flops": float(result.flops), "target": config.target.kind,
-      **noise.noise_rates(task, ids),
-  }
-  if info:
-    row["info"] = info
+      "finetune_seconds": float(result.seconds), "finetune_steps": result.steps,
+      "planned_steps": result.planned_steps, "best_step": result.best_step, "tokens": int(result.tokens),
+      "flops": float(result.flops),
+  })
   row["_checkpoint"] = ckpt  # removed by run() once the row is safely in results.json
   print(f"[{name}] test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
         f"(select {select_seconds:.1f}s, fine-tune {result.seconds:.1f}s)", flush=True)
-  return row
-
-
-def select_only_row(config, task, pool, selector_name, seed, fraction, ids, select_seconds, info, embed_seconds,
-                    name) -> dict:
-  """A row for `finetune.enabled=False`: the selection and its own diagnostics (label counts), no test metrics."""
-  counts = np.bincount(pool.train.labels[pool.train.positions_of(ids)], minlength=pool.num_classes)
-  row = {
-      "selector": selector_name, "task": task.name, "seed": int(seed), "budget": float(fraction),
-      "n_selected": int(ids.size), "pool_size": int(pool.size), "finetuned": False,
-      "test_accuracy": None, "test_macro_f1": None, "val_accuracy": None,
-      "select_seconds": float(select_seconds), "finetune_seconds": 0.0, "embed_seconds": float(embed_seconds),
-      "label_counts": {str(n): int(c) for n, c in zip(task.label_names, counts)}, "target": config.target.kind,
-      **noise.noise_rates(task, ids),
-  }
-  if info:
-    row["info"] = info
-  row["_checkpoint"] = None
-  print(f"[{name}] selected {ids.size} examples in {select_seconds:.1f}s (finetune.enabled=False: no fine-tune)",
-        flush=True)
   return row
 
 

@@ -89,15 +89,21 @@ def change_labels(rng: np.random.Generator, labels: np.ndarray, num_classes: int
     pos = np.sort(np.argsort(-keys)[:n_change])
     other = np.asarray(probs, np.float64)[pos] + 1e-9
     other[np.arange(pos.size), labels[pos]] = 0.0
-    other /= other.sum(1, keepdims=True)
-    new[pos] = [rng.choice(num_classes, p=p) for p in other]
+    new[pos] = _draw_rows(rng, other)
   else:
     pos = np.sort(rng.choice(n, n_change, replace=False))
     if kind == "symmetric":
       new[pos] = (labels[pos] + rng.integers(1, num_classes, pos.size)) % num_classes
     else:
-      new[pos] = [rng.choice(num_classes, p=matrix[y]) for y in labels[pos]]
+      new[pos] = _draw_rows(rng, matrix[labels[pos]])
   return new
+
+
+def _draw_rows(rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:
+  """One class per row of non-negative `weights` [m, K], drawn ∝ the row (inverse CDF, all rows at once)."""
+  cdf = np.cumsum(weights, axis=1)
+  u = rng.random(weights.shape[0]) * cdf[:, -1]
+  return np.minimum((cdf <= u[:, None]).sum(1), weights.shape[1] - 1)
 
 
 def apply(task, config, workdir, embeddings=None):
@@ -126,10 +132,9 @@ def apply(task, config, workdir, embeddings=None):
                               float(d.noise_probe_learning_rate), float(d.noise_probe_l2))
     new = change_labels(rng, labels, task.num_classes, float(d.label_noise), d.noise_kind, matrix, probs)
     ds = task.dataset[split]
-    features = ds.features.copy()
-    features["original_label"] = features["label"]
-    ds = ds.add_column("original_label", labels.tolist(), feature=features["label"])
-    ds = ds.remove_columns("label").add_column("label", new.tolist(), feature=features["label"])
+    label_feature = ds.features["label"]
+    ds = ds.add_column("original_label", labels.tolist(), feature=label_feature)
+    ds = ds.remove_columns("label").add_column("label", new.tolist(), feature=label_feature)
     out[split] = ds.select_columns([c for c in task.dataset[split].column_names] + ["original_label"])
     changed[split] = [int(i) for i in task.column(split, "id")[new != labels]]
   record = {"task": task.name, "label_noise": float(d.label_noise), "noise_kind": d.noise_kind,
