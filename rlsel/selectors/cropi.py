@@ -2,7 +2,8 @@
 
 Influence of a pool example on a validation subset = cosine between its sparsely projected gradient and the subset's
 mean projected gradient. The validation split is cut into one subset per class; each gives a ranking, merged by summed
-reciprocal rank over each ranking's top N (`selection.rrf_top_n`; default the round's share, as the reference). Selection runs in R rounds: pick 1/R of the budget, fine-tune from the current checkpoint on all that
+reciprocal rank over each ranking's top N (`selection.rrf_top_n`; default the round's share, as the reference).
+Selection runs in R rounds: pick 1/R of the budget, fine-tune from the current checkpoint on all that
 has been picked so far, recompute the gradients there, pick the next share (never re-picking).
 """
 
@@ -18,10 +19,8 @@ from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 
 def class_influence(pool_feats: jax.Array, val_feats: jax.Array, val_labels: jax.Array, num_classes: int):
   """Cosines [C, n] between pool features and each class's mean validation feature, and which classes exist [C]."""
-  onehot = jax.nn.one_hot(val_labels, num_classes, dtype=jnp.float32)
-  counts = onehot.sum(0)
-  means = (onehot.T @ val_feats) / jnp.maximum(counts, 1.0)[:, None]
-  return gradients.unit_rows(means) @ gradients.unit_rows(pool_feats).T, counts > 0
+  means, present = gradients.class_means(val_feats, val_labels, num_classes)
+  return gradients.unit_rows(means) @ gradients.unit_rows(pool_feats).T, present
 
 
 def reciprocal_rank_fusion(scores: jax.Array, use: jax.Array, offset: float, top_n: int = 0) -> jax.Array:

@@ -38,9 +38,8 @@ def learnalign_class_scores(feats: jax.Array, p_correct: jax.Array, labels: jax.
   """score_i = V_i phi_hat_i . mean_{j: y_j = y_i} V_j phi_hat_j: alignment within the example's own class."""
   chex.assert_rank([feats, p_correct, labels], [2, 1, 1])
   u = learnability(p_correct)[:, None] * gradients.unit_rows(feats)
-  onehot = jax.nn.one_hot(labels, num_classes, dtype=u.dtype)
-  class_means = (onehot.T @ u) / jnp.maximum(onehot.sum(0), 1.0)[:, None]
-  return jnp.sum(u * class_means[labels], axis=1)
+  means, _ = gradients.class_means(u, labels, num_classes)
+  return jnp.sum(u * means[labels], axis=1)
 
 
 def learnalign_scores_pairwise(feats: jax.Array, p_correct: jax.Array) -> jax.Array:

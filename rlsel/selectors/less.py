@@ -20,14 +20,6 @@ from rlsel.selectors import gradients
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 
 
-def class_mean_directions(val_unit: jax.Array, val_labels: jax.Array, num_classes: int):
-  """Per-class means of unit validation features [C, d] and which classes have any example [C] bool."""
-  onehot = jax.nn.one_hot(val_labels, num_classes, dtype=jnp.float32)
-  counts = onehot.sum(0)
-  means = (onehot.T @ val_unit) / jnp.maximum(counts, 1.0)[:, None]
-  return means, counts > 0
-
-
 def less_scores(train_feats: jax.Array, val_feats: jax.Array, val_labels: jax.Array, lrs: jax.Array,
                 num_classes: int) -> jax.Array:
   """Scores [n] from features per checkpoint: train [K, n, d], validation [K, m, d], lrs [K].
@@ -37,7 +29,7 @@ def less_scores(train_feats: jax.Array, val_feats: jax.Array, val_labels: jax.Ar
   chex.assert_rank([train_feats, val_feats, lrs], [3, 3, 1])
   chex.assert_equal_shape_prefix([train_feats, val_feats, lrs], 1)
   def one(t, v):
-    means, present = class_mean_directions(gradients.unit_rows(v), val_labels, num_classes)
+    means, present = gradients.class_means(gradients.unit_rows(v), val_labels, num_classes)
     per_class = gradients.unit_rows(t) @ means.T
     return jnp.max(jnp.where(present[None], per_class, -jnp.inf), axis=1)
   return jnp.einsum("k,kn->n", lrs, jax.vmap(one)(train_feats, val_feats))

@@ -17,13 +17,13 @@ from rlsel.selectors.gradients.features import (adam_features, adam_term_norms, 
 from rlsel.selectors.gradients.model import ModelFns, batch_of, module_apply, predict_proba, target_model_fns
 from rlsel.selectors.gradients.params import (flat_params, flatten_rows, flatten_vector, merge_params, num_coordinates,
                                               select_paths, split_params)
-from rlsel.selectors.gradients.projection import (Projector, dense_project, make_projector, project_columns,
+from rlsel.selectors.gradients.projection import (Projector, class_means, dense_project, make_projector, project_columns,
                                                   projection_rows, sparse_coordinates, sparse_project, unit_rows)
 from rlsel.selectors.gradients.warmup import (Checkpoint, WarmedSelector, Warmup, adam_hparams, clear_cache,
                                               warmup_train)
 
 __all__ = ["Checkpoint", "ModelFns", "Projector", "WarmedSelector", "Warmup", "adam_features", "adam_hparams",
-           "adam_term_norms", "batch_of", "clear_cache", "dense_project", "flat_params", "flatten_rows",
+           "adam_term_norms", "batch_of", "class_means", "clear_cache", "dense_project", "flat_params", "flatten_rows",
            "flatten_vector", "gradient_features", "make_projector", "merge_params", "module_apply", "num_coordinates",
            "per_example_grads", "predict_proba", "project_columns", "projection_rows", "select_paths",
            "sparse_coordinates", "sparse_project", "split_params", "target_model_fns", "top_k_positions", "unit_rows",

@@ -99,3 +99,10 @@ def unit_rows(x, eps: float = 1e-12):
   """Rows scaled to unit L2 norm (zero rows stay zero)."""
   x = jnp.asarray(x)
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def class_means(x, labels, num_classes: int):
+  """Per-class means of the rows of x [n, d] ([C, d], zeros for an absent class) and which classes occur [C] bool."""
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=x.dtype)
+  counts = onehot.sum(0)
+  return (onehot.T @ x) / jnp.maximum(counts, 1.0)[:, None], counts > 0
