@@ -94,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.proxy.transformer_layers = 2     # kind="transformer": encoder layers kept (MiniLM's pretrained first layers)
   c.proxy.hidden = 0                 # hidden width of the head; 0 = logistic regression
   c.proxy.steps = 30                 # fine-tune steps per proxy evaluation (inside lax.scan)
+  c.proxy.incremental_steps = 0      # >0: proxy carried through the episode, this many Adam steps per env step; 0 = restart
   c.proxy.batch_size = 64            # minibatch drawn from the selected examples
   c.proxy.learning_rate = 0.05       # Adam
   c.proxy.score = "neg_log_loss"     # "neg_log_loss" or "accuracy" on the reward split

@@ -132,12 +132,23 @@ def logits_fn(spec: ProxySpec, params: dict, x: jnp.ndarray) -> jnp.ndarray:
   return Head(spec.hidden, spec.num_classes).apply({"params": params}, x)
 
 
-def finetune(key: jax.Array, spec: ProxySpec, data: ProxyData, draw: Callable[[jax.Array, tuple], jnp.ndarray],
-             steps: int = 0) -> dict:
-  """Adam fine-tune from `data.init_params`; `draw(key, (steps, batch)) -> int rows of data.x` for all steps at once
+@struct.dataclass
+class ProxyState:
+  """A proxy part-way through its fine-tune: what the incremental reward carries from one env step to the next."""
+  params: dict
+  opt_state: object
+
+
+def start(spec: ProxySpec, data: ProxyData) -> ProxyState:
+  """The untrained proxy: `data.init_params` and fresh Adam moments."""
+  return ProxyState(params=data.init_params, opt_state=optax.adam(spec.learning_rate).init(data.init_params))
+
+
+def train(key: jax.Array, spec: ProxySpec, data: ProxyData, state: ProxyState,
+          draw: Callable[[jax.Array, tuple], jnp.ndarray], steps: int) -> ProxyState:
+  """`steps` more Adam steps from `state`; `draw(key, (steps, batch)) -> int rows of data.x` for all steps at once
   (one vectorised draw is much cheaper than a PRNG call per step)."""
   tx = optax.adam(spec.learning_rate)
-  params = data.init_params
 
   def loss_fn(p, rows):
     logits = logits_fn(spec, p, data.x[rows])
@@ -149,9 +160,15 @@ def finetune(key: jax.Array, spec: ProxySpec, data: ProxyData, draw: Callable[[j
     upd, opt = tx.update(g, opt, p)
     return (optax.apply_updates(p, upd), opt), None
 
-  rows = draw(key, (steps or spec.steps, spec.batch_size))
-  (params, _), _ = jax.lax.scan(one, (params, tx.init(params)), rows)
-  return params
+  rows = draw(key, (steps, spec.batch_size))
+  (params, opt), _ = jax.lax.scan(one, (state.params, state.opt_state), rows)
+  return ProxyState(params=params, opt_state=opt)
+
+
+def finetune(key: jax.Array, spec: ProxySpec, data: ProxyData, draw: Callable[[jax.Array, tuple], jnp.ndarray],
+             steps: int = 0) -> dict:
+  """Adam fine-tune from `data.init_params` for `steps` (default `spec.steps`); returns the params."""
+  return train(key, spec, data, start(spec, data), draw, steps or spec.steps).params
 
 
 def score(spec: ProxySpec, params: dict, x: jnp.ndarray, y: jnp.ndarray, weight=None) -> jnp.ndarray:
@@ -237,16 +254,31 @@ def _loss_ent(spec, params, x, y):
   return (optax.softmax_cross_entropy_with_integer_labels(logits, y), -jnp.sum(jnp.exp(logp) * logp, -1))
 
 
-def finetune_flops(spec: ProxySpec, dim: int) -> float:
-  """Analytic FLOPs of one proxy fine-tune (forward + backward ~ 3x forward matmuls); `dim` as in `init_params`."""
+def forward_flops(spec: ProxySpec, dim: int) -> float:
+  """Analytic matmul FLOPs of one example's forward pass; `dim` as in `init_params`."""
   if spec.kind == "transformer":
     b = spec.bert
-    per_token = b.num_layers * (2 * (4 * b.hidden_size ** 2 + 2 * b.hidden_size * b.intermediate_size)
-                                + 4 * dim * b.hidden_size)
-    return 3.0 * per_token * dim * spec.batch_size * spec.steps
+    return b.num_layers * (2 * (4 * b.hidden_size ** 2 + 2 * b.hidden_size * b.intermediate_size)
+                           + 4 * dim * b.hidden_size) * dim
   h = spec.hidden
-  fwd = 2 * dim * h + 2 * h * spec.num_classes if h > 0 else 2 * dim * spec.num_classes
-  return 3.0 * fwd * spec.batch_size * spec.steps
+  return 2 * dim * h + 2 * h * spec.num_classes if h > 0 else 2 * dim * spec.num_classes
+
+
+def finetune_flops(spec: ProxySpec, dim: int, steps: int = 0) -> float:
+  """Analytic FLOPs of `steps` (default `spec.steps`) fine-tune steps (forward + backward ~ 3x the forward)."""
+  return 3.0 * forward_flops(spec, dim) * spec.batch_size * (steps or spec.steps)
+
+
+def score_flops(spec: ProxySpec, dim: int, rows: int) -> float:
+  """Analytic FLOPs of scoring `rows` reward-split examples (forward only)."""
+  return forward_flops(spec, dim) * rows
+
+
+def step_bytes(spec: ProxySpec, dim: int, steps: int, rows: int, episodes: int, itemsize: int = 4) -> float:
+  """Bytes one env step of one episode must move at least, with `episodes` sharing each read of the reward split:
+  each fine-tune step gathers its own minibatch of rows; the reward split is read once per batch of episodes."""
+  row = dim * itemsize
+  return steps * spec.batch_size * row + rows * row / max(episodes, 1)
 
 
 def validate(config) -> None:
@@ -259,7 +291,7 @@ def validate(config) -> None:
   require_choice(p.reward_timing, "proxy.reward_timing", TIMINGS)
   for f in ("steps", "batch_size", "init_steps", "transformer_layers"):
     require_int(p[f], f"proxy.{f}", low=1)
-  for f in ("hidden", "reward_subsample", "pca_dim"):
+  for f in ("hidden", "reward_subsample", "pca_dim", "incremental_steps"):
     require_int(p[f], f"proxy.{f}", low=0)
   require_number(p.learning_rate, "proxy.learning_rate", low=0, low_open=True)
   require_number(p.reward_fraction, "proxy.reward_fraction", low=0, high=1, low_open=True, high_open=True)

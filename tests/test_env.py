@@ -8,6 +8,7 @@ import pytest
 
 from rlsel import env, proxy
 from rlsel.configlib import base_config
+from rlsel.env.rewards import draw_selected
 
 
 _STEP = jax.jit(env.step)
@@ -16,7 +17,7 @@ _ACT = jax.jit(lambda key: tuple(jax.random.split(key, 3)))
 _SAMPLE = jax.jit(lambda key, mask: jax.random.categorical(key, jnp.where(mask, 0.0, -1e9)))
 
 
-def _proxy_params(timing="step", chunk=3, whole=False, subsample=0):
+def _proxy_params(timing="step", chunk=3, whole=False, subsample=0, reward=None):
   """A tiny proxy-rewarded pool: 90 selectable rows in 5 uneven clusters, a 30-row reward split."""
   rng = np.random.default_rng(0)
   c = base_config()
@@ -28,8 +29,8 @@ def _proxy_params(timing="step", chunk=3, whole=False, subsample=0):
                          proxy.init_params(jax.random.PRNGKey(0), spec, 8))
   assign = np.repeat(np.arange(5), [4, 11, 20, 25, 30])
   feats = rng.normal(size=(5, 4))
-  return env.make_params(feats=feats, assign=assign, budget=20, chunk=chunk, whole=whole, reward=env.ProxyReward(),
-                         timing=timing, proxy_spec=spec, proxy_data=data)
+  return env.make_params(feats=feats, assign=assign, budget=20, chunk=chunk, whole=whole,
+                         reward=reward or env.ProxyReward(), timing=timing, proxy_spec=spec, proxy_data=data)
 
 
 def _run_episode(params, seed, extra_steps=2):
@@ -53,10 +54,12 @@ def _run_episode(params, seed, extra_steps=2):
   return recs
 
 
-@pytest.mark.parametrize("case", ["toy_chunks", "proxy_chunks", "proxy_whole"])
+@pytest.mark.parametrize("case", ["toy_chunks", "proxy_chunks", "proxy_whole", "incremental_chunks"])
 def test_step_invariants(case):
   if case == "toy_chunks":  # uneven sizes that are not multiples of the chunk
     params = env.toy_params(jax.random.PRNGKey(3), num_clusters=5, cluster_size=[3, 5, 7, 9, 14], budget=22, chunk=4)
+  elif case == "incremental_chunks":
+    params = _proxy_params(reward=env.IncrementalProxyReward(2))
   else:
     params = _proxy_params(whole=case == "proxy_whole")
   recs = _run_episode(params, seed=1)
@@ -110,6 +113,28 @@ def test_end_reward_and_subsample():
   last = recs[-1][3]
   assert last.rows.shape == (10,)
   np.testing.assert_allclose(rewards.sum(), float(last.score - last.init_score), rtol=1e-5)
+
+
+@pytest.mark.parametrize("timing", ["step", "end"])
+def test_incremental_proxy_continues_its_fine_tune(timing):
+  """The carried proxy is exactly `proxy.train` applied step after step from the untrained proxy; steps after the end
+  leave it alone; the return telescopes to the final score, which is the carried proxy's reward-split score."""
+  params = _proxy_params(timing=timing, reward=env.IncrementalProxyReward(2))
+  recs = _run_episode(params, seed=3)
+  carried = proxy.start(params.proxy_spec, params.proxy)
+  for prev, _, _, state, _, _, _ in recs:
+    if bool(prev.done):
+      chex.assert_trees_all_equal(state.reward_state, prev.reward_state)
+      continue
+    key = jax.random.fold_in(prev.proxy_key, jnp.sum(state.taken))
+    carried = proxy.train(key, params.proxy_spec, params.proxy, carried, draw_selected(state.taken, state.order), 2)
+    chex.assert_trees_all_close(state.reward_state.params, carried.params, rtol=1e-5, atol=1e-6)
+  last = recs[-1][3]
+  expected = proxy.reward_score(params.proxy_spec, carried.params, params.proxy, last.rows)
+  np.testing.assert_allclose(float(last.score), float(expected), rtol=1e-5)
+  total = sum(float(r) for *_, r, _, _ in recs)
+  np.testing.assert_allclose(total, float(last.score - last.init_score), rtol=1e-4, atol=1e-6)
+  assert float(last.score) != float(last.init_score)  # the proxy did learn
 
 
 def test_toy_return_telescopes_to_score():

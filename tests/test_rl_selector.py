@@ -34,6 +34,22 @@ def test_rl_ppo_returns_budget_of_unique_ids_deterministically(tmp_path):
   np.testing.assert_array_equal(np.sort(ids), np.sort(again))
 
 
+def test_rl_ppo_with_the_incremental_proxy_and_the_surrogate():
+  """The proxy carried through episodes drives PPO, also when some updates roll out on the surrogate (whose episodes
+  carry no proxy), and the cell records which reward it used."""
+  pool = synthetic_pool(n=200)
+  c = tiny_rl_config()
+  c.proxy.incremental_steps, c.rl.surrogate_share, c.rl.num_updates = 2, 0.5, 3
+  ids, info = make("rl_ppo", c).select(jax.random.PRNGKey(0), pool, 20)
+  assert ids.shape == (20,) and np.unique(ids).shape[0] == 20
+  assert info["reward"] == "IncrementalProxyReward(steps=2)" and np.isfinite(info["reward_score"])
+  assert np.all(np.isfinite(info["curves"]["mean_return"]))
+  c.proxy.incremental_steps, c.selectors = -1, ("rl_ppo",)
+  with pytest.raises(UserError, match="proxy.incremental_steps"):
+    from rlsel.validation import validate_settings
+    validate_settings(c)
+
+
 def test_rl_selector_user_errors():
   pool = synthetic_pool(n=200)
   with pytest.raises(UserError, match="budget"):

@@ -91,7 +91,7 @@ def rollout(key, policy, env_params, num_envs: int, sharding=None):
     return (nstate, nobs), tr
 
   (final, _), traj = jax.lax.scan(one, (state, obs), jax.random.split(k_steps, env_params.max_steps))
-  return traj, final
+  return traj, final.replace(reward_state=())  # the reward's carry ends with the episode (and differs by reward)
 
 
 def sample_policy(hidden: int, params, feats):

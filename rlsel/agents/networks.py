@@ -44,3 +44,11 @@ def init(key: jax.Array, hidden: int, feats, obs: Obs):
 
 def apply(hidden: int, params, feats, obs: Obs):
   return ClusterNet(hidden).apply({"params": params}, feats, obs)
+
+
+def forward_flops(hidden: int, num_clusters: int) -> float:
+  """Analytic matmul FLOPs of one observation's forward pass (the static embedding counted once per call, not here)."""
+  h, c = hidden, num_clusters
+  per_cluster = 4 * h + h * h + 2 * h * h + h       # embed_dyn, embed1, head0 on [h, ctx], head1
+  context = (2 * h + 2) * h + h * h + h             # ctx0, ctx1, value
+  return 2.0 * (c * per_cluster + context)

@@ -12,7 +12,7 @@ from rlsel import env as env_lib
 from rlsel import kmeans as kmeans_lib
 from rlsel import proxy as proxy_lib
 from rlsel.data.splits import stratified_fractions
-from rlsel.env.rewards import ProxyReward
+from rlsel.env.rewards import proxy_reward
 from rlsel.errors import require
 from rlsel.selectors.basic import numpy_rng, stratified_sample
 
@@ -84,6 +84,6 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   feats = kmeans_lib.cluster_features(assign, cents, sy, num_classes, np.asarray(loss), np.asarray(ent))
   chunk, whole = env_lib.resolve_chunk(config.rl.chunk, budget, config.rl.episode_steps)
   params = env_lib.make_params(feats=feats, assign=assign, budget=budget, chunk=chunk, whole=whole,
-                               reward=ProxyReward(), timing=str(config.proxy.reward_timing), proxy_spec=spec,
-                               proxy_data=data)
+                               reward=proxy_reward(config.proxy), timing=str(config.proxy.reward_timing),
+                               proxy_spec=spec, proxy_data=data)
   return params, selectable, sample

@@ -105,7 +105,7 @@ def reset(key: jax.Array, params: EnvParams):
   c = params.sizes.shape[0]
   state = EnvState(mask=jnp.zeros((params.num_rows,), bool), taken=jnp.zeros((c,), jnp.int32),
                    step=jnp.zeros((), jnp.int32), score=s0, init_score=s0, order=order, rows=rows,
-                   proxy_key=k_proxy, done=jnp.zeros((), bool))
+                   proxy_key=k_proxy, done=jnp.zeros((), bool), reward_state=params.reward.init_state(params))
   return state, observe(state.taken, state.step, params)
 
 
@@ -127,13 +127,16 @@ def step(key: jax.Array, state: EnvState, action: jnp.ndarray, params: EnvParams
   taken = taken.at[c].add(n_add)
   done = taken.sum() >= params.budget
   finishing = done & ~state.done
+  fn = params.reward
+  carried = fn.advance(state.proxy_key, state.reward_state, taken, state.order, params)
+  carried = jax.tree.map(lambda new, old: jnp.where(state.done, old, new), carried, state.reward_state)
+  current = lambda: fn.current(state.proxy_key, carried, taken, state.order, state.rows, params)
   if params.timing == "end":
-    new_score = jax.lax.cond(finishing, lambda: params.reward(state.proxy_key, taken, state.order, state.rows, params),
-                             lambda: state.score)
+    new_score = jax.lax.cond(finishing, current, lambda: state.score)
     reward = jnp.where(finishing, new_score - state.init_score, 0.0)
   else:
-    new_score = jnp.where(state.done, state.score, params.reward(state.proxy_key, taken, state.order, state.rows, params))
+    new_score = jnp.where(state.done, state.score, current())
     reward = new_score - state.score
-  new = state.replace(mask=mask, taken=taken, step=state.step + 1, score=new_score, done=done)
+  new = state.replace(mask=mask, taken=taken, step=state.step + 1, score=new_score, done=done, reward_state=carried)
   info = {"added": n_add, "valid": ~state.done, "score": new_score}
   return new, observe(taken, new.step, params), reward.astype(jnp.float32), done, info

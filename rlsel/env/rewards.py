@@ -20,7 +20,11 @@ from rlsel.env.types import EnvParams
 
 class RewardFn(abc.ABC):
   """Scores a selection given by per-cluster counts `taken` [C], the episode's within-cluster `order` [C, W] and the
-  reward-split `rows` scored this episode."""
+  reward-split `rows` scored this episode.
+
+  `__call__` scores a selection from scratch (a function of the set). A reward may also carry state through an
+  episode (`EnvState.reward_state`): `advance` updates it after each step and `current` scores the selection from
+  it; by default the state is empty and `current` is `__call__`."""
 
   @abc.abstractmethod
   def initial(self, rows: jnp.ndarray, params: EnvParams) -> jnp.ndarray:
@@ -31,8 +35,21 @@ class RewardFn(abc.ABC):
                params: EnvParams) -> jnp.ndarray:
     """Score of the selection (float32 scalar)."""
 
+  def init_state(self, params: EnvParams):
+    """The state an episode starts with (a pytree; empty by default)."""
+    return ()
 
-def _draw_selected(taken, order):
+  def advance(self, key: jax.Array, state, taken: jnp.ndarray, order: jnp.ndarray, params: EnvParams):
+    """The state after a step that led to `taken`."""
+    return state
+
+  def current(self, key: jax.Array, state, taken: jnp.ndarray, order: jnp.ndarray, rows: jnp.ndarray,
+              params: EnvParams) -> jnp.ndarray:
+    """Score of the selection within its episode (from `state` where the reward carries one)."""
+    return self(key, taken, order, rows, params)
+
+
+def draw_selected(taken, order):
   """A sampler of uniformly drawn selected rows, from counts and the episode order (O(log C) per draw)."""
   cs = jnp.cumsum(taken)
   total = jnp.maximum(cs[-1], 1)
@@ -54,7 +71,33 @@ class ProxyReward(RewardFn):
     return proxy_lib.reward_score(params.proxy_spec, params.proxy.init_params, params.proxy, rows)
 
   def __call__(self, key, taken, order, rows, params):
-    return proxy_lib.evaluate(key, params.proxy_spec, params.proxy, _draw_selected(taken, order), rows)
+    return proxy_lib.evaluate(key, params.proxy_spec, params.proxy, draw_selected(taken, order), rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class IncrementalProxyReward(ProxyReward):
+  """The proxy carried through the episode: each step continues its fine-tune for `steps` Adam steps on the selection
+  so far (from where the previous step left off) instead of restarting, then scores it on the reward split.
+
+  An episode of T steps costs T * `steps` proxy steps instead of T * `proxy.steps`. Scoring a selection out of an
+  episode (`__call__`: climb's candidates, re-scoring) still fine-tunes from scratch, as `ProxyReward` does."""
+  steps: int
+
+  def init_state(self, params):
+    return proxy_lib.start(params.proxy_spec, params.proxy)
+
+  def advance(self, key, state, taken, order, params):
+    key = jax.random.fold_in(key, jnp.sum(taken))  # a fresh minibatch stream each step, fixed for the selection size
+    return proxy_lib.train(key, params.proxy_spec, params.proxy, state, draw_selected(taken, order), self.steps)
+
+  def current(self, key, state, taken, order, rows, params):
+    return proxy_lib.reward_score(params.proxy_spec, state.params, params.proxy, rows)
+
+
+def proxy_reward(proxy_cfg) -> ProxyReward:
+  """The proxy reward `config.proxy` asks for: restarted every step, or incremental (`proxy.incremental_steps`)."""
+  steps = int(proxy_cfg.incremental_steps)
+  return IncrementalProxyReward(steps) if steps > 0 else ProxyReward()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,6 +41,7 @@ class EnvState:
   rows: jnp.ndarray        # [R'] int32, reward-split rows scored this episode (a dummy [1] without subsampling)
   proxy_key: jax.Array     # one fine-tune key per episode (common random numbers: less noisy score changes)
   done: jnp.ndarray        # bool
+  reward_state: Any = ()   # what the reward carries between steps (the incremental proxy's params); () if nothing
 
 
 class Obs(NamedTuple):

@@ -199,7 +199,8 @@ class RLSelector(Selector):
 
     metrics = {k: np.asarray(v) for k, v in out["metrics"].items()}
     info = {
-        "algo": self.algo, "chosen": pick, "reward_score": scores[pick], "candidate_scores": scores,
+        "algo": self.algo, "reward": repr(params.reward), "proxy_score": params.proxy_spec.score,
+        "chosen": pick, "reward_score": scores[pick], "candidate_scores": scores,
         "random_reward_score": proxy_lib.score_positions(k_score, params.proxy_spec, params.proxy, sample),
         "greedy_return": float(greedy_return), "real_proxy_evals": int(out["real_evals"]),
         "num_clusters": int(params.sizes.shape[0]), "chunk": params.chunk, "episode_steps": params.max_steps,
