@@ -49,13 +49,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.features.batch_size = 256        # frozen-encoder batch when embedding the pool
 
   c.target = ml_collections.ConfigDict()
-  c.target.kind = "minilm"           # "minilm": pretrained all-MiniLM-L6-v2; "tiny": small random-init BERT (tests)
-  c.target.hidden_size = 384         # used by kind="tiny" only (minilm reads its own config)
+  c.target.kind = "minilm"           # "minilm": pretrained all-MiniLM-L6-v2; "tiny": small random-init BERT (tests);
+                                     # "smollm2": SmolLM2-135M-Instruct decoder as a classifier (rlsel/target/llm.py);
+                                     # "decoder": small random-init Llama-style decoder, char tokenizer (tests)
+  c.target.hidden_size = 384         # used by kind="tiny" and "decoder" only (minilm, smollm2 read their own config)
   c.target.num_layers = 6
   c.target.num_heads = 12
+  c.target.num_kv_heads = 0          # kind="decoder": key/value heads (grouped-query attention); 0 = num_heads
   c.target.intermediate_size = 1536
   c.target.dropout = 0.1
-  c.target.dtype = "float32"         # compute dtype: "bfloat16" on GPU/TPU; params stay float32
+  c.target.dtype = "float32"         # compute dtype: "bfloat16" on GPU/TPU; params stay float32 (but LoRA's frozen
+                                     # base is stored in this dtype)
+  # Decoder targets (smollm2, decoder) only: their own tokenizer and length, pooling, LoRA.
+  c.target.max_length = 0            # tokens per example in the decoder's tokenizer; 0 = features.max_length
+  c.target.pooling = "last"          # "last": the last real token's (EOS's) final hidden state; "mean": masked mean
+  c.target.lora_rank = 0             # > 0: LoRA adapters of this rank on lora_targets, only they and the head train;
+                                     # 0 = full fine-tuning
+  c.target.lora_alpha = 16.0         # LoRA scale numerator: the update is (lora_alpha / lora_rank) x A B
+  c.target.lora_targets = ("q", "v")  # projections with adapters: q, k, v, o (attention), gate, up, down (MLP)
 
   c.finetune = ml_collections.ConfigDict()
   c.finetune.enabled = True          # False: select only (selections and a diagnostics row; no target fine-tune)
@@ -140,7 +151,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.selection.label_balanced = True  # less, learnalign, cropi, entropy: top of each label's share of the budget (pool
                                      # proportions). False = top of the whole pool, as in the papers; on rt that filled
                                      # 507 (LESS) and 488 (LearnAlign) of 510 picks with one class
-  c.selection.param_scope = "head"   # which params get per-example gradients: "head", "last_k" (head + last k layers), "all"
+  c.selection.param_scope = "head"   # which params get per-example gradients: "head", "last_k" (head + last k layers),
+                                     # "lora" (head + LoRA adapters of a decoder target), "all"
   c.selection.last_k = 1             # layers added to the head when param_scope="last_k"
   c.selection.head_patterns = ("head",)  # a param path containing any of these belongs to the head
   c.selection.layer_pattern = r"layers?_(\d+)"          # regex whose first group is a param path's layer number

@@ -23,13 +23,18 @@ from rlsel.selectors import base as selbase
 
 
 def split_from(task, split: str, config, workdir):
-  """One split of a task as a selector's `Split`: tokens now, frozen embeddings lazily from the workdir cache."""
+  """One split of a task as a selector's `Split`: the target's tokens now (a decoder target's own tokenizer), frozen
+  MiniLM embeddings lazily from the workdir cache (from MiniLM's tokens, whatever the target)."""
+  from rlsel.target import model as target_model
   ds = task.dataset[split]
-  toks = features.tokenize(ds["text"], ds["text_pair"] if task.is_pair_task else None, config.features.max_length)
+  texts, pairs = ds["text"], (ds["text_pair"] if task.is_pair_task else None)
+  toks = target_model.tokenize(config, texts, pairs)
   ids = np.asarray(ds["id"], np.int64)
   labels = np.asarray(ds["label"], np.int32)
-  embed = lambda: features.cached_embeddings(workdir, task.cache_name, split, ids, toks, config.features.max_length,
-                                             config.features.batch_size)
+  feature_toks = ((lambda: toks) if target_model.shares_feature_tokens(config)
+                  else (lambda: features.tokenize(texts, pairs, config.features.max_length)))
+  embed = lambda: features.cached_embeddings(workdir, task.cache_name, split, ids, feature_toks(),
+                                             config.features.max_length, config.features.batch_size)
   return selbase.Split(ids, labels, toks["input_ids"], toks["attention_mask"], toks["token_type_ids"], embed)
 
 

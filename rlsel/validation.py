@@ -71,9 +71,8 @@ def validate_settings(config) -> None:
   require(0 <= fc.warmup_fraction < 1, f"finetune.warmup_fraction={fc.warmup_fraction} must be in [0, 1)")
   _positive_int(config.features.batch_size, "features.batch_size")
   require(config.features.max_length >= 4, f"features.max_length={config.features.max_length} must be at least 4")
-  require(config.target.kind in ("minilm", "tiny"), f"unknown target.kind={config.target.kind!r}; use minilm or tiny")
-  require(config.target.dtype in ("float32", "bfloat16", "float16"),
-          f"target.dtype={config.target.dtype!r} must be float32, bfloat16 or float16")
+  from rlsel.target import model as target_model
+  target_model.validate(config)
   dc = config.data
   from rlsel.data import noise
   noise.validate(config)

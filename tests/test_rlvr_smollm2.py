@@ -1,4 +1,5 @@
-"""SmolLM2-135M-Instruct from the offline GGUF: greedy decoding with the KV cache continues a prompt sensibly."""
+"""SmolLM2-135M-Instruct from the offline GGUF: greedy decoding with the KV cache continues a prompt sensibly, and
+the selection track's SmolLM2 classifier target (rlsel/target/llm.py) is built on the same weights (one load here)."""
 
 import jax
 import numpy as np
@@ -15,3 +16,26 @@ def test_smollm2_greedy_continuation_mentions_paris():
   out = tok.decode(np.asarray(gen(params, ids, mask, jax.random.key(0)).tokens[0]))
   print("SmolLM2 greedy:", repr(out))
   assert "Paris" in out
+
+
+def test_smollm2_classifier_target_loads_its_weights_and_runs():
+  """The `target.kind="smollm2"` classifier with LoRA: base weights as loaded, its tokens end with EOS, one forward
+  on 2 short texts gives finite logits."""
+  import chex
+
+  from rlsel import configlib
+  from rlsel.target import model as target_model
+  config = configlib.base_config()
+  config.target.kind, config.target.lora_rank, config.target.max_length = "smollm2", 4, 12
+  target_model.validate(config)
+  module, params = target_model.build(config, num_classes=2, key=jax.random.key(0))
+  _, loaded, tok = smollm2.load()
+  np.testing.assert_array_equal(params["decoder"]["layers"]["q"]["kernel"], loaded["layers"]["q"]["kernel"])
+  np.testing.assert_array_equal(params["decoder"]["embed"]["embedding"], loaded["embed"]["embedding"])
+  assert not np.any(np.asarray(params["decoder"]["layers"]["q"]["lora_b"]))  # fresh adapters start at zero
+  toks = target_model.tokenize(config, ["A gripping film.", "Dull."], None)
+  assert toks["input_ids"][0, :5].tolist() == tok.encode("A gripping film.", bos=False) + [tok.eos_id]
+  logits = jax.jit(module.apply)({"params": params}, toks["input_ids"], toks["attention_mask"],
+                                 toks["token_type_ids"])
+  chex.assert_shape(logits, (2, 2))
+  chex.assert_tree_all_finite(logits)

@@ -2,13 +2,16 @@
 
 RMSNorm, RoPE, grouped-query attention, SwiGLU and (optionally) tied embeddings. The layers are one `nn.scan`, so a
 30-layer model compiles as fast as a 1-layer one and the KV cache is a single stacked array per key/value.
+Optional LoRA adapters on chosen projections (`lora_rank` > 0) and a compute dtype (`dtype`, e.g. bfloat16; norms
+and softmax stay float32) serve the selection track's decoder classifier (rlsel/target/llm.py); the defaults leave
+the GRPO track's float32 model unchanged.
 
 Sequences are laid out as `[prompt (left-padded) | completion]`; `kv_mask` marks the slots holding real tokens and a
 token's RoPE position is the number of real tokens before it. Sampling (prefill + one token per step with the cache)
 and the full forward pass used for training see exactly the same positions and masks, so their log-probs agree.
 """
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import chex
 import flax.linen as nn
@@ -30,6 +33,15 @@ class DecoderConfig(NamedTuple):
   rope_interleaved: bool  # True: rotate pairs (x[2i], x[2i+1]) (GGUF layout); False: halves (x[i], x[i+d/2])
   tie_embeddings: bool = True
   init_std: float = 0.02
+  lora_rank: int = 0             # > 0: the projections named in lora_targets get rank-r adapters (LoRADense)
+  lora_alpha: float = 0.0        # LoRA scale numerator: the update is (lora_alpha / lora_rank) x A B
+  lora_targets: tuple = ()       # Block projections with adapters, among q, k, v, o, gate, up, down
+  dtype: str = "float32"         # compute dtype of the projections and embeddings ("bfloat16" on accelerators)
+
+  @property
+  def attention_width(self) -> int:
+    """Query width per layer, num_heads x head_dim (the attention term of a FLOP estimate)."""
+    return self.num_heads * self.head_dim
 
 
 class Cache(NamedTuple):
@@ -64,12 +76,42 @@ def rope(x: jax.Array, positions: jax.Array, theta: float, interleaved: bool) ->
 
 
 class RMSNorm(nn.Module):
+  """Root-mean-square norm, computed in float32 and returned in the input's dtype."""
   eps: float
 
   @nn.compact
   def __call__(self, x):
     scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
-    return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps) * scale
+    x32 = x.astype(jnp.float32)
+    return (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps) * scale).astype(x.dtype)
+
+
+LORA_A_SCALE = 1.0 / 3.0  # A ~ U(-1/sqrt(in), 1/sqrt(in)): variance 1/(3 in), as peft's kaiming_uniform(a=sqrt(5))
+LORA_ADAPTERS = ("lora_a", "lora_b")  # parameter names of the adapters (everything else in a LoRA model is frozen)
+
+
+class LoRADense(nn.Module):
+  """A bias-free dense layer plus a low-rank update: x W + (alpha / rank) (x A) B.
+
+  W is `kernel` [in, out] (the name and shape of `nn.Dense`'s, so pretrained weights load unchanged), A `lora_a`
+  [in, rank] small random, B `lora_b` [rank, out] zero: a fresh adapter leaves the layer's output unchanged.
+  """
+  features: int
+  rank: int
+  alpha: float
+  kernel_init: Callable
+  dtype: str
+
+  @nn.compact
+  def __call__(self, x):
+    d_in = x.shape[-1]
+    w = self.param("kernel", self.kernel_init, (d_in, self.features), jnp.float32)
+    a = self.param("lora_a", nn.initializers.variance_scaling(LORA_A_SCALE, "fan_in", "uniform"),
+                   (d_in, self.rank), jnp.float32)
+    b = self.param("lora_b", nn.initializers.zeros, (self.rank, self.features), jnp.float32)
+    dt = jnp.dtype(self.dtype)
+    x, w, a, b = (t.astype(dt) for t in (x, w, a, b))
+    return x @ w + (self.alpha / self.rank) * ((x @ a) @ b)
 
 
 class Block(nn.Module):
@@ -81,7 +123,11 @@ class Block(nn.Module):
     cfg = self.cfg
     b, s, _ = x.shape
     init = nn.initializers.normal(cfg.init_std)
-    dense = lambda n, name: nn.Dense(n, use_bias=False, kernel_init=init, name=name)
+
+    def dense(n, name):
+      if cfg.lora_rank > 0 and name in cfg.lora_targets:
+        return LoRADense(n, cfg.lora_rank, cfg.lora_alpha, init, cfg.dtype, name=name)
+      return nn.Dense(n, use_bias=False, kernel_init=init, dtype=jnp.dtype(cfg.dtype), name=name)
     h = RMSNorm(cfg.rms_eps, name="attn_norm")(x)
     q = dense(cfg.num_heads * cfg.head_dim, "q")(h).reshape(b, s, cfg.num_heads, cfg.head_dim)
     k = dense(cfg.num_kv_heads * cfg.head_dim, "k")(h).reshape(b, s, cfg.num_kv_heads, cfg.head_dim)
@@ -95,9 +141,9 @@ class Block(nn.Module):
       layer_cache = (k, v)
     g = cfg.num_heads // cfg.num_kv_heads
     q = q.reshape(b, s, cfg.num_kv_heads, g, cfg.head_dim)
-    scores = jnp.einsum("bskgd,btkd->bkgst", q, k) / jnp.sqrt(jnp.float32(cfg.head_dim))
+    scores = jnp.einsum("bskgd,btkd->bkgst", q, k).astype(jnp.float32) / jnp.sqrt(jnp.float32(cfg.head_dim))
     scores = jnp.where(mask[:, None, None], scores, jnp.finfo(scores.dtype).min)
-    w = jax.nn.softmax(scores, axis=-1)
+    w = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     att = jnp.einsum("bkgst,btkd->bskgd", w, v).reshape(b, s, cfg.num_heads * cfg.head_dim)
     x = x + dense(cfg.width, "o")(att)
     h = RMSNorm(cfg.rms_eps, name="mlp_norm")(x)
@@ -109,15 +155,17 @@ class Decoder(nn.Module):
   """Token ids -> (logits [B, S, V], final normed hidden states [B, S, W], updated cache or None).
 
   tokens/positions [B, S]; kv_mask [B, T] marks real tokens among the T key slots (T = S without a cache, the cache
-  length with one); the S query tokens occupy slots cache_index .. cache_index + S - 1.
+  length with one); the S query tokens occupy slots cache_index .. cache_index + S - 1. `with_logits=False` skips
+  the vocabulary projection (logits None) for callers that only read the hidden states.
   """
   cfg: DecoderConfig
 
   @nn.compact
-  def __call__(self, tokens, positions, kv_mask, cache=None, cache_index=0):
+  def __call__(self, tokens, positions, kv_mask, cache=None, cache_index=0, with_logits=True):
     cfg = self.cfg
     s, t = tokens.shape[1], kv_mask.shape[1]
-    embed = nn.Embed(cfg.vocab_size, cfg.width, embedding_init=nn.initializers.normal(cfg.init_std), name="embed")
+    embed = nn.Embed(cfg.vocab_size, cfg.width, embedding_init=nn.initializers.normal(cfg.init_std),
+                     dtype=jnp.dtype(cfg.dtype), name="embed")
     x = embed(tokens)
     q_slots = cache_index + jnp.arange(s)
     mask = (jnp.arange(t)[None, None, :] <= q_slots[None, :, None]) & kv_mask[:, None, :].astype(bool)
@@ -126,7 +174,9 @@ class Decoder(nn.Module):
     layer_cache = None if cache is None else (cache.k, cache.v)
     x, layer_cache = layers(cfg, name="layers")(x, layer_cache, positions, mask, cache_index)
     h = RMSNorm(cfg.rms_eps, name="final_norm")(x)
-    if cfg.tie_embeddings:
+    if not with_logits:
+      logits = None
+    elif cfg.tie_embeddings:
       logits = embed.attend(h)
     else:
       logits = nn.Dense(cfg.vocab_size, use_bias=False, name="lm_head")(h)

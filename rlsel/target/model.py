@@ -14,9 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlsel.errors import UserError
+from rlsel.errors import UserError, require_choice
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DECODER_KINDS = ("smollm2", "decoder")  # the decoder targets of rlsel/target/llm.py
+KINDS = ("minilm", "tiny") + DECODER_KINDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,11 @@ class BertConfig:
   layer_norm_eps: float = 1e-12
   dropout: float = 0.1
   dtype: str = "float32"
+
+  @property
+  def attention_width(self) -> int:
+    """Query/key width per layer (the attention term of the FLOP estimate)."""
+    return self.hidden_size
 
 
 class Embeddings(nn.Module):
@@ -145,10 +152,40 @@ def pretrained_encoder(dtype: str = "float32"):
   return Encoder(config), minilm_encoder_params(config.num_layers)
 
 
+def validate(config) -> None:
+  """Checks `config.target` (the section this module owns) before any work; decoder kinds in rlsel/target/llm.py."""
+  tc = config.target
+  require_choice(tc.kind, "target.kind", KINDS)
+  require_choice(tc.dtype, "target.dtype", tuple(DTYPES))
+  if tc.kind in DECODER_KINDS:
+    from rlsel.target import llm
+    llm.validate(tc)
+  elif tc.kind == "tiny" and tc.hidden_size % tc.num_heads:
+    raise UserError(f"target.hidden_size={tc.hidden_size} must be divisible by target.num_heads={tc.num_heads}")
+
+
+def tokenize(config, texts, pairs) -> dict:
+  """The target's token arrays int32 [n, length]: MiniLM WordPiece at `features.max_length` for minilm and tiny
+  (the pool features' own tokens), the decoder's own tokenizer and length for smollm2 and decoder."""
+  if config.target.kind in DECODER_KINDS:
+    from rlsel.target import llm
+    return llm.tokenize(config, texts, pairs)
+  from rlsel import features
+  return features.tokenize(texts, pairs, config.features.max_length)
+
+
+def shares_feature_tokens(config) -> bool:
+  """Whether the target reads the same tokens as the frozen MiniLM features (not so for a decoder target)."""
+  return config.target.kind not in DECODER_KINDS
+
+
 def target_config(tc) -> BertConfig:
-  """The BertConfig for `config.target`."""
+  """The BertConfig for `config.target` (a BERT kind: minilm or tiny)."""
   if tc.dtype not in DTYPES:
     raise UserError(f"target.dtype={tc.dtype!r} is not one of {', '.join(DTYPES)}")
+  if tc.kind in DECODER_KINDS:
+    raise UserError(f"target.kind={tc.kind!r} is a decoder, but a BERT is needed here (e.g. proxy.kind=transformer "
+                    "runs the target's first BERT layers); use proxy.kind=head, or target.kind=minilm or tiny")
   if tc.kind == "minilm":
     return _minilm_config(tc.dropout, tc.dtype)
   if tc.kind == "tiny":
@@ -160,10 +197,15 @@ def target_config(tc) -> BertConfig:
 
 
 def build(config, num_classes: int, key=None):
-  """(Classifier module, params) for `config.target`: pretrained MiniLM encoder + fresh head, or a random tiny BERT."""
+  """(Classifier module, params) for `config.target`: pretrained MiniLM encoder + fresh head, a random tiny BERT, or
+  a decoder classifier (kinds smollm2 and decoder, rlsel/target/llm.py). Every module is called alike:
+  `module.apply({"params": params}, input_ids, attention_mask, token_type_ids, deterministic)`."""
+  key = jax.random.key(0) if key is None else key
+  if config.target.kind in DECODER_KINDS:
+    from rlsel.target import llm
+    return llm.build(config, num_classes, key)
   bert = target_config(config.target)
   module = Classifier(bert, num_classes)
-  key = jax.random.key(0) if key is None else key
   length = config.features.max_length
   dummy = jnp.zeros((1, length), jnp.int32)
   params = jax.jit(module.init)(key, dummy, jnp.ones_like(dummy), dummy)["params"]

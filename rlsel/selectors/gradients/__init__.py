@@ -1,7 +1,8 @@
 """Per-example gradient features for the gradient-based selectors (LESS, LearnAlign, CROPI, DOTS' warm-up).
 
 A pool example's feature is the gradient of its loss with respect to a subset of the model's parameters (the head, the
-last k layers, or all), flattened and projected to `d` dimensions by a random Johnson-Lindenstrauss map.
+last k layers, the LoRA adapters and the head, or all), flattened and projected to `d` dimensions by a random
+Johnson-Lindenstrauss map.
 
 - `model`: the classifier as pure functions (`ModelFns`), probabilities, batching;
 - `params`: which parameters, and flattening them;
@@ -35,7 +36,16 @@ def validate(config) -> None:
   from rlsel.errors import require, require_choice, require_int, require_number
   s = config.selection
   require(isinstance(s.label_balanced, bool), f"selection.label_balanced={s.label_balanced!r} must be True or False")
-  require_choice(s.param_scope, "selection.param_scope", ("head", "last_k", "all"))
+  from rlsel.selectors.gradients.params import SCOPES
+  require_choice(s.param_scope, "selection.param_scope", SCOPES)
+  from rlsel.target.model import DECODER_KINDS
+  lora_target = config.target.kind in DECODER_KINDS and config.target.lora_rank > 0
+  require(s.param_scope != "all" or not lora_target,
+          "selection.param_scope=all takes gradients of the frozen base, but with target.lora_rank > 0 only the LoRA "
+          "adapters and the head train; use --config.selection.param_scope=lora (as LESS) or head")
+  require(s.param_scope != "lora" or lora_target,
+          "selection.param_scope=lora needs LoRA adapters on the target: a decoder target (target.kind=smollm2 or "
+          "decoder) with --config.target.lora_rank > 0; or use another --config.selection.param_scope")
   require_choice(s.projection_kind, "selection.projection_kind", ("rademacher", "gaussian"))
   require_choice(s.less_feature, "selection.less_feature", ("adam", "sgd"))
   require_choice(s.learnalign_alignment, "selection.learnalign_alignment", ("class", "pool"))

@@ -1,4 +1,5 @@
-"""Parameter subsets whose per-example gradients are taken: the head, the last k layers, or all; flattening them.
+"""Parameter subsets whose per-example gradients are taken: the head, the last k layers, the LoRA adapters and the
+head, or all; flattening them.
 """
 
 import re
@@ -9,8 +10,10 @@ import numpy as np
 from flax import traverse_util
 
 from rlsel.errors import UserError
+from rlsel.rlvr.decoder import LORA_ADAPTERS
 
 _SEP = "/"
+SCOPES = ("head", "last_k", "lora", "all")
 
 
 def flat_params(tree) -> dict:
@@ -21,19 +24,27 @@ def select_paths(params, scope: str, last_k: int, head_patterns, layer_pattern: 
   """Sorted parameter paths ("a/b/kernel") that get gradients.
 
   scope "head": paths containing any of `head_patterns`; "last_k": the head plus the `last_k` highest-numbered layers
-  (layer number = first group of `layer_pattern` in the path); "all": every parameter.
+  (layer number = first group of `layer_pattern` in the path); "lora": the head plus the LoRA adapters (a decoder
+  target with `target.lora_rank` > 0, as LESS takes them); "all": every parameter.
   """
   paths = sorted(flat_params(params))
   if scope == "all":
     return paths
-  if scope not in ("head", "last_k"):
-    raise UserError(f"selection.param_scope={scope!r} is not one of head, last_k, all; set --config.selection.param_scope")
+  if scope not in SCOPES:
+    raise UserError(f"selection.param_scope={scope!r} is not one of {', '.join(SCOPES)}; set "
+                    "--config.selection.param_scope")
   head = [p for p in paths if any(h in p for h in head_patterns)]
   if not head:
     raise UserError(f"no parameter path contains any of selection.head_patterns={tuple(head_patterns)}; "
                     f"paths look like {paths[:3]} ... {paths[-3:]}; set --config.selection.head_patterns")
   if scope == "head":
     return head
+  if scope == "lora":
+    adapters = [p for p in paths if p.split(_SEP)[-1] in LORA_ADAPTERS]
+    if not adapters:
+      raise UserError("selection.param_scope=lora but the target has no LoRA adapters; set --config.target.lora_rank "
+                      "(a decoder target, kind smollm2 or decoder) or another --config.selection.param_scope")
+    return sorted(set(head) | set(adapters))
   rx = re.compile(layer_pattern)
   layer_of = {}
   for p in paths:

@@ -13,11 +13,13 @@ import optax
 from rlsel.selectors.base import Split
 from rlsel.selectors.gradients.model import ModelFns, batch_of, target_model_fns
 from rlsel.selectors.gradients.params import select_paths
+from rlsel.target import lora
 from rlsel.target.finetune import warmup_decay_lr
 
 
 class Checkpoint(NamedTuple):
-  """The model after one warm-up epoch: params, Adam moments (same tree as params), Adam step count, mean lr."""
+  """The model after one warm-up epoch: params, Adam moments (the tree of the trained params: all of them, or with
+  LoRA the adapters and head), Adam step count, mean lr."""
   params: dict
   mu: dict
   nu: dict
@@ -26,10 +28,11 @@ class Checkpoint(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "hparams"))
-def _train_step(params, state, lr, batch, *, apply, hparams):
-  """One Adam step on the mean cross-entropy of a batch (compiled once per model and batch shape)."""
+def _train_step(params, frozen, state, lr, batch, *, apply, hparams):
+  """One Adam step on the mean cross-entropy of a batch (compiled once per model and batch shape); `frozen` (a LoRA
+  target's base, else {}) gets no gradient."""
   def loss_fn(p):
-    logits = apply(p, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    logits = apply(lora.combine(p, frozen), batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), batch["labels"][:, None], 1))
   loss, grads = jax.value_and_grad(loss_fn)(params)
   updates, state = optax.scale_by_adam(*hparams).update(grads, state, params)
@@ -44,7 +47,9 @@ def warmup_train(key, fns: ModelFns, params, split: Split, epochs: int, batch_si
 
   Batches are fixed-size (the last one wraps around), so the step compiles once. No dropout: the warm-up only has to
   give the gradient selectors a model that has seen the task. `mu`/`nu`/`adam_count0` continue an earlier run (CROPI).
+  A target with LoRA adapters trains only them and its head, as its fine-tune does (rlsel/target/lora.py).
   """
+  params, frozen = lora.partition(params)
   b1, b2, eps = adam_hparams
   n = len(split)
   steps_per_epoch = max(1, -(-n // batch_size))
@@ -62,11 +67,12 @@ def warmup_train(key, fns: ModelFns, params, split: Split, epochs: int, batch_si
     for s in range(steps_per_epoch):
       lr = warmup_decay_lr(learning_rate, schedule_warmup_fraction, total, t)
       lrs.append(lr)
-      params, state, _ = _train_step(params, state, jnp.float32(lr),
+      params, state, _ = _train_step(params, frozen, state, jnp.float32(lr),
                                      batch_of(split, order[s * batch_size:(s + 1) * batch_size]),
                                      apply=fns.apply, hparams=(float(b1), float(b2), float(eps)))
       t += 1
-    checkpoints.append(Checkpoint(params, state.mu, state.nu, int(state.count), float(np.mean(lrs))))
+    checkpoints.append(Checkpoint(lora.combine(params, frozen), state.mu, state.nu, int(state.count),
+                                  float(np.mean(lrs))))
   return checkpoints
 
 
