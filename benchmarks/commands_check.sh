@@ -55,7 +55,8 @@ check proxy_fidelity "$W/main/fidelity" \
 check steps_curve "$W/steps_curve.log" \
   python -m rlsel.bench.steps_curve --workdir=benchmarks/steps_curve --run=False
 check throughput "$W/throughput.log" \
-  python -m rlsel.bench.throughput --pool 2000 --envs 1,16 --python_episodes 1 --repeats 1 --matmul 512
+  python -m rlsel.bench.throughput --pool 2000 --envs 1,16 --ppo_updates 2 --python_episodes 1 --repeats 1 \
+    --profile_envs 16 --matmul 512 --memory_mb 64
 check memory "$W/memory.log" \
   python -m rlsel.bench.memory --pool 20000 --updates 1 --envs 4
 check rlvr "$W/rlvr/results.md" \
