@@ -180,10 +180,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.selection.cropi_round_epochs = 1  # CROPI: fine-tune epochs on the selection so far between rounds
   c.selection.rrf_offset = 0.0       # CROPI: rank fusion score = sum_c 1 / (offset + rank_c), rank from 1
   c.selection.rrf_top_n = -1         # CROPI: only ranks <= N count in the fusion; -1 = the round's share, 0 = all
-  c.selection.dots_reference_size = 256   # DOTS: pool examples the warmed model is evaluated on
+  c.selection.dots_reference_size = 512   # DOTS: pool examples the warmed model is evaluated on (256 before
+                                          # 2026-12-02: a larger set, as the reference uses)
   c.selection.dots_holdout_fraction = 0.25  # DOTS: share of the reference set held out to measure the estimator
   c.selection.dots_alpha = 0.5       # DOTS: target chance of being right
-  c.selection.dots_tau = 0.1         # DOTS: sampling temperature of P ~ exp(-|p - alpha| / tau)
+  c.selection.dots_tau = 1e-3        # DOTS: sampling temperature of P ~ exp(-|p - alpha| / tau) (the reference's)
   c.selection.estimator_hidden = 64  # DOTS attention estimator: MLP hidden size and key/query size h
   c.selection.estimator_steps = 300  # DOTS estimator: full-batch Adam steps (leave-one-out loss)
   c.selection.estimator_learning_rate = 3e-3

@@ -58,6 +58,7 @@ def test_run_writes_results_and_resumes(tmp_path):
   for m in ("dots", "dots_replay"):  # the estimator is measured on held-out prompts at each re-estimate (steps 0, 2)
     checks = by[m]["selection_info"]["estimator"]
     assert [x["step"] for x in checks] == [0, 2] and all(0 <= x["mae"] <= 1 for x in checks)
+    assert 8 < by[m]["selection_info"]["reference_prompts_used"] <= 16  # references drawn afresh at step 2
     assert "estimator_pearson" in by[m] and by[m]["estimator_mae"] == pytest.approx(
         sum(x["mae"] for x in checks) / 2)
   assert by["learnalign"]["n_selected"] <= 10 and by["learnalign"]["select_seconds"] > 0  # top 25% of 40

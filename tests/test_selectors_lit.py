@@ -155,6 +155,26 @@ def test_dots_sampler_concentrates_near_alpha():
   assert np.median(gap) < 0.05
 
 
+def test_dots_at_the_reference_tau_takes_nearly_the_closest_to_alpha():
+  p_hat = jnp.linspace(0.0, 1.0, 201)  # neighbours 0.005 apart
+  gap = np.abs(np.asarray(p_hat) - 0.3)
+  closest = np.sort(gap)[:20]
+  for seed in range(5):
+    picks = np.asarray(dots.dots_sample(jax.random.key(seed), p_hat, 20, alpha=0.3, tau=1e-3))
+    assert np.unique(picks).shape[0] == 20
+    assert gap[picks].max() <= np.sort(gap)[25]  # at most a few swaps at the edge of the 20 closest
+    assert gap[picks].mean() <= closest.mean() + 0.005
+  broad = np.asarray(dots.dots_sample(jax.random.key(0), p_hat, 20, alpha=0.3, tau=0.1))
+  assert gap[broad].mean() > 2 * closest.mean()  # the old tau spread the picks well beyond
+
+
+def test_dots_soft_bce_by_hand():
+  p, t = jnp.array([0.9, 0.2, 0.5]), jnp.array([1.0, 0.0, 0.25])
+  expected = -np.mean([np.log(0.9), np.log(0.8), 0.25 * np.log(0.5) + 0.75 * np.log(0.5)])
+  np.testing.assert_allclose(float(dots.soft_bce(p, t)), expected, rtol=1e-6)
+  assert np.isfinite(float(dots.soft_bce(jnp.array([0.0, 1.0]), jnp.array([1.0, 0.0]))))  # clipped, not inf
+
+
 def test_dots_estimator_learns_a_smooth_difficulty():
   x = jax.random.normal(jax.random.key(0), (120, 6))
   y = jax.nn.sigmoid(2.0 * x[:, 0])

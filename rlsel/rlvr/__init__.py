@@ -72,9 +72,9 @@ def default_config() -> ml_collections.ConfigDict:
 
   r.dots = ml_collections.ConfigDict()
   r.dots.alpha = 0.5                # target success rate
-  r.dots.tau = 0.1                  # selection temperature: P ~ exp(-|p_hat - alpha| / tau)
+  r.dots.tau = 1e-3                 # selection temperature: P ~ exp(-|p_hat - alpha| / tau) (the reference's)
   r.dots.reestimate_every = 10      # mu: steps between reference rollouts + estimator refits
-  r.dots.reference_size = 64        # K reference prompts with fresh rollouts
+  r.dots.reference_size = 128       # K reference prompts, drawn afresh at every re-estimate and rolled out
   r.dots.holdout_size = 64          # prompts outside the reference set rolled out (2 x G) at every re-estimate to
                                     # measure the estimator against true success rates; not in the method's seconds
   r.dots.fresh_fraction = 0.5       # sigma: share of each step's prompts rolled out fresh (rest replayed)

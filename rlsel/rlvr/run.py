@@ -156,7 +156,8 @@ def train_method(method: str, rlvr_cfg, policy, params0, train, test, key, optim
   if is_dots:
     t0 = time.perf_counter()
     pool_emb = embed_pool(policy, params0, train, d.embed_batch_size)  # frozen: the starting policy's features
-    ref_ids = rng.choice(len(train), size=min(d.reference_size, len(train)), replace=False)
+    ref_size = min(d.reference_size, len(train))
+    ref_ids = rng.choice(len(train), size=ref_size, replace=False)
     fit, predict = dots.make_fit(d), dots.make_predict(d)
     est_params = dots.init_params(jax.random.fold_in(key, 7), pool_emb.shape[1], d.proj_hidden, d.proj_dim)
     est_s += time.perf_counter() - t0
@@ -164,7 +165,8 @@ def train_method(method: str, rlvr_cfg, policy, params0, train, test, key, optim
     rest = np.setdiff1d(np.arange(len(train)), ref_ids)
     hold_rng = np.random.default_rng(np.asarray(jax.random.key_data(jax.random.fold_in(key, 19))).ravel().tolist())
     hold_ids = hold_rng.choice(rest, size=min(d.holdout_size, len(rest)), replace=False)
-    info = {"estimator": []}
+    info = {"estimator": [], "reference_prompts_used": 0}
+    ref_used = set()
   elif method == "learnalign":
     from rlsel.rlvr import learnalign
     t0 = time.perf_counter()
@@ -201,6 +203,10 @@ def train_method(method: str, rlvr_cfg, policy, params0, train, test, key, optim
     else:
       if step % d.reestimate_every == 0:
         t0 = time.perf_counter()
+        if step > 0:  # fresh reference prompts at every re-estimate, as the reference implementation
+          ref_ids = rng.choice(len(train), size=ref_size, replace=False)
+        ref_used.update(ref_ids.tolist())
+        info["reference_prompts_used"] = len(ref_used)
         ref = policy.rollout(state.params, train, ref_ids, g.group_size, k_ref)
         fresh_rollouts += ref.rewards.size
         est = fit(est_params, pool_emb[ref_ids], ref.rewards.mean(axis=1))
@@ -209,8 +215,9 @@ def train_method(method: str, rlvr_cfg, policy, params0, train, test, key, optim
         jax.block_until_ready(p_hat)
         est_s += time.perf_counter() - t0
         clock += time.perf_counter() - t0
-        if len(hold_ids):
-          info["estimator"].append(estimator_check(policy, state.params, train, hold_ids, np.asarray(p_hat)[hold_ids],
+        held = hold_ids[~np.isin(hold_ids, ref_ids)]  # prompts outside this estimate's (resampled) reference set
+        if len(held) > 1:
+          info["estimator"].append(estimator_check(policy, state.params, train, held, np.asarray(p_hat)[held],
                                                    ref.rewards.mean(axis=1), g.group_size,
                                                    jax.random.fold_in(k_ref, 1), step))
       n_replay = 0 if buffer is None else b - max(1, int(round(d.fresh_fraction * b)))

@@ -3,8 +3,9 @@
 Difficulty of an example = the warmed model's probability of its correct label, p. It is measured on a small reference
 subset of the pool and estimated for the rest by attention over the reference set in the frozen-embedding space:
 p_hat(q) = sum_k softmax_k(z_q . z_k / sqrt(h)) y_k, with separate query and key MLPs trained leave-one-out on the
-reference set, then Platt-calibrated on the leave-one-out predictions. The budget is sampled without replacement with
-P ~ exp(-|p_hat - alpha| / tau) by Gumbel top-k. A held-out part of the reference set measures the estimator. The
+reference set by binary cross-entropy against the measured p (as the reference implementation), then Platt-calibrated
+on the leave-one-out predictions. The budget is sampled without replacement with P ~ exp(-|p_hat - alpha| / tau) by
+Gumbel top-k, at the reference's tau = 1e-3 by default (`selection.dots_tau`): nearly the budget closest to alpha. A held-out part of the reference set measures the estimator. The
 estimator's form and the sampler are `rlsel/difficulty.py`, shared with the RLVR track.
 """
 
@@ -51,17 +52,24 @@ def calibrate(params: dict, p_hat: jax.Array) -> jax.Array:
   return difficulty.calibrate(params["platt"], p_hat, _EPS)
 
 
+def soft_bce(p: jax.Array, target: jax.Array) -> jax.Array:
+  """Mean binary cross-entropy of probabilities p against soft targets in [0, 1]."""
+  p = jnp.clip(p, _EPS, 1.0 - _EPS)
+  return -jnp.mean(target * jnp.log(p) + (1.0 - target) * jnp.log1p(-p))
+
+
 @functools.partial(jax.jit, static_argnames=("hidden", "steps", "lr", "cal_steps", "cal_lr"))
 def fit_estimator(key, ref_emb: jax.Array, ref_y: jax.Array, *, hidden: int, steps: int, lr: float, cal_steps: int,
                   cal_lr: float) -> dict:
-  """Trains the query/key MLPs on the leave-one-out squared error over the reference set, then fits Platt's (a, b)
-  on the leave-one-out predictions by soft-target cross-entropy. One jitted program (two lax.scans)."""
+  """Trains the query/key MLPs on the leave-one-out binary cross-entropy (soft targets: the measured p) over the
+  reference set, then fits Platt's (a, b) on the leave-one-out predictions the same way. One jitted program (two
+  lax.scans)."""
   params = init_estimator(key, ref_emb.shape[-1], hidden)
   mlps = {"query": params["query"], "key": params["key"]}
 
   def loss(m):
     p = attention_predict({**m, "platt": params["platt"]}, ref_emb, ref_emb, ref_y, leave_one_out=True)
-    return jnp.mean(jnp.square(p - ref_y))
+    return soft_bce(p, ref_y)
   opt = optax.adam(lr)
 
   def step(carry, _):
@@ -74,8 +82,7 @@ def fit_estimator(key, ref_emb: jax.Array, ref_y: jax.Array, *, hidden: int, ste
   loo = attention_predict({**mlps, "platt": params["platt"]}, ref_emb, ref_emb, ref_y, leave_one_out=True)
 
   def cal_loss(platt):
-    p = jnp.clip(calibrate({"platt": platt}, loo), _EPS, 1.0 - _EPS)
-    return -jnp.mean(ref_y * jnp.log(p) + (1.0 - ref_y) * jnp.log1p(-p))
+    return soft_bce(calibrate({"platt": platt}, loo), ref_y)
   copt = optax.adam(cal_lr)
 
   def cal_step(carry, _):
@@ -94,6 +101,7 @@ def dots_sample(key, p_hat: jax.Array, k: int, alpha: float, tau: float) -> jax.
 @register("dots")
 class Dots(gradients.WarmedSelector, Selector):
   """Gumbel top-k sampling around p_hat = alpha, p_hat from an attention estimator fit on a measured reference set."""
+  version = 3  # 3: estimator fit by BCE, tau 1e-3, 512 reference examples, as the reference (2026-12-02)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
