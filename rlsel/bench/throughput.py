@@ -30,6 +30,7 @@ from rlsel import proxy as proxy_lib
 from rlsel.agents import networks
 from rlsel.configlib import base_config
 from rlsel.env.build import build_env
+from rlsel.env.rewards import draw_selected
 
 # Peak dense bf16 FLOP/s and memory bandwidth (bytes/s) per chip, from the vendors' data sheets.
 ACCELERATORS = {"H200 (1 GPU)": (989e12, 4.8e12, 1), "TPU v5e-8 (8 chips)": (197e12, 819e9, 8)}
@@ -157,7 +158,7 @@ def stage_profile(params, num_envs: int, reward, repeats: int):
   start = proxy_lib.start(spec, data)
 
   def fine(key, taken, order, data):
-    return proxy_lib.train(key, spec, data, start, env_lib.rewards.draw_selected(taken, order), steps).params
+    return proxy_lib.train(key, spec, data, start, draw_selected(taken, order), steps).params
 
   keys = jax.random.split(jax.random.PRNGKey(4), num_envs)
   fine_v = jax.jit(jax.vmap(fine, in_axes=(0, 0, 0, None)))

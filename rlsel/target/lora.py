@@ -13,23 +13,22 @@ from rlsel.rlvr.decoder import LORA_ADAPTERS
 HEAD = "head"  # the classifier's output layer, trained alongside the adapters
 
 
-def is_trainable(path: tuple, has_adapters: bool) -> bool:
-  """Whether the leaf at `path` (a tuple of keys) trains: every leaf without adapters, else adapters and the head."""
-  return not has_adapters or path[-1] in LORA_ADAPTERS or path[0] == HEAD
-
-
 def has_adapters(params) -> bool:
   return any(path[-1] in LORA_ADAPTERS for path in traverse_util.flatten_dict(params))
 
 
+def is_trainable(path: tuple) -> bool:
+  """Whether the leaf at `path` (a tuple of keys) of a model with adapters trains: the adapters and the head."""
+  return path[-1] in LORA_ADAPTERS or path[0] == HEAD
+
+
 def partition(params) -> tuple:
   """(trainable, frozen) nested dicts; frozen is {} and trainable `params` itself when there are no adapters."""
-  flat = traverse_util.flatten_dict(params)
-  lora = any(path[-1] in LORA_ADAPTERS for path in flat)
-  if not lora:
+  if not has_adapters(params):
     return params, {}
-  train = {p: v for p, v in flat.items() if is_trainable(p, True)}
-  frozen = {p: v for p, v in flat.items() if not is_trainable(p, True)}
+  flat = traverse_util.flatten_dict(params)
+  train = {p: v for p, v in flat.items() if is_trainable(p)}
+  frozen = {p: v for p, v in flat.items() if not is_trainable(p)}
   return traverse_util.unflatten_dict(train), traverse_util.unflatten_dict(frozen)
 
 
