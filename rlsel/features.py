@@ -54,14 +54,16 @@ def cache_path(workdir: str, task: str, split: str, max_length: int, ids: np.nda
   return pathlib.Path(workdir) / "features" / f"{task}-{split}-{ENCODER_NAME}-len{max_length}-{fp}.npy"
 
 
-def embed_tokens(tokens: dict, batch_size: int, desc: str = "embedding") -> np.ndarray:
-  """Mean-pooled frozen MiniLM features, float32 [n, 384], in jitted fixed-size batches with a progress bar."""
+def embed_tokens(tokens: dict, batch_size: int, desc: str = "embedding", encoder=None) -> np.ndarray:
+  """Mean-pooled encoder features, float32 [n, hidden], in jitted fixed-size batches with a progress bar. `encoder`
+  is (Encoder module, params); default the frozen pretrained MiniLM (the pool features). A fine-tuned target's
+  encoder gives task-adapted features."""
   import jax
   import jax.numpy as jnp
   from rlsel.target import model as target_model
   from rlsel import progress
 
-  module, params = target_model.pretrained_encoder()
+  module, params = target_model.pretrained_encoder() if encoder is None else encoder
 
   @jax.jit
   def forward(params, ids, mask, types):

@@ -65,6 +65,8 @@ def test_test_retest_ceiling_is_sqrt_r_and_none_without_agreement():
     ({"families": ","}, "names no family"),
     ({"retest": 0}, "--retest_keys=0"),
     ({"subsets": 2}, "--subsets=2"),
+    ({"designs": "head,oracle"}, "unknown design 'oracle'"),
+    ({"designs": ","}, "names no design"),
 ])
 def test_bad_flags_are_one_line_user_errors(tmp_path, kwargs, match):
   from rlsel.bench import proxy_fidelity as pf
@@ -76,8 +78,17 @@ def test_bad_flags_are_one_line_user_errors(tmp_path, kwargs, match):
   assert not (tmp_path / "fidelity").exists()  # refused before any work
 
 
+def untimed(summary: dict) -> dict:
+  """A summary without the designs' wall-clock seconds (they differ from run to run)."""
+  out = dict(summary)
+  out["designs"] = {n: {k: v for k, v in d.items() if "seconds" not in k} for n, d in summary["designs"].items()}
+  return out
+
+
 def test_families_retest_ceiling_and_resume(tmp_path):
   import jax
+
+  from rlsel.errors import UserError
 
   from rlsel import harness
   from rlsel.bench import proxy_fidelity as pf
@@ -87,7 +98,7 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   cfg = load_config("debug")
   cfg.finetune.min_steps = MIN_STEPS
   wd = tmp_path / "wd"
-  s = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2)
+  s = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2, designs="head,head_keys5,adapted")
   fid = wd / "fidelity"
 
   task = load_task(cfg)
@@ -138,9 +149,29 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   for k in ("test_retest_pearson", "test_retest_spearman", "noise_ceiling", "spearman_proxy_score_vs_target_mean",
             "ratio_to_ceiling", "families"):
     assert k in s
+  from rlsel.stats import pearson, spearman
   saved = json.loads((fid / "summary-rt-s0.json").read_text())
   assert saved == json.loads(json.dumps(s))
-  from rlsel.stats import pearson, spearman
+
+  # Proxy designs: `head` is the RL reward itself (the same score per subset), `head_keys5` averages other keys;
+  # each design's Spearman and ratio are computed against the target's mean over keys and the mean's ceiling.
+  heads = [r["designs"]["head"] for r in s["rows"]]
+  assert heads == [r["proxy_reward_score"] for r in s["rows"]]
+  assert [r["designs"]["head_keys5"] for r in s["rows"]] != heads
+  for name, d in s["designs"].items():
+    assert d["spearman_vs_target_mean"] == pytest.approx(spearman(
+        [r["designs"][name] for r in s["rows"]], [r["target_test_accuracy_mean"] for r in s["rows"]]))
+    assert d["seconds_per_eval"] > 0
+    if s["noise_ceiling_of_mean"] is not None:
+      assert d["ratio_to_ceiling"] == pytest.approx(d["spearman_vs_target_mean"] / s["noise_ceiling_of_mean"])
+  # `adapted`: the target warmed up on a budget-sized sample of the selectable rows, the pool re-embedded with its
+  # encoder (the tiny target's width, not MiniLM's 384), cached with what it cost; a design of its own.
+  adapted = s["designs"]["adapted"]
+  assert adapted["warmup_examples"] == budget and adapted["warmup_seconds"] > 0 and adapted["embed_seconds"] > 0
+  assert adapted["prepare_seconds"] >= adapted["warmup_seconds"] + adapted["embed_seconds"]
+  emb = np.load(fid / "adapted-rt-s0-train.npy")
+  assert emb.shape == (len(pool.train), cfg.target.hidden_size) and np.all(np.isfinite(emb))
+  assert [r["designs"]["adapted"] for r in s["rows"]] != heads
   k0_acc = [r["target_test_accuracy"][0] for r in s["rows"]]
   k1_acc = [r["target_test_accuracy"][1] for r in s["rows"]]
   r = pearson(k0_acc, k1_acc)
@@ -162,17 +193,34 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   # The command again resumes: no fine-tune runs, no saved result changes, same summary; the ceiling line last but one.
   files = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in fid.iterdir() if not p.name.startswith("summary")}
   cmd = [sys.executable, "-m", "rlsel.bench.proxy_fidelity", "--config=configs/debug.py",
-         f"--config.finetune.min_steps={MIN_STEPS}", f"--workdir={wd}", "--subsets=6"]
+         f"--config.finetune.min_steps={MIN_STEPS}", f"--workdir={wd}", "--subsets=6",
+         "--designs=head,head_keys5,adapted"]
   out = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "finetune" not in out.stdout + out.stderr
   assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in fid.iterdir()
           if not p.name.startswith("summary")} == files
-  assert json.loads((fid / "summary-rt-s0.json").read_text()) == saved
+  assert untimed(json.loads((fid / "summary-rt-s0.json").read_text())) == untimed(saved)
   last = out.stdout.strip().splitlines()[-2:]
   ceiling = "n/a" if s["noise_ceiling"] is None else f"{s['noise_ceiling']:.4f}"
   rho = "n/a" if s["spearman_proxy_score_vs_target"] is None else f"{s['spearman_proxy_score_vs_target']:.4f}"
   assert last == [f"noise_ceiling_sqrt_r={ceiling}", f"spearman_proxy_vs_target={rho}"], last
+
+  # A shard reads the other shards' saved fine-tunes; a subset whose fine-tune is not there yet is left out, counted.
+  from rlsel.bench.proxy_fidelity import parse_shard
+  assert parse_shard("1/2") == (1, 2)
+  for bad in ("2/2", "1", "a/b", "-1/2"):
+    with pytest.raises(UserError, match="--shard"):
+      parse_shard(bad)
+  gone = fid / "target-rt-s0-policy-001-k1.json"
+  kept = gone.read_bytes()
+  gone.unlink()
+  order = sorted(pf.plan(6, pf.FAMILIES), key=lambda t: (t[1], pf.FAMILIES.index(t[0])))
+  mine = order.index(("policy", 1, None)) % 2
+  part = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2, shard=(1 - mine, 2))
+  assert part["subsets_missing"] == 1 and part["subsets_complete"] == 5 and not gone.exists()
+  assert ("policy", 1) not in {(r["family"], r["index"]) for r in part["rows"]}
+  gone.write_bytes(kept)
 
   # One key set: no ceiling (and no new fine-tune: key 0 is already saved).
   one = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 1)
@@ -182,6 +230,46 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   # A saved result from other settings is refused, not mixed in.
   other = load_config("debug")
   other.finetune.min_steps = MIN_STEPS + 1
-  from rlsel.errors import UserError
   with pytest.raises(UserError, match="other settings"):
     pf.run(other, str(wd), 6, 0, "random", 1)
+
+
+def test_design_names_expand_and_the_incremental_scorer_replays_the_episode():
+  import jax
+  import jax.numpy as jnp
+
+  from rlsel import proxy as proxy_lib
+  from rlsel.bench import proxy_designs as pd
+  assert pd.parse_designs("cheap") == pd.CHEAP and pd.parse_designs("all") == tuple(pd.DESIGNS)
+  assert pd.parse_designs("head,cheap") == pd.CHEAP  # duplicates dropped, order kept
+
+  # The incremental design trains as the environment does: chunks of a random order added one by one, K Adam steps
+  # after each on everything added so far; then the score. Replayed here step by step with proxy.train.
+  spec = proxy_lib.ProxySpec(num_classes=2, hidden=0, steps=5, batch_size=8, learning_rate=0.05,
+                             score="neg_log_loss", reward_subsample=0)
+  kx, ky, ki = jax.random.split(jax.random.key(3), 3)
+  x = jax.random.normal(kx, (40, 6))
+  y = (x[:, 0] > 0).astype(jnp.int32)
+  data = proxy_lib.ProxyData(x=x, y=y, rx=x[:10], ry=y[:10], init_params=proxy_lib.init_params(ki, spec, 6))
+  pos = jnp.arange(3, 26, dtype=jnp.int32)  # 23 rows, chunk 5: 5 steps, the last chunk cut to 3
+  key = jax.random.key(7)
+  got = float(pd._scorer(spec, 2, 5)(key, data, pos))
+
+  @jax.jit
+  def replay(key, data):
+    k_perm, k_train = jax.random.split(key)
+    order = jax.random.permutation(k_perm, pos)
+    state = proxy_lib.start(spec, data)
+    for t in range(5):
+      size = min((t + 1) * 5, 23)
+      draw = lambda kk, shape, size=size: order[jax.random.randint(kk, shape, 0, size)]
+      state = proxy_lib.train(jax.random.fold_in(k_train, t), spec, data, state, draw, 2)
+    restart = proxy_lib.finetune(key, spec, data, proxy_lib.draw_from(pos))
+    return (proxy_lib.score(spec, state.params, data.rx, data.ry),
+            proxy_lib.score(spec, restart, data.rx, data.ry))
+
+  want, want_restart = (float(v) for v in replay(key, data))
+  assert got == pytest.approx(want, rel=1e-5)
+  restart = float(pd._scorer(spec, 0, 5)(key, data, pos))
+  assert restart == pytest.approx(want_restart, rel=1e-5)
+  assert restart != pytest.approx(got)

@@ -2,7 +2,7 @@
 explores, the target's own test-retest noise, and the reward-overfitting gap.
 
   python -m rlsel.bench.proxy_fidelity --config=configs/glue.py --workdir=DIR [--subsets=30] [--seed=0]
-      [--families=random,policy,skewed] [--retest_keys=2]
+      [--families=random,policy,skewed] [--retest_keys=2] [--designs=head|cheap|all|NAME,...] [--shard=I/N]
 
 DIR is a main-command workdir (its embedding cache and results are reused; new files go to DIR/fidelity/).
 1. The RL selectors' reward split, clusters, environment and proxy are rebuilt for run seed `--seed` with the keys
@@ -23,8 +23,13 @@ DIR is a main-command workdir (its embedding cache and results are reused; new f
    against key 0 and against the mean over keys with its ratio to the ceiling, and per family the spread of the target.
 4. For every subset chosen at the budget in DIR/results.json (rl_*, climb, ...): the proxy's accuracy on the reward
    split and on the test split next to the target's test accuracy, so overfitting the reward shows as a gap.
-Every subset and every fine-tune is saved as it finishes (DIR/fidelity/subset-*.json, target-*-k<key>.json), so an
-interrupted run continues; files written under other settings are refused. Summary:
+5. `--designs`: every subset scored by each proxy design of `rlsel/bench/proxy_designs.py` (today's reward, its
+   accuracy, several keys, longer training, a larger scoring split, an MLP, the incremental proxy, task-adapted
+   features, the transformer proxy), each with its Spearman against the target's mean over keys, that figure's ratio
+   to the noise ceiling of the mean, and its seconds per evaluation and to prepare.
+`--shard=I/N` splits the fine-tunes over N processes on the same DIR (one per core); run once more without it for
+the summary of everything. Every subset and every fine-tune is saved as it finishes (DIR/fidelity/subset-*.json,
+target-*-k<key>.json), so an interrupted run continues; files written under other settings are refused. Summary:
 DIR/fidelity/summary-<task>-s<seed>.json. The last two lines: `noise_ceiling_sqrt_r=<v>` and
 `spearman_proxy_vs_target=<rho>` (the proxy's reward score against the main command's fine-tune, key 0).
 """
@@ -51,17 +56,24 @@ _POLICY_TAG, _SKEW_TAG, _RETEST_TAG = 1_000_001, 1_000_002, 1_000_003
 def define_flags() -> None:
   """Defines the command line's flags: called only when this module runs as a program, so that importing it for
   its functions (tests import several benchmarks into one process) defines none."""
-  global _CONFIG, _WORKDIR, _SUBSETS, _SEED, _FAMILIES, _RETEST_KEYS
+  global _CONFIG, _WORKDIR, _SUBSETS, _SEED, _FAMILIES, _RETEST_KEYS, _SHARD, _DESIGNS
   _CONFIG = config_flags.DEFINE_config_file("config", "configs/glue.py", "Main-command config (task, budget, target).",
                                             lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "A main-command workdir for the same config.")
   _SUBSETS = flags.DEFINE_integer("subsets", 30, "Budget-sized subsets to fine-tune the target on, split evenly over "
                                   "--families (the remainder to random).")
-  _SEED = flags.DEFINE_integer("seed", 0, "Run seed whose reward split, environment, proxy and fine-tune keys are used.")
+  _SEED = flags.DEFINE_integer("seed", 0, "Run seed whose reward split, environment, proxy and fine-tune keys are "
+                               "used.")
   _FAMILIES = flags.DEFINE_string("families", ",".join(FAMILIES), "Subset families, comma-separated: "
                                   + ", ".join(FAMILIES) + ".")
   _RETEST_KEYS = flags.DEFINE_integer("retest_keys", 2, "Fine-tune key sets per subset: the main command's and this "
                                       "many minus one independent ones (2 or more for the test-retest ceiling).")
+  _DESIGNS = flags.DEFINE_string("designs", "head", "Proxy designs to score every subset with and rank against the "
+                                 "target (rlsel/bench/proxy_designs.py): names, `cheap` (no warm-up, no transformer) "
+                                 "or `all`.")
+  _SHARD = flags.DEFINE_string("shard", "0/1", "I/N: fine-tune the target only for subsets n with n % N == I (run N "
+                               "processes, one per core, on the same workdir); the others' saved fine-tunes are read, "
+                               "and subsets not fine-tuned yet are left out of the summary and counted.")
 
 
 def _fmt(value, spec: str = "+.3f") -> str:
@@ -78,6 +90,16 @@ def parse_families(value: str) -> tuple:
           f"{', '.join(FAMILIES)}")
   require(names, f"--families={value!r} names no family; choose from {', '.join(FAMILIES)}")
   return tuple(f for f in FAMILIES if f in names)
+
+
+def parse_shard(value: str) -> tuple:
+  """`--shard=I/N` as (I, N) with 0 <= I < N; UserError otherwise."""
+  from rlsel.errors import require
+  parts = str(value).split("/")
+  ok = len(parts) == 2 and all(p.strip().isdigit() for p in parts)
+  i, n = (int(parts[0]), int(parts[1])) if ok else (0, 0)
+  require(ok and 0 <= i < n, f"--shard={value!r}: expected I/N with 0 <= I < N, e.g. 0/2 and 1/2 for two processes")
+  return i, n
 
 
 def family_counts(subsets: int, families) -> dict:
@@ -302,7 +324,30 @@ def _stats(values) -> dict:
           "target_std": float(v.std()) if v.size else None}
 
 
-def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest: int = 2) -> dict:
+def reward_positions(config, pool, run_seed: int):
+  """Reward-split positions of pool.train in the environment `rl_env` builds for run seed `run_seed`."""
+  import jax
+
+  from rlsel.env.build import split_reward
+  from rlsel.selectors.basic import numpy_rng
+  from rlsel.selectors.rl import select_keys
+  k_env = select_keys(jax.random.fold_in(jax.random.key(run_seed), 0)).env
+  return split_reward(numpy_rng(k_env), config, pool.train.labels)[1]
+
+
+def design_report(scores, rows, ceiling) -> dict:
+  """One design's ranking of the subsets against the target: Spearman against key 0 and against the mean over
+  keys, Pearson against the mean, and that Spearman's ratio to `ceiling` (the noise ceiling of the mean over keys)."""
+  t0 = [r["target_test_accuracy"][0] for r in rows]
+  tm = [r["target_test_accuracy_mean"] for r in rows]
+  rho = spearman(scores, tm)
+  return {"spearman_vs_target": spearman(scores, t0), "spearman_vs_target_mean": rho,
+          "pearson_vs_target_mean": pearson(scores, tm),
+          "ratio_to_ceiling": None if ceiling is None or rho is None else rho / ceiling}
+
+
+def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest: int = 2, shard=(0, 1),
+        designs=("head",)) -> dict:
   import jax
   import numpy as np
 
@@ -317,6 +362,9 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
   require(subsets >= 3, f"--subsets={subsets}: a rank correlation needs at least 3 subsets (30 or more is sensible)")
   require(subsets >= len(families), f"--subsets={subsets} is fewer than the {len(families)} families in --families")
   require(retest >= 1, f"--retest_keys={retest} must be at least 1 (2 or more for the test-retest noise ceiling)")
+  shard_i, shards = shard
+  from rlsel.bench import proxy_designs
+  designs = proxy_designs.parse_designs(designs if isinstance(designs, str) else ",".join(designs))
   require(int(config.proxy.pca_dim) == 0, "proxy_fidelity scores the proxy on test embeddings and needs "
           "--config.proxy.pca_dim=0")
   from rlsel import validation
@@ -339,7 +387,8 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
   params, selectable = env_for(seed)
   cluster = cluster_of(params)
   num_clusters = int(np.asarray(params.sizes).shape[0])
-  todo = plan(subsets, families)
+  # Families interleaved (random 0, policy 0, skewed 0, random 1, ...) so a partial run already spans them.
+  todo = sorted(plan(subsets, families), key=lambda t: (t[1], FAMILIES.index(t[0])))
   counts = family_counts(subsets, families)
   print(f"{task.name}: pool {pool.size}, budget {budget}, selectable {selectable.shape[0]}, reward split "
         f"{params.proxy.rx.shape[0]}, {num_clusters} clusters; {subsets} subsets ("
@@ -348,7 +397,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
   subset_settings = fingerprint(config.task, config.data, config.features, config.budget, config.proxy,
                                 config.kmeans, config.rl.chunk, config.rl.episode_steps, seed)
   target_settings = fingerprint(config.task, config.data, config.features, config.target, config.finetune, seed)
-  rows, inits = [], {}
+  rows, inits, missing, kept = [], {}, 0, []
   for n, (fam, i, strength) in enumerate(todo):
     stem = f"{task.name}-s{seed}-{fam}-{i:03d}"
     pos = draw_subset(fam, i, strength, seed, params, cluster, budget)
@@ -364,23 +413,33 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
     require(row["ids"] == [int(v) for v in ids], f"{out_dir / f'subset-{stem}.json'} holds other ids than this "
             f"run draws; move {out_dir} away or use another --workdir")
     accs, secs, fresh = [], 0.0, False
+    mine = n % shards == shard_i
     for j in range(retest):
       name = f"{fam} subset {i} key {j}"
+      path = out_dir / f"target-{stem}-k{j}.json"
+      if not mine and not path.exists():  # another shard's fine-tune, not made yet
+        break
       res, made = _load_or_make(
-          out_dir / f"target-{stem}-k{j}.json", fingerprint(target_settings, ids, j),
+          path, fingerprint(target_settings, ids, j),
           lambda: {"key": j, **_target_accuracy(config, pool, test, ids, seed, j, name, inits)})
       accs.append(float(res["target_test_accuracy"]))
       secs += float(res["finetune_seconds"]) if made else 0.0
       fresh |= made
+    if len(accs) < retest:
+      missing += 1
+      continue
     row = {k: v for k, v in row.items() if k not in ("ids", "settings")}
     row.update(target_test_accuracy=accs, target_test_accuracy_mean=float(np.mean(accs)),
                max_cluster_share=float(hist.max() / budget))
     rows.append(row)
+    kept.append(pos)
     if fresh:
       print(f"subset {n + 1}/{len(todo)} ({fam}{'' if strength is None else f', alpha {strength:g}'}): proxy reward "
             f"score {row['proxy_reward_score']:.4f}, target test accuracy "
             + " / ".join(f"{a:.4f}" for a in accs) + f" (fine-tunes {secs:.0f}s)", flush=True)
 
+  require(len(rows) >= 3, f"only {len(rows)} of {len(todo)} subsets have all {retest} fine-tunes so far (the other "
+          "shards are still running): run again without --shard once they finish")
   proxy_s = [r["proxy_reward_score"] for r in rows]
   proxy_a = [r["proxy_reward_accuracy"] for r in rows]
   target0 = [r["target_test_accuracy"][0] for r in rows]
@@ -388,6 +447,15 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
   tt = test_retest([r["target_test_accuracy"] for r in rows])
   ceiling, ceiling_mean = tt["noise_ceiling"], tt["noise_ceiling_of_mean"]
   rho_mean = spearman(proxy_s, target_mean)
+  ctx = proxy_designs.Context(config=config, pool=pool, test=test, env_params=params, selectable=selectable,
+                              reward=reward_positions(config, pool, seed), seed=seed, budget=budget, out_dir=out_dir,
+                              score_key=score_key)
+  scored = proxy_designs.evaluate(designs, ctx, kept)
+  design_rows = {name: {**{k: v for k, v in d.items() if k != "scores"},
+                        **design_report(d["scores"], rows, ceiling_mean)} for name, d in scored.items()}
+  for name, d in scored.items():
+    for r, v in zip(rows, d["scores"]):
+      r.setdefault("designs", {})[name] = v
   fams = {}
   for fam in families:
     fr = [r for r in rows if r["family"] == fam]
@@ -396,6 +464,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
                  "spearman_proxy_score_vs_target_mean": spearman([r["proxy_reward_score"] for r in fr],
                                                                  [r["target_test_accuracy_mean"] for r in fr])}
   summary = {"task": task.name, "seed": seed, "budget": budget, "subsets": subsets, "retest_keys": retest,
+             "subsets_complete": len(rows), "subsets_missing": missing,
              "num_clusters": num_clusters,
              "spearman_proxy_score_vs_target": spearman(proxy_s, target0),
              "spearman_proxy_accuracy_vs_target": spearman(proxy_a, target0),
@@ -403,7 +472,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
              "spearman_proxy_score_vs_target_mean": rho_mean,
              **tt, "ratio_to_ceiling": None if ceiling is None or rho_mean is None else rho_mean / ceiling,
              "ratio_to_ceiling_of_mean": None if ceiling_mean is None or rho_mean is None else rho_mean / ceiling_mean,
-             "families": fams,
+             "families": fams, "designs": design_rows,
              "target_test_accuracy_range": [float(min(target_mean)), float(max(target_mean))],
              "proxy_reward_score_range": [float(min(proxy_s)), float(max(proxy_s))], "rows": rows}
 
@@ -441,11 +510,13 @@ def main(argv) -> None:
   if not _WORKDIR.value:
     fail("proxy_fidelity", "--workdir is required: a main-command workdir for the same config")
   try:
-    s = run(_CONFIG.value, _WORKDIR.value, _SUBSETS.value, _SEED.value, _FAMILIES.value, _RETEST_KEYS.value)
+    s = run(_CONFIG.value, _WORKDIR.value, _SUBSETS.value, _SEED.value, _FAMILIES.value, _RETEST_KEYS.value,
+            parse_shard(_SHARD.value), _DESIGNS.value)
   except UserError as e:
     fail("proxy_fidelity", str(e))
   print(f"\n{s['task']}, seed {s['seed']}, budget {s['budget']}: {s['subsets']} subsets x {s['retest_keys']} "
-        f"fine-tune key set(s)")
+        f"fine-tune key set(s)" + (f"; {s['subsets_missing']} not fine-tuned yet (other shards), left out"
+                                   if s["subsets_missing"] else ""))
   print(f"  target test accuracy (mean over keys) {s['target_test_accuracy_range'][0]:.4f} .. "
         f"{s['target_test_accuracy_range'][1]:.4f}")
   print("\n| family | subsets | target acc mean | target acc std | max cluster share | Spearman(proxy, target) |")
@@ -466,6 +537,12 @@ def main(argv) -> None:
   print(f"  Spearman(proxy test accuracy, target test acc)   = {_fmt(s['spearman_proxy_test_vs_target'])}")
   print(f"  Spearman(proxy reward score, target mean over keys) = {_fmt(s['spearman_proxy_score_vs_target_mean'])}, "
         f"ratio to the ceiling {_fmt(s['ratio_to_ceiling'], '.3f')}")
+  print("\n| design | Spearman vs target (key 0) | Spearman vs target mean | ratio to ceiling | s per evaluation "
+        "| s to prepare |")
+  print("|---|---|---|---|---|---|")
+  for name, d in s["designs"].items():
+    print(f"| {name} | {_fmt(d['spearman_vs_target'])} | {_fmt(d['spearman_vs_target_mean'])} | "
+          f"{_fmt(d['ratio_to_ceiling'], '.3f')} | {d['seconds_per_eval']:.3f} | {d['prepare_seconds']:.0f} |")
   if s["random_mean_gap_proxy_reward_minus_proxy_test"] is not None:
     print(f"  random subsets: proxy reward-split minus proxy test accuracy = "
           f"{s['random_mean_gap_proxy_reward_minus_proxy_test']:+.4f}")

@@ -38,17 +38,24 @@ def pca(x: np.ndarray, dim: int) -> np.ndarray:
   return (xc @ vecs[:, ::-1][:, :dim]).astype(np.float32)
 
 
+def split_reward(rng: np.random.Generator, config, labels: np.ndarray) -> tuple:
+  """(selectable positions, reward-split positions) of a pool: a stratified `proxy.reward_fraction` carved out as
+  the reward split, drawn from `rng` (build_env's, so callers that rebuild the environment see the same split)."""
+  frac = float(config.proxy.reward_fraction)
+  require(0.0 < frac < 1.0, f"proxy.reward_fraction={frac} must be in (0, 1), e.g. --config.proxy.reward_fraction=0.2")
+  selectable, reward = stratified_fractions(np.asarray(labels, np.int32), (frac,), int(rng.integers(2**31)))
+  require(reward.shape[0] > 0, "the reward split is empty; raise --config.proxy.reward_fraction")
+  return selectable, reward
+
+
 def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int, budget: int,
               tokens: np.ndarray = None):
   """Reward split, clusters, initial proxy and EnvParams for a pool. Returns (env_params, selectable positions,
   the random budget-sized sample behind the initial proxy). `tokens` [n, L] (pad 0): needed by the transformer
   proxy, which trains on them; clusters always come from the embeddings."""
   labels = np.asarray(labels, np.int32)
-  frac = float(config.proxy.reward_fraction)
-  require(0.0 < frac < 1.0, f"proxy.reward_fraction={frac} must be in (0, 1), e.g. --config.proxy.reward_fraction=0.2")
   rng = numpy_rng(key)
-  selectable, reward = stratified_fractions(labels, (frac,), int(rng.integers(2**31)))
-  require(reward.shape[0] > 0, "the reward split is empty; raise --config.proxy.reward_fraction")
+  selectable, reward = split_reward(rng, config, labels)
   require(budget <= selectable.shape[0],
           f"the budget of {budget} examples exceeds the {selectable.shape[0]} selectable examples (the reward split "
           f"holds {reward.shape[0]}); lower --config.budget or --config.proxy.reward_fraction")

@@ -1,0 +1,238 @@
+"""Proxy designs the fidelity study compares: cheap ways to score a subset, each judged by how well it ranks
+subsets the way the fine-tuned target does (`python -m rlsel.bench.proxy_fidelity --designs=...`).
+
+A design is an object: the proxy settings it overrides, the features it reads, how many proxy keys it averages,
+which rows it scores on, and whether it is trained the way the incremental environment trains it. `prepare` pays
+the one-time cost (e.g. a warm-up fine-tune of the target and re-embedding the pool for task-adapted features) and
+`score` scores one subset. Whatever a design learns from stays outside the test split: the warm-up set is drawn
+from the selectable rows, and `reward+validation` scores on the reward split plus the validation split.
+"""
+
+import dataclasses
+import functools
+import json
+import pathlib
+import time
+
+import numpy as np
+
+FEATURES = ("frozen", "adapted")
+SCORE_ROWS = ("reward", "reward+validation")
+_WARMUP_TAG = 1_000_004  # fold_in / seed tag of the adapted features' warm-up sample and fine-tune keys
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+  """A proxy design. `overrides`: (field, value) pairs over `config.proxy` (e.g. ("score", "accuracy"));
+  `keys`: proxy keys averaged per subset; `incremental_steps` > 0 trains the proxy the way the incremental
+  environment does (the subset added chunk by chunk in a random order, that many Adam steps after each chunk)."""
+  features: str = "frozen"
+  overrides: tuple = ()
+  keys: int = 1
+  score_rows: str = "reward"
+  incremental_steps: int = 0
+
+  def __post_init__(self):
+    if self.features not in FEATURES or self.score_rows not in SCORE_ROWS or self.keys < 1:
+      raise ValueError(f"bad design {self}")
+
+
+DESIGNS = {
+    "head": Design(),                                               # today's reward: logistic head, 30 steps, -log-loss
+    "head_accuracy": Design(overrides=(("score", "accuracy"),)),
+    "head_keys5": Design(keys=5),
+    "head_steps300": Design(overrides=(("steps", 300),)),
+    "head_validation": Design(score_rows="reward+validation"),      # a larger scoring split
+    "mlp": Design(overrides=(("hidden", 256),)),
+    "incremental": Design(incremental_steps=2),                     # the carried proxy of `proxy.incremental_steps=2`
+    "adapted": Design(features="adapted"),
+    "adapted_steps300": Design(features="adapted", overrides=(("steps", 300),)),
+    "transformer": Design(overrides=(("kind", "transformer"), ("batch_size", 16))),
+}
+CHEAP = ("head", "head_accuracy", "head_keys5", "head_steps300", "head_validation", "mlp", "incremental")
+
+
+def parse_designs(value: str) -> tuple:
+  """`--designs` as a tuple of known names (`cheap` expands to the designs without a warm-up or a transformer,
+  `all` to every design); UserError for an unknown name."""
+  from rlsel.errors import require
+  names = []
+  for v in (x.strip() for x in str(value).split(",") if x.strip()):
+    names += list(CHEAP) if v == "cheap" else list(DESIGNS) if v == "all" else [v]
+  unknown = [n for n in names if n not in DESIGNS]
+  require(not unknown, f"--designs: unknown design {unknown[0] if unknown else ''!r}; choose from cheap, all, "
+          + ", ".join(DESIGNS))
+  require(names, f"--designs={value!r} names no design")
+  return tuple(dict.fromkeys(names))
+
+
+@dataclasses.dataclass
+class Context:
+  """What every design reads: the run's config, pool and test split, the environment the RL selectors build for the
+  seed (its proxy data and the selectable / reward positions of pool.train), and where to cache."""
+  config: object
+  pool: object
+  test: object
+  env_params: object
+  selectable: np.ndarray
+  reward: np.ndarray
+  seed: int
+  budget: int
+  out_dir: pathlib.Path
+  score_key: object
+
+
+def _proxy_config(config, overrides):
+  c = config.copy_and_resolve_references()
+  for field, value in overrides:
+    c.proxy[field] = value
+  return c
+
+
+def adapted_embeddings(ctx: Context) -> dict:
+  """Task-adapted features {train, validation} of the pool: the target fine-tuned (the protocol's fine-tune) on a
+  stratified random budget-sized warm-up sample of the selectable rows, then every row re-embedded with its encoder
+  (mean pooling, as the frozen features). Cached in ctx.out_dir with the seconds each part took."""
+  from rlsel import features
+  from rlsel.checkpoint import fingerprint
+  from rlsel.errors import require
+  from rlsel.io import atomic_save_npy, atomic_write_json
+  from rlsel.selectors.basic import stratified_sample
+  from rlsel.target import finetune as ft
+  from rlsel.target import model as target_model
+  import jax
+
+  config, pool = ctx.config, ctx.pool
+  require(target_model.shares_feature_tokens(config), "the adapted design re-embeds the pool with the target's "
+          "encoder and needs a BERT target (target.kind=minilm or tiny)")
+  settings = fingerprint(config.task, config.data, config.features, config.target, config.finetune, config.budget,
+                         config.proxy.reward_fraction, ctx.seed, "adapted-v1")
+  stem = ctx.out_dir / f"adapted-{pool.task}-s{ctx.seed}"
+  meta_path = stem.with_suffix(".json")
+  if meta_path.exists() and json.loads(meta_path.read_text()).get("settings") == settings:
+    meta = json.loads(meta_path.read_text())
+    return {"train": np.load(f"{stem}-train.npy"), "validation": np.load(f"{stem}-validation.npy"), **meta}
+  rng = np.random.default_rng([ctx.seed, _WARMUP_TAG])
+  warm = ctx.selectable[stratified_sample(rng, pool.train.labels[ctx.selectable], ctx.budget)]
+  root = jax.random.fold_in(jax.random.key(ctx.seed), _WARMUP_TAG)
+  module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
+  subset = pool.train.take(np.sort(warm))
+  res = ft.finetune(jax.random.fold_in(root, 2), config, module, params, subset, pool.validation,
+                    log_prefix="adapted warm-up finetune")
+  encoder = (target_model.Encoder(module.config), res.params["encoder"])
+  t0 = time.time()
+  out = {}
+  for split, data in (("train", pool.train), ("validation", pool.validation)):
+    toks = {"input_ids": data.input_ids, "attention_mask": data.attention_mask, "token_type_ids": data.token_type_ids}
+    out[split] = features.embed_tokens(toks, int(config.features.batch_size), f"adapted embedding {split}", encoder)
+    atomic_save_npy(pathlib.Path(f"{stem}-{split}.npy"), out[split])
+  meta = {"settings": settings, "warmup_examples": int(warm.shape[0]), "warmup_seconds": float(res.seconds),
+          "warmup_best_step": int(res.best_step), "warmup_val_accuracy": float(res.val_accuracy),
+          "embed_seconds": time.time() - t0}
+  atomic_write_json(meta_path, meta)
+  return {**out, **meta}
+
+
+class Prepared:
+  """A design made ready for one context: its spec and proxy data, and a jitted scorer of subset positions."""
+
+  def __init__(self, name: str, design: Design, ctx: Context):
+    import jax
+    import jax.numpy as jnp
+
+    from rlsel import proxy as proxy_lib
+    from rlsel.env.build import standardise
+    t0 = time.time()
+    self.name, self.design, self.info = name, design, {}
+    config = _proxy_config(ctx.config, design.overrides)
+    spec = proxy_lib.spec_from_config(config, ctx.pool.num_classes)
+    base = ctx.env_params.proxy
+    val_emb = ctx.pool.validation.embeddings
+    if spec.kind == "transformer":
+      toks = np.asarray(ctx.pool.train.input_ids, np.int32)
+      x, rx = toks[ctx.selectable], toks[ctx.reward]
+      vx = np.asarray(ctx.pool.validation.input_ids, np.int32)
+    else:
+      if design.features == "adapted":
+        t1 = time.time()
+        emb = adapted_embeddings(ctx)
+        t0 += time.time() - t1  # counted below as the warm-up's and embedding's own seconds, cached or not
+        self.info = {k: v for k, v in emb.items() if k not in ("train", "validation", "settings")}
+        train_emb, val_emb = emb["train"], emb["validation"]
+      else:
+        train_emb = np.asarray(ctx.pool.train.embeddings, np.float32)
+      z = standardise(train_emb)
+      x, rx = z[ctx.selectable], z[ctx.reward]
+      vx = standardise(val_emb, reference=train_emb)
+    ry = np.asarray(ctx.pool.train.labels, np.int32)[ctx.reward]
+    if design.score_rows == "reward+validation":
+      rx, ry = np.concatenate([rx, vx]), np.concatenate([ry, np.asarray(ctx.pool.validation.labels, np.int32)])
+    same_init = spec.kind == "head" and design.features == "frozen" and spec.hidden == ctx.env_params.proxy_spec.hidden
+    init = base.init_params if same_init else proxy_lib.init_params(
+        jax.random.fold_in(ctx.score_key, 1), spec, x.shape[1])
+    self.spec = spec
+    self.data = proxy_lib.ProxyData(x=jnp.asarray(x), y=base.y, rx=jnp.asarray(rx), ry=jnp.asarray(ry),
+                                    init_params=init)
+    self.key = ctx.score_key
+    self.chunk = int(ctx.env_params.chunk)
+    self.prepare_seconds = time.time() - t0 + sum(float(self.info.get(k, 0.0)) for k in ("warmup_seconds",
+                                                                                          "embed_seconds"))
+    self._fn = _scorer(spec, design.incremental_steps, self.chunk)
+
+  def score(self, positions) -> float:
+    """The design's score of the subset at `positions` (rows of the selectable set): mean over its keys."""
+    import jax
+    import jax.numpy as jnp
+    pos = jnp.asarray(np.sort(np.asarray(positions)), jnp.int32)
+    keys = [self.key] + [jax.random.fold_in(self.key, 1000 + k) for k in range(1, self.design.keys)]
+    return float(np.mean([float(self._fn(k, self.data, pos)) for k in keys]))
+
+
+@functools.lru_cache(maxsize=None)
+def _scorer(spec, incremental_steps: int, chunk: int):
+  """jit(key, data, positions) -> score: fine-tuned from the initial params on the positions (restart), or carried
+  through the subset added chunk by chunk in a random order (incremental)."""
+  import jax
+  import jax.numpy as jnp
+
+  from rlsel import proxy as proxy_lib
+
+  if incremental_steps <= 0:
+    def fn(key, data, pos):
+      params = proxy_lib.finetune(key, spec, data, proxy_lib.draw_from(pos))
+      return proxy_lib.score(spec, params, data.rx, data.ry)
+    return jax.jit(fn)
+
+  def inc(key, data, pos):
+    k_perm, k_train = jax.random.split(key)
+    order = jax.random.permutation(k_perm, pos)
+    n = order.shape[0]
+    steps = -(-n // chunk)
+
+    def one(state, t):
+      size = jnp.minimum((t + 1) * chunk, n)
+      draw = lambda kk, shape: order[jax.random.randint(kk, shape, 0, size)]
+      return proxy_lib.train(jax.random.fold_in(k_train, t), spec, data, state, draw, incremental_steps), None
+
+    state, _ = jax.lax.scan(one, proxy_lib.start(spec, data), jnp.arange(steps))
+    return proxy_lib.score(spec, state.params, data.rx, data.ry)
+
+  return jax.jit(inc)
+
+
+def evaluate(names, ctx: Context, positions) -> dict:
+  """{name: {"scores": [per subset], "prepare_seconds", "seconds_per_eval", ...}} for the given designs over the
+  subsets at `positions` (a list of position arrays). Seconds per evaluation exclude the first (compiling) call."""
+  out = {}
+  for name in names:
+    prep = Prepared(name, DESIGNS[name], ctx)
+    scores, t_rest = [prep.score(positions[0])], 0.0
+    t0 = time.time()
+    for pos in positions[1:]:
+      scores.append(prep.score(pos))
+    t_rest = time.time() - t0
+    per = t_rest / max(1, len(positions) - 1)
+    out[name] = {"scores": scores, "prepare_seconds": prep.prepare_seconds, "seconds_per_eval": per, **prep.info}
+    print(f"design {name}: {len(scores)} subsets scored, {per:.3f}s per evaluation"
+          + (f" (+{prep.prepare_seconds:.0f}s to prepare)" if prep.prepare_seconds > 1 else ""), flush=True)
+  return out
