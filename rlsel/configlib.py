@@ -113,6 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.proxy.reward_fraction = 0.2      # share of the pool carved out (stratified) as the reward split; never selectable
   c.proxy.reward_subsample = 0       # >0: a fresh random subsample of this many reward examples per episode
   c.proxy.init_steps = 100           # steps of the initial proxy (random budget-sized sample) behind cluster features
+  c.proxy.rescore_keys = 4           # fresh proxy keys averaged to re-score final candidates (no winner's curse)
   c.proxy.pca_dim = 0                # >0: the proxy (and k-means) see the top principal components only (cheaper steps)
 
   c.rl = ml_collections.ConfigDict()
@@ -131,6 +132,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.vf_coef = 0.5                 # value-loss weight (PPO, REINFORCE baseline)
   c.rl.reward_scale = 10.0           # rewards are multiplied by this before the agent sees them
   c.rl.hidden = 64                   # width of the per-cluster and context MLPs
+  c.rl.keep_best = 4                 # best sampled episodes kept as candidates for the final pick (re-scored)
   c.rl.dqn_buffer = 4096             # replay transitions held in JAX arrays
   c.rl.dqn_batch = 64                # replay minibatch
   c.rl.dqn_grad_steps = 16           # gradient steps per rollout round
@@ -211,6 +213,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.climb.dirichlet_floor = 0.1      # added to every cluster's Dirichlet parameter, so clusters left out can come back
   c.climb.explore_share = 0.25       # share of samples drawn uniformly over the simplex instead (exploration)
   c.climb.top_k = 8                  # distinct allocations (predicted best) kept as the next round's proposal
+  c.climb.rescore_top = 4            # best really-scored allocations re-scored with fresh proxy keys for the answer
   c.climb.surrogate_hidden = 64      # the search's surrogate MLP width (rlsel/surrogate.py, on the env's mask features)
   c.climb.surrogate_steps = 200      # surrogate Adam steps per round, on every (allocation, score) pair so far
   c.climb.surrogate_batch = 64       # surrogate minibatch

@@ -215,6 +215,26 @@ def score_positions(key: jax.Array, spec: ProxySpec, data: ProxyData, positions)
   return float(_score_positions(key, spec, data, positions))
 
 
+def rescore(key: jax.Array, spec: ProxySpec, data: ProxyData, candidates: dict, keys: int) -> dict:
+  """Re-scores candidate subsets ({name: positions}) with `keys` proxy keys (`key`, then fold_ins of it) and returns
+  {name: {"scores": [per key], "mean": ...}}. A search keeps the subset its own noisy scores liked best (the
+  winner's curse); picking by the mean over keys it never saw removes that bias. Equal position sets are scored once."""
+  done, out = {}, {}
+  ks = [key] + [jax.random.fold_in(key, 1 + j) for j in range(keys - 1)]
+  for name, pos in candidates.items():
+    sig = tuple(sorted(int(v) for v in pos))
+    if sig not in done:
+      rows = jnp.asarray(sig, jnp.int32)
+      done[sig] = [float(_score_positions(k, spec, data, rows)) for k in ks]
+    out[name] = {"scores": done[sig], "mean": float(sum(done[sig]) / len(done[sig]))}
+  return out
+
+
+def best_by_mean(rescored: dict) -> str:
+  """The candidate name with the highest mean re-scored score (the first on ties, in the dict's order)."""
+  return max(rescored, key=lambda n: rescored[n]["mean"])
+
+
 def draw_from(positions: jnp.ndarray) -> Callable[[jax.Array, tuple], jnp.ndarray]:
   """A `draw` for `finetune`: minibatch rows sampled uniformly (with replacement) from the given rows."""
   return lambda kk, shape: positions[jax.random.randint(kk, shape, 0, positions.shape[0])]
@@ -289,7 +309,7 @@ def validate(config) -> None:
   require_choice(p.kind, "proxy.kind", KINDS)
   require_choice(p.score, "proxy.score", SCORES)
   require_choice(p.reward_timing, "proxy.reward_timing", TIMINGS)
-  for f in ("steps", "batch_size", "init_steps", "transformer_layers"):
+  for f in ("steps", "batch_size", "init_steps", "transformer_layers", "rescore_keys"):
     require_int(p[f], f"proxy.{f}", low=1)
   for f in ("hidden", "reward_subsample", "pca_dim", "incremental_steps"):
     require_int(p[f], f"proxy.{f}", low=0)

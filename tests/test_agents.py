@@ -76,6 +76,24 @@ def test_ppo_solves_toy_pool_and_vmaps_over_seeds(toy):
   again = train(keys)
   np.testing.assert_array_equal(curves, np.asarray(again["metrics"]["mean_return"]))  # reproducible
   assert np.all(np.asarray(out["best_mask"]).sum(-1) == params.budget)
+  top = np.asarray(out["top_scores"])  # [seeds, keep_best], best first, the best one first of all
+  assert top.shape == (2, 4) and np.all(np.diff(top, axis=-1) <= 0)
+  np.testing.assert_array_equal(top[:, 0], np.asarray(out["best_score"]))
+
+
+def test_track_best_keeps_the_k_best_real_episodes_best_first():
+  from rlsel.agents import init_best, track_best
+
+  class Final:
+    def __init__(self, score, mask):
+      self.score, self.mask = jnp.asarray(score, jnp.float32), jnp.asarray(mask, bool)
+
+  scores, masks = init_best(3, 2)
+  scores, masks = track_best(scores, masks, Final([0.2, 0.5], [[1, 0], [0, 1]]), jnp.array(True))
+  scores, masks = track_best(scores, masks, Final([0.9, 0.1], [[1, 1], [0, 0]]), jnp.array(False))  # not real
+  scores, masks = track_best(scores, masks, Final([0.3, 0.1], [[1, 1], [0, 0]]), jnp.array(True))
+  np.testing.assert_allclose(np.asarray(scores), [0.5, 0.3, 0.2])
+  np.testing.assert_array_equal(np.asarray(masks), [[0, 1], [1, 1], [1, 0]])
 
 
 def test_dqn_solves_toy_pool(toy):

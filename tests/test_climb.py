@@ -49,6 +49,8 @@ def test_climb_selector_meets_budget_with_valid_ids_deterministically():
   assert np.isfinite(info["reward_score"]) and np.isfinite(info["random_reward_score"])
   assert info["select_seconds"] > 0
   assert sum(info["allocation"]) == -(-budget // info["chunk"])  # whole chunks, the last one cut by the env
+  means = info["candidate_rescored_mean"]  # the surrogate's best few, re-scored with fresh keys; the best mean wins
+  assert 1 <= len(means) <= 4 and info["chosen"] == max(means, key=means.get)
   again = make("climb", _tiny_config()).select(jax.random.PRNGKey(0), pool, budget).ids
   np.testing.assert_array_equal(np.sort(ids), np.sort(again))
 

@@ -32,6 +32,38 @@ def test_rl_ppo_returns_budget_of_unique_ids_deterministically(tmp_path):
                              rtol=1e-5)
   again = make("rl_ppo", tiny_rl_config()).select(jax.random.PRNGKey(0), pool, budget).ids
   np.testing.assert_array_equal(np.sort(ids), np.sort(again))
+  # No winner's curse: the greedy episode and the distinct best sampled ones are re-scored with fresh proxy keys and
+  # the best mean wins; both the training-time and the re-scored figures are logged.
+  means = info["candidate_rescored_mean"]
+  assert "greedy" in means and "best_sampled" in means and info["rescore_keys"] == 4
+  assert set(info["candidate_train_scores"]) == set(means) - {"greedy"}
+  assert info["chosen"] == max(means, key=means.get)
+  assert info["candidate_scores"][info["chosen"]] == info["reward_score"]
+
+
+def test_sampled_candidates_skip_empty_slots_and_repeats():
+  from rlsel.selectors.rl import sampled_candidates
+  masks = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], bool)
+  cands, scores = sampled_candidates(np.array([0.9, 0.9, 0.5, -np.inf], np.float32), masks)
+  assert list(cands) == ["best_sampled", "sampled_2"]
+  np.testing.assert_array_equal(cands["sampled_2"], [1, 2])
+  assert scores == {"best_sampled": pytest.approx(0.9), "sampled_2": pytest.approx(0.5)}
+
+
+def test_rescore_averages_fresh_keys_and_scores_equal_sets_once():
+  from rlsel import proxy as proxy_lib
+  keys = select_keys(jax.random.PRNGKey(1))
+  pool = synthetic_pool(n=120)
+  params, _, _ = build_env(keys.env, tiny_rl_config(), pool.train.embeddings, pool.train.labels, pool.num_classes,
+                           12, tokens=pool.train.input_ids)
+  a, b = np.arange(12), np.arange(20, 32)
+  out = proxy_lib.rescore(keys.score, params.proxy_spec, params.proxy, {"a": a, "b": b, "a_again": a[::-1]}, 3)
+  assert out["a"] == out["a_again"] and len(out["a"]["scores"]) == 3
+  assert out["a"]["scores"][0] == pytest.approx(proxy_lib.score_positions(keys.score, params.proxy_spec,
+                                                                          params.proxy, a))
+  assert len(set(out["a"]["scores"])) == 3  # the keys differ
+  assert out["b"]["mean"] == pytest.approx(np.mean(out["b"]["scores"]))
+  assert proxy_lib.best_by_mean(out) == ("a" if out["a"]["mean"] >= out["b"]["mean"] else "b")
 
 
 def test_rl_ppo_with_the_incremental_proxy_and_the_surrogate():

@@ -2,7 +2,8 @@
 
 Shared here: the `Transition` record, batched rollouts with a policy, the greedy episode, best-episode tracking
 and the host-side progress callback. `train(rng)` returns a dict with `params` (network), `metrics` (per update),
-`best_score` / `best_mask` (best sampled episode scored by the real reward) and `real_evals`.
+`best_score` / `best_mask` (best sampled episode scored by the real reward), `top_scores` [K] / `top_masks` [K, N]
+(the `rl.keep_best` best sampled episodes, best first, for re-scoring with fresh proxy keys) and `real_evals`.
 
 Every `make_train` returns a `TrainProgram`: calling it is one jitted run end to end, and its `init` / `segment` /
 `finish` pieces let `rlsel/selectors/rl.py` run the same updates in segments with a checkpoint after each one.
@@ -118,11 +119,24 @@ def greedy_episode(key, hidden: int, params, env_params):
   return jax.tree.map(lambda x: x[0], final), traj.reward.sum()
 
 
+def init_best(keep: int, num_rows: int):
+  """Empty top-`keep` tracking: scores [keep] of -inf, masks [keep, num_rows] all False."""
+  return jnp.full((keep,), -jnp.inf, jnp.float32), jnp.zeros((keep, num_rows), bool)
+
+
 def track_best(best_score, best_mask, final, use):
-  """Keeps the best final episode (by score) seen in rollouts scored by the real reward (`use`)."""
-  i = jnp.argmax(final.score)
-  better = use & (final.score[i] > best_score)
-  return jnp.where(better, final.score[i], best_score), jnp.where(better, final.mask[i], best_mask)
+  """Keeps the K best final episodes (by score, best first; K = best_score.shape[0]) seen in rollouts scored by the
+  real reward (`use`). An episode found again is kept again: the caller drops repeated masks before re-scoring."""
+  k = best_score.shape[0]
+  scores = jnp.concatenate([best_score, jnp.where(use, final.score, -jnp.inf).astype(best_score.dtype)])
+  masks = jnp.concatenate([best_mask, final.mask])
+  _, top = jax.lax.top_k(scores, k)
+  return scores[top], masks[top]
+
+
+def finish_best(best_score, best_mask) -> dict:
+  """The best-episode entries of `train`'s result: the best one and the top K."""
+  return {"best_score": best_score[0], "best_mask": best_mask[0], "top_scores": best_score, "top_masks": best_mask}
 
 
 def progress(name: str, log_every: int):
@@ -141,8 +155,8 @@ def validate(config) -> None:
   from rlsel.errors import require_int, require_number
   rl_cfg = config.rl
   resolve_chunk(rl_cfg.chunk, 1, rl_cfg.episode_steps if str(rl_cfg.chunk).strip().lower() == "auto" else 1)
-  for f in ("episode_steps", "num_envs", "num_updates", "update_epochs", "num_minibatches", "hidden", "dqn_buffer",
-            "dqn_batch", "dqn_grad_steps", "dqn_target_every", "surrogate_hidden", "surrogate_buffer",
+  for f in ("episode_steps", "num_envs", "num_updates", "keep_best", "update_epochs", "num_minibatches", "hidden",
+            "dqn_buffer", "dqn_batch", "dqn_grad_steps", "dqn_target_every", "surrogate_hidden", "surrogate_buffer",
             "surrogate_steps"):
     require_int(rl_cfg[f], f"rl.{f}", low=1)
   for f in ("log_every", "checkpoint_every"):

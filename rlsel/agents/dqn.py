@@ -14,7 +14,7 @@ import optax
 from flax import struct
 
 from rlsel import env as env_lib
-from rlsel.agents import TrainProgram, batch_obs, networks, progress, rollout, track_best
+from rlsel.agents import TrainProgram, batch_obs, finish_best, init_best, networks, progress, rollout, track_best
 
 
 @struct.dataclass
@@ -93,9 +93,9 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
     rng, k_init = jax.random.split(rng)
     obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
     params = networks.init(k_init, hidden, env_params.feats, obs0)
+    best_score, best_mask = init_best(int(rl_cfg.keep_best), env_params.num_rows)
     return DQNState(params=params, target_params=params, opt_state=tx.init(params), replay=replay_init(size, c),
-                    best_score=jnp.array(-jnp.inf, jnp.float32), best_mask=jnp.zeros((env_params.num_rows,), bool),
-                    rng=rng)
+                    best_score=best_score, best_mask=best_mask, rng=rng)
 
   def segment(carry, updates):
     def round_(state: DQNState, u):
@@ -125,8 +125,8 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
       target = jax.tree.map(lambda t, p: jnp.where((u + 1) % int(rl_cfg.dqn_target_every) == 0, p, t), target, params)
       ret = traj.reward.sum(0)
       metrics = {"mean_return": ret.mean(), "max_return": ret.max(), "final_score": final.score.mean(),
-                 "best_score": best_score, "loss": loss.mean(), "epsilon": eps}
-      jax.debug.callback(show, u, metrics["mean_return"], best_score)
+                 "best_score": best_score[0], "loss": loss.mean(), "epsilon": eps}
+      jax.debug.callback(show, u, metrics["mean_return"], best_score[0])
       return DQNState(params=params, target_params=target, opt_state=opt, replay=buf, best_score=best_score,
                       best_mask=best_mask, rng=rng), metrics
 
@@ -134,7 +134,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
 
   def finish(state: DQNState, metrics):
     evals = rounds * num_envs * (horizon if env_params.timing == "step" else 1)
-    return {"params": state.params, "metrics": metrics, "best_score": state.best_score, "best_mask": state.best_mask,
+    return {"params": state.params, "metrics": metrics, **finish_best(state.best_score, state.best_mask),
             "real_evals": jnp.asarray(evals)}
 
   return TrainProgram(init, segment, finish, rounds)

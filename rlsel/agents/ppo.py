@@ -13,7 +13,8 @@ from flax import struct
 
 from rlsel import env as env_lib
 from rlsel import surrogate as surrogate_lib
-from rlsel.agents import TrainProgram, batch_obs, losses, networks, progress, rollout, sample_policy, track_best
+from rlsel.agents import (TrainProgram, batch_obs, finish_best, init_best, losses, networks, progress, rollout,
+                          sample_policy, track_best)
 
 
 def real_update_schedule(share: float, num_updates: int):
@@ -28,8 +29,8 @@ class PPOState:
   params: dict            # policy / value network
   opt_state: object       # Adam moments
   surrogate: object       # rlsel.surrogate state when rl.surrogate_share < 1, else None
-  best_score: jax.Array   # best real-reward episode so far ...
-  best_mask: jax.Array    # ... and its selection mask [N]
+  best_score: jax.Array   # the rl.keep_best best real-reward episodes so far [K], best first ...
+  best_mask: jax.Array    # ... and their selection masks [K, N]
   rng: jax.Array
 
 
@@ -66,8 +67,8 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
     opt = tx.init(params)
     sur = (surrogate_lib.init(k_sur, feat_dim, int(rl_cfg.surrogate_hidden), int(rl_cfg.surrogate_buffer),
                               float(rl_cfg.surrogate_lr)) if use_sur else None)
-    return PPOState(params=params, opt_state=opt, surrogate=sur, best_score=jnp.array(-jnp.inf, jnp.float32),
-                    best_mask=jnp.zeros((env_params.num_rows,), bool), rng=rng)
+    best_score, best_mask = init_best(int(rl_cfg.keep_best), env_params.num_rows)
+    return PPOState(params=params, opt_state=opt, surrogate=sur, best_score=best_score, best_mask=best_mask, rng=rng)
 
   def segment(carry, updates):
     def update(state: PPOState, u):
@@ -116,10 +117,10 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
 
       ret = traj.reward.sum(0)
       metrics = {"mean_return": ret.mean(), "max_return": ret.max(), "final_score": final.score.mean(),
-                 "best_score": best_score, "loss": loss.mean(), "entropy": info.entropy.mean(),
+                 "best_score": best_score[0], "loss": loss.mean(), "entropy": info.entropy.mean(),
                  "approx_kl": info.approx_kl.mean(), "value_loss": info.value.mean(),
                  "real_reward": use_real.astype(jnp.float32), "surrogate_loss": sur_loss}
-      jax.debug.callback(show, u, metrics["mean_return"], best_score)
+      jax.debug.callback(show, u, metrics["mean_return"], best_score[0])
       return PPOState(params=params, opt_state=opt, surrogate=sur, best_score=best_score, best_mask=best_mask,
                       rng=rng), metrics
 
@@ -127,7 +128,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
 
   def finish(state: PPOState, metrics):
     evals_per_rollout = num_envs * (horizon if env_params.timing == "step" else 1)
-    return {"params": state.params, "metrics": metrics, "best_score": state.best_score, "best_mask": state.best_mask,
+    return {"params": state.params, "metrics": metrics, **finish_best(state.best_score, state.best_mask),
             "real_evals": jnp.sum(schedule) * evals_per_rollout}
 
   return TrainProgram(init, segment, finish, num_updates)

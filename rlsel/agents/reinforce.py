@@ -10,7 +10,8 @@ import optax
 from flax import struct
 
 from rlsel import env as env_lib
-from rlsel.agents import TrainProgram, batch_obs, losses, networks, progress, rollout, sample_policy, track_best
+from rlsel.agents import (TrainProgram, batch_obs, finish_best, init_best, losses, networks, progress, rollout,
+                          sample_policy, track_best)
 
 
 @struct.dataclass
@@ -45,8 +46,9 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
     rng, k_init = jax.random.split(rng)
     obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
     params = networks.init(k_init, hidden, env_params.feats, obs0)
-    return ReinforceState(params=params, opt_state=tx.init(params), best_score=jnp.array(-jnp.inf, jnp.float32),
-                          best_mask=jnp.zeros((env_params.num_rows,), bool), rng=rng)
+    best_score, best_mask = init_best(int(rl_cfg.keep_best), env_params.num_rows)
+    return ReinforceState(params=params, opt_state=tx.init(params), best_score=best_score, best_mask=best_mask,
+                          rng=rng)
 
   def segment(carry, updates):
     def update(state: ReinforceState, u):
@@ -63,15 +65,15 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
       params = optax.apply_updates(params, upd)
       total = traj.reward.sum(0)
       metrics = {"mean_return": total.mean(), "max_return": total.max(), "final_score": final.score.mean(),
-                 "best_score": best_score, "loss": loss, "entropy": ent}
-      jax.debug.callback(show, u, metrics["mean_return"], best_score)
+                 "best_score": best_score[0], "loss": loss, "entropy": ent}
+      jax.debug.callback(show, u, metrics["mean_return"], best_score[0])
       return ReinforceState(params=params, opt_state=opt, best_score=best_score, best_mask=best_mask, rng=rng), metrics
 
     return jax.lax.scan(update, carry, updates)
 
   def finish(state: ReinforceState, metrics):
     evals = num_updates * num_envs * (horizon if env_params.timing == "step" else 1)
-    return {"params": state.params, "metrics": metrics, "best_score": state.best_score,
-            "best_mask": state.best_mask, "real_evals": jnp.asarray(evals)}
+    return {"params": state.params, "metrics": metrics, **finish_best(state.best_score, state.best_mask),
+            "real_evals": jnp.asarray(evals)}
 
   return TrainProgram(init, segment, finish, num_updates)

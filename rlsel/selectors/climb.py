@@ -14,8 +14,10 @@ Round k: n samples = Dirichlet around a kept allocation (or, for the exploration
 discretised to chunks; the surrogate's top `score_share` of them (random in round 0) are scored by the real reward
 (vmapped, one key per round: common random numbers); the surrogate (rlsel/surrogate.py's MLP on mask features, as PPO's) is
 refit on every (allocation, score) pair so far; the top `top_k` distinct ones of the samples and the old proposal
-by the surrogate become the new proposal. The answer is the surrogate's best among the really scored allocations
-(it smooths the proxy's noise and never returns an allocation the reward has not seen).
+by the surrogate become the new proposal. The search's answer is the surrogate's best among the really scored
+allocations (it smooths the proxy's noise and never returns an allocation the reward has not seen); the selector
+re-scores the surrogate's best `climb.rescore_top` of them with `proxy.rescore_keys` fresh proxy keys and keeps the
+best mean (no winner's curse).
 
 The `climb` selector, select(key, pool, budget): the same reward split, clusters and proxy-rewarded environment as
 the RL selectors (`rlsel.env.build.build_env`); a jitted search over chunk allocations; the chosen allocation played in the
@@ -196,7 +198,7 @@ def validate(config) -> None:
   """Checks `config.climb` before any work (climb, and rl_ppo_warm's warm start)."""
   from rlsel.errors import require_int, require_number
   c = config.climb
-  for f in ("iterations", "samples", "top_k", "surrogate_hidden", "surrogate_steps", "surrogate_batch",
+  for f in ("iterations", "samples", "top_k", "rescore_top", "surrogate_hidden", "surrogate_steps", "surrogate_batch",
             "warm_iterations", "bc_demos", "bc_steps"):
     require_int(c[f], f"climb.{f}", low=1)
   require_number(c.score_share, "climb.score_share", low=0, high=1, low_open=True)
@@ -245,6 +247,7 @@ def selected_positions(config, key, alloc, env_params, budget: int) -> np.ndarra
 class ClimbSelector(Selector):
   """Mixture search over clusters scored by the fine-tuned proxy; see the module docstring."""
   config_sections = ("kmeans", "proxy", "rl", "climb")  # the RL selectors' environment, plus the search
+  version = 2  # 2: the answer is the best mean of the top allocations re-scored with fresh proxy keys (2026-12-02)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     cfg = self.config
@@ -255,12 +258,20 @@ class ClimbSelector(Selector):
     t_env = time.time()
     out = search(cfg, k_search, params)
     t_search = time.time()
-    chosen = selected_positions(cfg, k_final, out["allocation"], params, budget)
+    # The surrogate's best few of the really scored allocations, re-scored with fresh proxy keys (no winner's curse).
+    ranked, predicted = np.asarray(out["ranked"]), np.asarray(out["predicted"])
+    top = [i for i in range(ranked.shape[0]) if np.isfinite(predicted[i])][:int(cfg.climb.rescore_top)] or [0]
+    cands = {f"ranked_{i + 1}": selected_positions(cfg, k_final, ranked[i], params, budget) for i in top}
+    rescored = proxy_lib.rescore(k_score, params.proxy_spec, params.proxy, cands, int(cfg.proxy.rescore_keys))
+    pick = proxy_lib.best_by_mean(rescored)
+    chosen, alloc = cands[pick], ranked[top[list(cands).index(pick)]]
     score = lambda pos: proxy_lib.score_positions(k_score, params.proxy_spec, params.proxy, pos)
     info = {
-        "real_proxy_evals": int(out["real_evals"]), "reward_score": score(chosen),
+        "real_proxy_evals": int(out["real_evals"]), "reward_score": rescored[pick]["scores"][0],
+        "chosen": pick, "candidate_rescored_mean": {n: r["mean"] for n, r in rescored.items()},
+        "rescore_keys": int(cfg.proxy.rescore_keys),
         "random_reward_score": score(sample), "search_best_score": float(np.max(out["scores"])),
-        "allocation": out["allocation"].tolist(), "num_clusters": int(params.sizes.shape[0]), "chunk": params.chunk,
+        "allocation": alloc.tolist(), "num_clusters": int(params.sizes.shape[0]), "chunk": params.chunk,
         "selectable": int(selectable.shape[0]), "reward_split": int(params.proxy.rx.shape[0]),
         "env_seconds": t_env - t0, "search_seconds": t_search - t_env, "select_seconds": time.time() - t0,
         "curves": {k: v.tolist() for k, v in out["metrics"].items() if v.ndim == 1},

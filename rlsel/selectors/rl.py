@@ -5,8 +5,10 @@ select(key, pool, budget), steps 1-4 being `rlsel.env.build.build_env`:
   2. standardise the frozen embeddings, k-means the selectable rows into `kmeans.num_clusters` clusters;
   3. fit an initial proxy on a random budget-sized sample for per-cluster loss / entropy features;
   4. build EnvParams and train the agent (one jit);
-  5. score the greedy episode of the trained policy and the best sampled episode with the real proxy (same key)
-     and return the better one's ids: exactly `budget` unique ids of `pool.train.ids`.
+  5. re-score the greedy episode of the trained policy and the `rl.keep_best` best sampled episodes (distinct ones)
+     with `proxy.rescore_keys` fresh proxy keys and return the best mean's ids: exactly `budget` unique ids of
+     `pool.train.ids`. The training-time score of a sampled episode is biased up (it was kept for being high);
+     both are logged per cell.
 `select` returns the ids with their diagnostics: the reward-split score of the chosen subset (and of a random
 subset), the number of real proxy evaluations, timings and the training curves. With `RunDirs.logdir` it writes
 TensorBoard curves; with `RunDirs.checkpoint_dir` it checkpoints the agent's train state and resumes from it.
@@ -114,6 +116,20 @@ class SelectKeys(NamedTuple):
   score: jax.Array    # proxy scores of the candidates, and the random top-up
 
 
+def sampled_candidates(top_scores, top_masks) -> tuple:
+  """The agent's best sampled episodes as candidates: ({"best_sampled", "sampled_2", ...: positions}, {name: the
+  training-time score}), best first, skipping empty slots (-inf) and masks already listed."""
+  cands, scores, seen = {}, {}, set()
+  for score, mask in zip(np.asarray(top_scores), np.asarray(top_masks)):
+    pos = np.flatnonzero(mask)
+    if not np.isfinite(score) or pos.tobytes() in seen:
+      continue
+    seen.add(pos.tobytes())
+    name = "best_sampled" if not cands else f"sampled_{len(cands) + 1}"
+    cands[name], scores[name] = pos, float(score)
+  return cands, scores
+
+
 def select_keys(key) -> SelectKeys:
   return SelectKeys(*jax.random.split(key, 4))
 
@@ -132,6 +148,7 @@ class RLSelector(Selector):
   """Trains an RL agent on the pool's selection environment; see the module docstring."""
   algo = "ppo"
   config_sections = ("kmeans", "proxy", "rl")
+  version = 2  # 2: the final pick re-scores the greedy and best sampled episodes with fresh proxy keys (2026-12-02)
 
   def _train(self, key, env_params, checkpoint_dir) -> tuple:
     """Trains the agent: (the `make_train` output dict, extra diagnostics). Subclasses may add work around it (a
@@ -189,11 +206,11 @@ class RLSelector(Selector):
     t_train = time.time()
 
     final, greedy_return = greedy_jit(int(cfg.rl.hidden), k_greedy, out["params"], params)
-    cands = {"greedy": np.flatnonzero(np.asarray(final.mask))}
-    if np.isfinite(float(out["best_score"])):
-      cands["best_sampled"] = np.flatnonzero(np.asarray(out["best_mask"]))
-    scores = {n: proxy_lib.score_positions(k_score, params.proxy_spec, params.proxy, p) for n, p in cands.items()}
-    pick = max(scores, key=scores.get)
+    cands, train_scores = sampled_candidates(out["top_scores"], out["top_masks"])
+    cands = {"greedy": np.flatnonzero(np.asarray(final.mask)), **cands}
+    rescored = proxy_lib.rescore(k_score, params.proxy_spec, params.proxy, cands, int(cfg.proxy.rescore_keys))
+    scores = {n: r["scores"][0] for n, r in rescored.items()}
+    pick = proxy_lib.best_by_mean(rescored)
     chosen = top_up(numpy_rng(k_score), cands[pick], selectable.shape[0], budget)
     ids = pool.train.ids[selectable[chosen]]
 
@@ -201,6 +218,8 @@ class RLSelector(Selector):
     info = {
         "algo": self.algo, "reward": repr(params.reward), "proxy_score": params.proxy_spec.score,
         "chosen": pick, "reward_score": scores[pick], "candidate_scores": scores,
+        "candidate_rescored_mean": {n: r["mean"] for n, r in rescored.items()},
+        "candidate_train_scores": train_scores, "rescore_keys": int(cfg.proxy.rescore_keys),
         "random_reward_score": proxy_lib.score_positions(k_score, params.proxy_spec, params.proxy, sample),
         "greedy_return": float(greedy_return), "real_proxy_evals": int(out["real_evals"]),
         "num_clusters": int(params.sizes.shape[0]), "chunk": params.chunk, "episode_steps": params.max_steps,
