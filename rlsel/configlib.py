@@ -132,6 +132,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.vf_coef = 0.5                 # value-loss weight (PPO, REINFORCE baseline)
   c.rl.reward_scale = 10.0           # rewards are multiplied by this before the agent sees them
   c.rl.hidden = 64                   # width of the per-cluster and context MLPs
+  c.rl.greedy_every = 5              # updates between greedy-policy episodes on the learning curve (0 = none)
   c.rl.keep_best = 4                 # best sampled episodes kept as candidates for the final pick (re-scored)
   c.rl.dqn_buffer = 4096             # replay transitions held in JAX arrays
   c.rl.dqn_batch = 64                # replay minibatch

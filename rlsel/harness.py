@@ -263,4 +263,5 @@ def run(config, workdir) -> list:
     from rlsel import plots
     plots.accuracy_vs_budget(workdir, results.evaluated(rows))
     plots.paired_forest(workdir, results.paired(rows))
+    plots.learning_curves(workdir, rows)
   return rows

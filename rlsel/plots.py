@@ -1,4 +1,5 @@
-"""PNG figures in `<workdir>/plots/`: accuracy against budget per task, and where each selection sits in the pool."""
+"""PNG figures in `<workdir>/plots/`: accuracy against budget per task, where each selection sits in the pool, the
+paired differences per task, and the agents' learning curves."""
 
 import pathlib
 
@@ -125,6 +126,48 @@ def paired_forest(workdir, comparisons) -> list:
       ax.set_xlabel(f"test accuracy minus {ref}'s, points (95% paired interval)")
       ax.set_title(f"{task}: paired difference to {ref}", fontsize=9)
     path = pathlib.Path(workdir) / "plots" / f"paired_{task}.png"
+    _save(fig, path)
+    plt.close(fig)
+    out.append(path)
+  return out
+
+
+def learning_curves(workdir, rows) -> list:
+  """`plots/learning_<selector>_<task>_s<seed>.png` for every cell whose selector trained an agent (its `info` holds
+  per-update curves): the sampled episodes' mean and best return and the greedy policy's return per update, and the
+  policy entropy against a uniform policy's (ln of the number of clusters). The evidence that an agent learned."""
+  plt = _pyplot()
+  out = []
+  for r in rows:
+    curves = (r.get("info") or {}).get("curves") or {}
+    if "mean_return" not in curves:
+      continue
+    ups = np.arange(1, len(curves["mean_return"]) + 1)
+    has_ent = "entropy" in curves
+    fig, axes = plt.subplots(1, 2 if has_ent else 1, figsize=(11 if has_ent else 6, 3.6), squeeze=False,
+                             constrained_layout=True)
+    ax = axes[0][0]
+    ax.plot(ups, curves["mean_return"], label="sampled episodes, mean")
+    ax.plot(ups, curves["max_return"], label="sampled episodes, best", alpha=0.7)
+    if "greedy_return" in curves:
+      g = np.asarray(curves["greedy_return"], np.float64)
+      ok = np.isfinite(g)
+      ax.plot(ups[ok], g[ok], "o-", label="greedy policy")
+    ax.set_xlabel("update")
+    ax.set_ylabel("episode return (reward-split score gain)")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{r['selector']} on {r['task']}, seed {r['seed']}", fontsize=9)
+    if has_ent:
+      ax = axes[0][1]
+      ax.plot(ups, curves["entropy"], label="policy entropy")
+      clusters = (r.get("info") or {}).get("num_clusters")
+      if clusters:
+        ax.axhline(float(np.log(clusters)), color="k", linestyle="--", linewidth=0.8,
+                   label=f"uniform over {clusters} clusters")
+      ax.set_xlabel("update")
+      ax.set_ylabel("nats")
+      ax.legend(fontsize=8)
+    path = pathlib.Path(workdir) / "plots" / f"learning_{r['selector']}_{r['task']}_s{r['seed']}.png"
     _save(fig, path)
     plt.close(fig)
     out.append(path)

@@ -264,3 +264,14 @@ def test_seeds_are_paired_only_the_subset_differs(tmp_path):
     assert a["test_macro_f1"] == b["test_macro_f1"] and a["best_step"] == b["best_step"]
   entry = next(e for e in results.paired(rows) if e["selector"] == "random_twin")
   assert entry["mean_diff"] == 0.0 and entry["ties"] == 2 and entry["verdict"] == "no detectable difference"
+
+
+def test_learning_curves_plot_every_cell_that_trained_an_agent(tmp_path):
+  curves = {"mean_return": [0.0, 0.1, 0.2], "max_return": [0.1, 0.2, 0.3], "entropy": [4.1, 3.0, 2.0],
+            "greedy_return": [None, None, 0.25]}
+  rows = [dict(_rows()[0], selector="rl_ppo", seed=3, info={"curves": curves, "num_clusters": 64}),
+          dict(_rows()[0], selector="climb", info={"curves": {"best_score": [0.1]}}),   # no per-update returns
+          dict(_rows()[0], selector="random", info=None)]
+  paths = plots.learning_curves(tmp_path, rows)
+  assert [p.name for p in paths] == [f"learning_rl_ppo_{rows[0]['task']}_s3.png"]
+  assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

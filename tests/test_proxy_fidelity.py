@@ -220,6 +220,8 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   part = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2, shard=(1 - mine, 2))
   assert part["subsets_missing"] == 1 and part["subsets_complete"] == 5 and not gone.exists()
   assert ("policy", 1) not in {(r["family"], r["index"]) for r in part["rows"]}
+  assert pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2, finetune=False)["subsets_missing"] == 1
+  assert not gone.exists()
   gone.write_bytes(kept)
 
   # One key set: no ceiling (and no new fine-tune: key 0 is already saved).

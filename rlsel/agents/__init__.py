@@ -119,6 +119,26 @@ def greedy_episode(key, hidden: int, params, env_params):
   return jax.tree.map(lambda x: x[0], final), traj.reward.sum()
 
 
+def greedy_every(rl_cfg, num_updates: int) -> int:
+  """Updates between evaluations of the greedy policy (`rl.greedy_every`; 0 = never during training)."""
+  return min(int(rl_cfg.greedy_every), num_updates)
+
+
+def greedy_metric(u, every: int, key, hidden: int, params, env_params):
+  """The greedy policy's episode return (real reward) after update `u` when `every` > 0 divides u + 1, else NaN:
+  the learning curve's evidence that the policy itself, not only its luckiest samples, got better."""
+  if every <= 0:
+    return jnp.array(jnp.nan, jnp.float32)
+  return jax.lax.cond((u + 1) % every == 0,
+                      lambda: greedy_episode(key, hidden, params, env_params)[1].astype(jnp.float32),
+                      lambda: jnp.array(jnp.nan, jnp.float32))
+
+
+def greedy_evals(every: int, num_updates: int, horizon: int, timing: str) -> int:
+  """Real reward evaluations the in-training greedy episodes cost."""
+  return 0 if every <= 0 else (num_updates // every) * (horizon if timing == "step" else 1)
+
+
 def init_best(keep: int, num_rows: int):
   """Empty top-`keep` tracking: scores [keep] of -inf, masks [keep, num_rows] all False."""
   return jnp.full((keep,), -jnp.inf, jnp.float32), jnp.zeros((keep, num_rows), bool)
@@ -159,7 +179,7 @@ def validate(config) -> None:
             "dqn_buffer", "dqn_batch", "dqn_grad_steps", "dqn_target_every", "surrogate_hidden", "surrogate_buffer",
             "surrogate_steps"):
     require_int(rl_cfg[f], f"rl.{f}", low=1)
-  for f in ("log_every", "checkpoint_every"):
+  for f in ("log_every", "checkpoint_every", "greedy_every"):
     require_int(rl_cfg[f], f"rl.{f}", low=0)
   for f in ("learning_rate", "max_grad_norm", "clip_eps", "reward_scale", "surrogate_lr"):
     require_number(rl_cfg[f], f"rl.{f}", low=0, low_open=True)

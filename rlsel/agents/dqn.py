@@ -14,7 +14,8 @@ import optax
 from flax import struct
 
 from rlsel import env as env_lib
-from rlsel.agents import TrainProgram, batch_obs, finish_best, init_best, networks, progress, rollout, track_best
+from rlsel.agents import (TrainProgram, batch_obs, finish_best, greedy_evals, greedy_every, greedy_metric, init_best,
+                          networks, progress, rollout, track_best)
 
 
 @struct.dataclass
@@ -76,6 +77,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
   size, bsz = int(rl_cfg.dqn_buffer), int(rl_cfg.dqn_batch)
   tx = optax.chain(optax.clip_by_global_norm(rl_cfg.max_grad_norm), optax.adam(rl_cfg.learning_rate))
   show = progress(name, int(rl_cfg.log_every))
+  every = greedy_every(rl_cfg, rounds)
   c = env_params.sizes.shape[0]
 
   def td_loss(params, target, b):
@@ -125,7 +127,8 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
       target = jax.tree.map(lambda t, p: jnp.where((u + 1) % int(rl_cfg.dqn_target_every) == 0, p, t), target, params)
       ret = traj.reward.sum(0)
       metrics = {"mean_return": ret.mean(), "max_return": ret.max(), "final_score": final.score.mean(),
-                 "best_score": best_score[0], "loss": loss.mean(), "epsilon": eps}
+                 "best_score": best_score[0], "loss": loss.mean(), "epsilon": eps,
+                 "greedy_return": greedy_metric(u, every, jax.random.fold_in(k_roll, 1), hidden, params, env_params)}
       jax.debug.callback(show, u, metrics["mean_return"], best_score[0])
       return DQNState(params=params, target_params=target, opt_state=opt, replay=buf, best_score=best_score,
                       best_mask=best_mask, rng=rng), metrics
@@ -133,7 +136,8 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
     return jax.lax.scan(round_, carry, updates)
 
   def finish(state: DQNState, metrics):
-    evals = rounds * num_envs * (horizon if env_params.timing == "step" else 1)
+    evals = (rounds * num_envs * (horizon if env_params.timing == "step" else 1)
+             + greedy_evals(every, rounds, horizon, env_params.timing))
     return {"params": state.params, "metrics": metrics, **finish_best(state.best_score, state.best_mask),
             "real_evals": jnp.asarray(evals)}
 

@@ -13,8 +13,8 @@ from flax import struct
 
 from rlsel import env as env_lib
 from rlsel import surrogate as surrogate_lib
-from rlsel.agents import (TrainProgram, batch_obs, finish_best, init_best, losses, networks, progress, rollout,
-                          sample_policy, track_best)
+from rlsel.agents import (TrainProgram, batch_obs, finish_best, greedy_evals, greedy_every, greedy_metric, init_best,
+                          losses, networks, progress, rollout, sample_policy, track_best)
 
 
 def real_update_schedule(share: float, num_updates: int):
@@ -50,6 +50,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
               else jnp.ones(num_updates, bool))
   feat_dim = 2 * env_params.sizes.shape[0]
   show = progress(name, int(rl_cfg.log_every))
+  every = greedy_every(rl_cfg, num_updates)
 
   def loss_fn(params, tr, adv, target):
     obs = batch_obs(tr.taken, tr.step, env_params)
@@ -119,7 +120,8 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
       metrics = {"mean_return": ret.mean(), "max_return": ret.max(), "final_score": final.score.mean(),
                  "best_score": best_score[0], "loss": loss.mean(), "entropy": info.entropy.mean(),
                  "approx_kl": info.approx_kl.mean(), "value_loss": info.value.mean(),
-                 "real_reward": use_real.astype(jnp.float32), "surrogate_loss": sur_loss}
+                 "real_reward": use_real.astype(jnp.float32), "surrogate_loss": sur_loss,
+                 "greedy_return": greedy_metric(u, every, jax.random.fold_in(k_roll, 1), hidden, params, env_params)}
       jax.debug.callback(show, u, metrics["mean_return"], best_score[0])
       return PPOState(params=params, opt_state=opt, surrogate=sur, best_score=best_score, best_mask=best_mask,
                       rng=rng), metrics
@@ -129,7 +131,8 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
   def finish(state: PPOState, metrics):
     evals_per_rollout = num_envs * (horizon if env_params.timing == "step" else 1)
     return {"params": state.params, "metrics": metrics, **finish_best(state.best_score, state.best_mask),
-            "real_evals": jnp.sum(schedule) * evals_per_rollout}
+            "real_evals": jnp.sum(schedule) * evals_per_rollout
+            + greedy_evals(every, num_updates, horizon, env_params.timing)}
 
   return TrainProgram(init, segment, finish, num_updates)
 

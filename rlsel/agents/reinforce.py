@@ -10,8 +10,8 @@ import optax
 from flax import struct
 
 from rlsel import env as env_lib
-from rlsel.agents import (TrainProgram, batch_obs, finish_best, init_best, losses, networks, progress, rollout,
-                          sample_policy, track_best)
+from rlsel.agents import (TrainProgram, batch_obs, finish_best, greedy_evals, greedy_every, greedy_metric, init_best,
+                          losses, networks, progress, rollout, sample_policy, track_best)
 
 
 @struct.dataclass
@@ -30,6 +30,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
   hidden, scale = int(rl_cfg.hidden), float(rl_cfg.reward_scale)
   tx = optax.chain(optax.clip_by_global_norm(rl_cfg.max_grad_norm), optax.adam(rl_cfg.learning_rate))
   show = progress(name, int(rl_cfg.log_every))
+  every = greedy_every(rl_cfg, num_updates)
 
   def loss_fn(params, tr, ret):
     logits, value = networks.apply(hidden, params, env_params.feats, batch_obs(tr.taken, tr.step, env_params))
@@ -65,14 +66,16 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
       params = optax.apply_updates(params, upd)
       total = traj.reward.sum(0)
       metrics = {"mean_return": total.mean(), "max_return": total.max(), "final_score": final.score.mean(),
-                 "best_score": best_score[0], "loss": loss, "entropy": ent}
+                 "best_score": best_score[0], "loss": loss, "entropy": ent,
+                 "greedy_return": greedy_metric(u, every, jax.random.fold_in(k_roll, 1), hidden, params, env_params)}
       jax.debug.callback(show, u, metrics["mean_return"], best_score[0])
       return ReinforceState(params=params, opt_state=opt, best_score=best_score, best_mask=best_mask, rng=rng), metrics
 
     return jax.lax.scan(update, carry, updates)
 
   def finish(state: ReinforceState, metrics):
-    evals = num_updates * num_envs * (horizon if env_params.timing == "step" else 1)
+    evals = (num_updates * num_envs * (horizon if env_params.timing == "step" else 1)
+             + greedy_evals(every, num_updates, horizon, env_params.timing))
     return {"params": state.params, "metrics": metrics, **finish_best(state.best_score, state.best_mask),
             "real_evals": jnp.asarray(evals)}
 

@@ -28,7 +28,7 @@ DIR is a main-command workdir (its embedding cache and results are reused; new f
    features, the transformer proxy), each with its Spearman against the target's mean over keys, that figure's ratio
    to the noise ceiling of the mean, and its seconds per evaluation and to prepare.
 `--shard=I/N` splits the fine-tunes over N processes on the same DIR (one per core); run once more without it for
-the summary of everything. Every subset and every fine-tune is saved as it finishes (DIR/fidelity/subset-*.json,
+the summary of everything (`--finetune=False` summarises what is saved so far, fine-tuning nothing). Every subset and every fine-tune is saved as it finishes (DIR/fidelity/subset-*.json,
 target-*-k<key>.json), so an interrupted run continues; files written under other settings are refused. Summary:
 DIR/fidelity/summary-<task>-s<seed>.json. The last two lines: `noise_ceiling_sqrt_r=<v>` and
 `spearman_proxy_vs_target=<rho>` (the proxy's reward score against the main command's fine-tune, key 0).
@@ -56,7 +56,7 @@ _POLICY_TAG, _SKEW_TAG, _RETEST_TAG = 1_000_001, 1_000_002, 1_000_003
 def define_flags() -> None:
   """Defines the command line's flags: called only when this module runs as a program, so that importing it for
   its functions (tests import several benchmarks into one process) defines none."""
-  global _CONFIG, _WORKDIR, _SUBSETS, _SEED, _FAMILIES, _RETEST_KEYS, _SHARD, _DESIGNS
+  global _CONFIG, _WORKDIR, _SUBSETS, _SEED, _FAMILIES, _RETEST_KEYS, _SHARD, _DESIGNS, _FINETUNE
   _CONFIG = config_flags.DEFINE_config_file("config", "configs/glue.py", "Main-command config (task, budget, target).",
                                             lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "A main-command workdir for the same config.")
@@ -71,6 +71,8 @@ def define_flags() -> None:
   _DESIGNS = flags.DEFINE_string("designs", "head", "Proxy designs to score every subset with and rank against the "
                                  "target (rlsel/bench/proxy_designs.py): names, `cheap` (no warm-up, no transformer) "
                                  "or `all`.")
+  _FINETUNE = flags.DEFINE_boolean("finetune", True, "False: fine-tune nothing; summarise (and score with the "
+                                   "designs) the subsets whose fine-tunes are saved, e.g. while shards still run.")
   _SHARD = flags.DEFINE_string("shard", "0/1", "I/N: fine-tune the target only for subsets n with n % N == I (run N "
                                "processes, one per core, on the same workdir); the others' saved fine-tunes are read, "
                                "and subsets not fine-tuned yet are left out of the summary and counted.")
@@ -347,7 +349,7 @@ def design_report(scores, rows, ceiling) -> dict:
 
 
 def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest: int = 2, shard=(0, 1),
-        designs=("head",)) -> dict:
+        designs=("head",), finetune: bool = True) -> dict:
   import jax
   import numpy as np
 
@@ -413,7 +415,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
     require(row["ids"] == [int(v) for v in ids], f"{out_dir / f'subset-{stem}.json'} holds other ids than this "
             f"run draws; move {out_dir} away or use another --workdir")
     accs, secs, fresh = [], 0.0, False
-    mine = n % shards == shard_i
+    mine = finetune and n % shards == shard_i
     for j in range(retest):
       name = f"{fam} subset {i} key {j}"
       path = out_dir / f"target-{stem}-k{j}.json"
@@ -511,7 +513,7 @@ def main(argv) -> None:
     fail("proxy_fidelity", "--workdir is required: a main-command workdir for the same config")
   try:
     s = run(_CONFIG.value, _WORKDIR.value, _SUBSETS.value, _SEED.value, _FAMILIES.value, _RETEST_KEYS.value,
-            parse_shard(_SHARD.value), _DESIGNS.value)
+            parse_shard(_SHARD.value), _DESIGNS.value, _FINETUNE.value)
   except UserError as e:
     fail("proxy_fidelity", str(e))
   print(f"\n{s['task']}, seed {s['seed']}, budget {s['budget']}: {s['subsets']} subsets x {s['retest_keys']} "

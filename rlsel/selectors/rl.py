@@ -225,7 +225,8 @@ class RLSelector(Selector):
         "num_clusters": int(params.sizes.shape[0]), "chunk": params.chunk, "episode_steps": params.max_steps,
         "selectable": int(selectable.shape[0]), "reward_split": int(params.proxy.rx.shape[0]),
         "env_seconds": t_env - t0, "train_seconds": t_train - t_env, "select_seconds": time.time() - t0,
-        "curves": {k: v.tolist() for k, v in metrics.items()}, **extra,
+        "curves": {k: [None if isinstance(x, float) and not np.isfinite(x) else x for x in v.tolist()]
+                   for k, v in metrics.items()}, **extra,  # None where a curve has no point (greedy_return)
     }
     if dirs.logdir:
       from rlsel import tblog
