@@ -326,6 +326,26 @@ def _stats(values) -> dict:
           "target_std": float(v.std()) if v.size else None}
 
 
+# config.proxy fields a subset's draw and proxy report never read: left out of the saved subsets' settings, so that
+# adding one to rlsel keeps a long study's saved work valid.
+_UNREAD_PROXY_FIELDS = ("rescore_keys",)
+
+
+class _Json(str):
+  """A JSON text that `fingerprint` hashes as it would a ConfigDict's `to_json()`."""
+
+  def to_json(self) -> str:
+    return str(self)
+
+
+def subset_proxy_fields(config) -> _Json:
+  """config.proxy as JSON (its own field order) without `_UNREAD_PROXY_FIELDS`, for the subsets' fingerprint."""
+  d = json.loads(config.proxy.to_json())
+  for f in _UNREAD_PROXY_FIELDS:
+    d.pop(f, None)
+  return _Json(json.dumps(d))
+
+
 def reward_positions(config, pool, run_seed: int):
   """Reward-split positions of pool.train in the environment `rl_env` builds for run seed `run_seed`."""
   import jax
@@ -396,7 +416,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
         f"{params.proxy.rx.shape[0]}, {num_clusters} clusters; {subsets} subsets ("
         + ", ".join(f"{n} {f}" for f, n in counts.items()) + f") x {retest} fine-tune key set(s)", flush=True)
   # What each saved file depends on: a file from other settings is refused rather than mixed in.
-  subset_settings = fingerprint(config.task, config.data, config.features, config.budget, config.proxy,
+  subset_settings = fingerprint(config.task, config.data, config.features, config.budget, subset_proxy_fields(config),
                                 config.kmeans, config.rl.chunk, config.rl.episode_steps, seed)
   target_settings = fingerprint(config.task, config.data, config.features, config.target, config.finetune, seed)
   rows, inits, missing, kept = [], {}, 0, []
