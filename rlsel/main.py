@@ -27,8 +27,28 @@ def fail(message: str) -> None:
   sys.exit(EXIT_BAD_INPUT)
 
 
+def repeated_overrides(argv) -> list:
+  """`--config.<field>` overrides given more than once, in order of first repeat. absl does not take the last one:
+  for a tuple field (selectors, seeds) it joins the values, so `--config.selectors=a --config.selectors=b` would
+  run both."""
+  seen, out = set(), []
+  for arg in argv[1:]:
+    if arg == "--":
+      break
+    if arg.startswith("--config.") and len(arg) > len("--config."):
+      key = arg[len("--"):].split("=", 1)[0]
+      if key in seen and key not in out:
+        out.append(key)
+      seen.add(key)
+  return out
+
+
 def parse_flags(argv):
   """absl flag parsing, with any flag or config-override error reduced to one line."""
+  repeated = repeated_overrides(argv)
+  if repeated:
+    fail(f"--{repeated[0]} is given more than once; give each --config.<field> once (a list as one value, e.g. "
+         "--config.selectors=random,rl_ppo)")
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # flags.Error, and errors raised while loading or overriding the config file

@@ -84,6 +84,9 @@ BAD_INPUTS = {
                  "selection.ccs_beta"),
     "min_steps_above_max": (["--config=configs/debug.py", "--config.finetune.min_steps=500"], "finetune.min_steps=500"),
     "label_noise_one": (["--config=configs/debug.py", "--config.data.label_noise=1.0"], "data.label_noise=1.0"),
+    # absl would join a repeated tuple override (both selectors would run): refused instead.
+    "repeated_override": (["--config=configs/debug.py", "--config.selectors=random", "--config.selectors=full"],
+                          "--config.selectors is given more than once"),
     # Offline (HF_DATASETS_OFFLINE=1), a hub id cannot load: one line that says what to do instead.
     "hub_without_network": (["--config=configs/debug.py", "--config.task=hub",
                              "--config.data.hub_name=rlsel-nobody/no-such-dataset"],
@@ -263,3 +266,11 @@ def test_validate_refuses_bad_settings_in_one_line(case):
   with pytest.raises(UserError) as e:
     validation.validate(config)
   assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_repeated_overrides_are_found_whatever_their_form():
+  from rlsel.main import repeated_overrides
+  argv = ["main", "--config=configs/debug.py", "--config.seeds=0", "--config.rl.num_envs", "8", "--config.seeds=1",
+          "--config.rl.num_envs=4", "--config.seeds=2", "--", "--config.budget=1"]
+  assert repeated_overrides(argv) == ["config.seeds", "config.rl.num_envs"]
+  assert repeated_overrides(["main", "--config=a.py", "--config.seeds=0", "--config.budget=0.1"]) == []
