@@ -108,7 +108,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.proxy.incremental_steps = 0      # >0: proxy carried through the episode, this many Adam steps per env step; 0 = restart
   c.proxy.batch_size = 64            # minibatch drawn from the selected examples
   c.proxy.learning_rate = 0.05       # Adam
-  c.proxy.score = "neg_log_loss"     # "neg_log_loss" or "accuracy" on the reward split
+  c.proxy.score = "neg_log_loss"     # on the reward split: "neg_log_loss", "accuracy" or "balanced_neg_log_loss"
   c.proxy.reward_timing = "step"     # "step": reward = change in score each step; "end": final - initial score at the end
   c.proxy.reward_fraction = 0.2      # share of the pool carved out (stratified) as the reward split; never selectable
   c.proxy.reward_subsample = 0       # >0: a fresh random subsample of this many reward examples per episode

@@ -28,7 +28,7 @@ from typing import Optional
 
 from rlsel.errors import UserError
 
-SCORES = ("neg_log_loss", "accuracy")
+SCORES = ("neg_log_loss", "accuracy", "balanced_neg_log_loss")
 KINDS = ("head", "transformer")
 
 
@@ -172,15 +172,24 @@ def finetune(key: jax.Array, spec: ProxySpec, data: ProxyData, draw: Callable[[j
 
 
 def score(spec: ProxySpec, params: dict, x: jnp.ndarray, y: jnp.ndarray, weight=None) -> jnp.ndarray:
-  """Negative log-loss (default) or accuracy of the proxy on (x, y); optional per-row weights (subsampling)."""
+  """Negative log-loss (default), accuracy, or the class-balanced negative log-loss (the mean over the classes
+  present of each class's mean; a selection cannot raise it by shifting the proxy's class prior toward the majority)
+  of the proxy on (x, y); optional per-row weights (subsampling)."""
   logits = logits_fn(spec, params, x)
   if spec.score == "accuracy":
     per = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
   else:
     per = -optax.softmax_cross_entropy_with_integer_labels(logits, y)
+  w = jnp.ones_like(per) if weight is None else weight.astype(per.dtype)
+  if spec.score == "balanced_neg_log_loss":
+    member = jax.nn.one_hot(y, spec.num_classes, dtype=per.dtype) * w[:, None]   # [R, C]
+    count = member.sum(0)
+    per_class = (per[:, None] * member).sum(0) / jnp.maximum(count, 1.0)
+    present = (count > 0).astype(per.dtype)
+    return jnp.sum(per_class * present) / jnp.maximum(present.sum(), 1.0)
   if weight is None:
     return per.mean()
-  return jnp.sum(per * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+  return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def reward_rows(key: jax.Array, spec: ProxySpec, data: ProxyData) -> jnp.ndarray:

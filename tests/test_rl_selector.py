@@ -183,3 +183,25 @@ def test_spearman_of_the_proxy_fidelity_benchmark():
   assert spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)  # 1 - 6 * 4 / (5 * 24)
   assert spearman([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, rel=1e-6)  # ties get average ranks
   assert spearman([1, 1, 1], [1, 2, 3]) is None  # undefined for a constant side
+
+
+def test_balanced_log_loss_is_the_mean_of_class_means():
+  from rlsel import proxy as proxy_lib
+  spec = proxy_lib.ProxySpec(num_classes=3, hidden=0, steps=1, batch_size=4, learning_rate=0.1,
+                             score="balanced_neg_log_loss", reward_subsample=0)
+  x = jnp.eye(4, dtype=jnp.float32)[jnp.asarray([0, 1, 1, 1, 2, 3])]
+  y = jnp.asarray([0, 1, 1, 1, 2, 2])
+  params = proxy_lib.init_params(jax.random.key(0), spec, 4)
+  params = jax.tree.map(lambda p: p + 0.3 * jnp.arange(p.size, dtype=p.dtype).reshape(p.shape) / p.size, params)
+  per = np.asarray(jax.nn.log_softmax(proxy_lib.logits_fn(spec, params, x)))[np.arange(6), np.asarray(y)]
+  want = np.mean([per[[0]].mean(), per[[1, 2, 3]].mean(), per[[4, 5]].mean()])
+  assert float(proxy_lib.score(spec, params, x, y)) == pytest.approx(want, rel=1e-5)
+  # Weights drop rows (subsampling): class 2 keeps only its second row; a class with no weight is left out.
+  w = jnp.asarray([1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+  assert float(proxy_lib.score(spec, params, x, y, w)) == pytest.approx(np.mean([per[0], per[1], per[5]]), rel=1e-5)
+  w0 = jnp.asarray([0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+  assert float(proxy_lib.score(spec, params, x, y, w0)) == pytest.approx(
+      np.mean([per[[1, 2, 3]].mean(), per[[4, 5]].mean()]), rel=1e-5)
+  # The plain score is the mean over rows, so a class with more rows weighs more.
+  plain = spec.replace(score="neg_log_loss")
+  assert float(proxy_lib.score(plain, params, x, y)) == pytest.approx(per.mean(), rel=1e-5)

@@ -40,6 +40,7 @@ class Design:
 DESIGNS = {
     "head": Design(),                                               # today's reward: logistic head, 30 steps, -log-loss
     "head_accuracy": Design(overrides=(("score", "accuracy"),)),
+    "head_balanced": Design(overrides=(("score", "balanced_neg_log_loss"),)),  # the class prior cannot move it
     "head_keys5": Design(keys=5),
     "head_steps300": Design(overrides=(("steps", 300),)),
     "head_validation": Design(score_rows="reward+validation"),      # a larger scoring split
@@ -49,7 +50,7 @@ DESIGNS = {
     "adapted_steps300": Design(features="adapted", overrides=(("steps", 300),)),
     "transformer": Design(overrides=(("kind", "transformer"), ("batch_size", 16))),
 }
-CHEAP = ("head", "head_accuracy", "head_keys5", "head_steps300", "head_validation", "mlp", "incremental")
+CHEAP = ("head", "head_accuracy", "head_balanced", "head_keys5", "head_steps300", "head_validation", "mlp", "incremental")
 
 
 def parse_designs(value: str) -> tuple:
