@@ -15,11 +15,14 @@ def _pyplot():
   return plt
 
 
-def _save(fig, path):
+def _save(fig, path) -> pathlib.Path:
+  """Writes the figure to `path` as a PNG (atomically), closes it, and returns the path."""
   import io
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
   atomic_write_bytes(path, buf.getvalue())
+  _pyplot().close(fig)
+  return pathlib.Path(path)
 
 
 def accuracy_vs_budget(workdir, rows) -> list:
@@ -50,9 +53,7 @@ def accuracy_vs_budget(workdir, rows) -> list:
     ax.set_title(f"{task}: test accuracy against budget (mean ± std over seeds)")
     ax.legend(fontsize=8)
     path = pathlib.Path(workdir) / "plots" / f"accuracy_vs_budget_{task}.png"
-    _save(fig, path)
-    plt.close(fig)
-    out.append(path)
+    out.append(_save(fig, path))
   return out
 
 
@@ -93,9 +94,7 @@ def selection_maps(workdir, task, pool, rows, max_points: int = 6000) -> list:
                label=f"selected ({int(chosen.sum())}), coloured by label")
     ax.set_title(f"{name}: selected examples (PCA of MiniLM embeddings)")
     ax.legend(fontsize=7, loc="best")
-    _save(fig, path)
-    plt.close(fig)
-    out.append(path)
+    out.append(_save(fig, path))
   return out
 
 
@@ -126,9 +125,7 @@ def paired_forest(workdir, comparisons) -> list:
       ax.set_xlabel(f"test accuracy minus {ref}'s, points (95% paired interval)")
       ax.set_title(f"{task}: paired difference to {ref}", fontsize=9)
     path = pathlib.Path(workdir) / "plots" / f"paired_{task}.png"
-    _save(fig, path)
-    plt.close(fig)
-    out.append(path)
+    out.append(_save(fig, path))
   return out
 
 
@@ -168,7 +165,5 @@ def learning_curves(workdir, rows) -> list:
       ax.set_ylabel("nats")
       ax.legend(fontsize=8)
     path = pathlib.Path(workdir) / "plots" / f"learning_{r['selector']}_{r['task']}_s{r['seed']}.png"
-    _save(fig, path)
-    plt.close(fig)
-    out.append(path)
+    out.append(_save(fig, path))
   return out
