@@ -83,6 +83,6 @@ def test_rl_ppo_warm_returns_budget_of_unique_valid_ids():
   assert ids.shape == (budget,) and np.unique(ids).shape[0] == budget
   assert np.isin(ids, pool.train.ids).all()
   assert info["climb_real_evals"] == 3 * 4
-  assert info["ppo_real_evals"] == 2 * 2 * info["episode_steps"]
+  assert info["ppo_real_evals"] == (2 * 2 + 1) * info["episode_steps"]  # + the greedy episode on the curve
   assert info["real_proxy_evals"] == info["climb_real_evals"] + info["ppo_real_evals"]
   assert 0.0 <= info["bc_accuracy"] <= 1.0 and np.isfinite(info["reward_score"])
