@@ -110,7 +110,9 @@ def adapted_embeddings(ctx: Context) -> dict:
                          config.proxy.reward_fraction, ctx.seed, "adapted-v1")
   stem = ctx.out_dir / f"adapted-{pool.task}-s{ctx.seed}"
   meta_path = stem.with_suffix(".json")
-  if meta_path.exists() and json.loads(meta_path.read_text()).get("settings") == settings:
+  cached = [pathlib.Path(f"{stem}-{split}.npy") for split in ("train", "validation")]
+  if (meta_path.exists() and all(c.exists() for c in cached)
+      and json.loads(meta_path.read_text()).get("settings") == settings):
     meta = json.loads(meta_path.read_text())
     return {"train": np.load(f"{stem}-train.npy"), "validation": np.load(f"{stem}-validation.npy"), **meta}
   rng = np.random.default_rng([ctx.seed, _WARMUP_TAG])
@@ -198,11 +200,8 @@ def _scorer(spec, incremental_steps: int, chunk: int):
 
   from rlsel import proxy as proxy_lib
 
-  if incremental_steps <= 0:
-    def fn(key, data, pos):
-      params = proxy_lib.finetune(key, spec, data, proxy_lib.draw_from(pos))
-      return proxy_lib.score(spec, params, data.rx, data.ry)
-    return jax.jit(fn)
+  if incremental_steps <= 0:  # the restarted proxy: what the RL reward and the final re-scoring compute
+    return lambda key, data, pos: proxy_lib.score_positions(key, spec, data, pos)
 
   def inc(key, data, pos):
     k_perm, k_train = jax.random.split(key)
