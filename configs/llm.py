@@ -26,8 +26,8 @@ examples, so the features carry the signal and the short budget needs the high r
 
 GPU (`:gpu`): bfloat16 compute with the frozen base stored in bf16, LoRA rank 16 on q, k, v, o, batch 32, at
 least 200 and at most 300 steps with validation every 40 (configs/benchmark.py's protocol), the benchmark's
-selectors and seeds 0-4. The gradient selectors (less, learnalign, cropi) can be added with
---config.selection.param_scope=lora (per-example gradients of the adapters and head, as LESS).
+selectors and seeds 0-4. The gradient selectors (less, learnalign, cropi) can be added: they take per-example
+gradients of the adapters and head (`selection.param_scope=lora`, as LESS).
 """
 
 from rlsel.configlib import base_config
@@ -55,6 +55,7 @@ def get_config(arg: str = None):
   c.target.lora_alpha = 16.0
   c.target.lora_targets = ("q", "v")
   c.finetune.learning_rate = LORA_LEARNING_RATE
+  c.selection.param_scope = "lora"  # what trains: the adapters and the head (the frozen base's gradients say nothing)
   if arg == "gpu":
     c.selectors = GPU_SELECTORS
     c.seeds = (0, 1, 2, 3, 4)

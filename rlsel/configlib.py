@@ -154,20 +154,29 @@ def base_config() -> ml_collections.ConfigDict:
   c.selection.label_balanced = True  # less, learnalign, cropi, entropy: top of each label's share of the budget (pool
                                      # proportions). False = top of the whole pool, as in the papers; on rt that filled
                                      # 507 (LESS) and 488 (LearnAlign) of 510 picks with one class
-  c.selection.param_scope = "head"   # which params get per-example gradients: "head", "last_k" (head + last k layers),
-                                     # "lora" (head + LoRA adapters of a decoder target), "all"
-  c.selection.last_k = 1             # layers added to the head when param_scope="last_k"
+  c.selection.param_scope = "last_k"  # which params get per-example gradients: "head", "last_k" (head + last k
+                                     # layers), "lora" (head + LoRA adapters of a decoder target), "all". Not "head":
+                                     # a linear head's unit gradients are class-signed embeddings, so LESS ranked by
+                                     # typicality (Spearman -0.77 with the loss on rt; last layer -0.44; RESULTS.md)
+  c.selection.last_k = 1             # layers added to the head when param_scope="last_k" (MiniLM: 1.78M parameters)
   c.selection.head_patterns = ("head",)  # a param path containing any of these belongs to the head
   c.selection.layer_pattern = r"layers?_(\d+)"          # regex whose first group is a param path's layer number
-  c.selection.projection_dim = 256   # d of the random gradient projection
-  c.selection.projection_kind = "rademacher"  # dense JL projection: "rademacher" or "gaussian"
+  c.selection.projection_dim = 8192  # width of the gradient features (LESS's 8,192); a scope with no more
+                                     # coordinates than this is not projected (the raw gradient)
+  c.selection.projection_kind = "kronecker"  # "kronecker": A^T G B per weight matrix (LoGra-style; cheap for whole
+                                     # layers); "rademacher" / "gaussian": a dense JL map
   c.selection.projection_block = 2048  # projection rows generated at once (memory ~ block x d floats)
   c.selection.sparse_coords = 65536  # CROPI: parameter coordinates kept before its Gaussian projection
   c.selection.grad_batch_size = 32   # examples per jitted per-example-gradient batch
   c.selection.eval_batch_size = 128  # examples per jitted forward batch (probabilities)
   c.selection.progress = True        # progress lines on stderr during per-example gradient passes
   c.selection.warmup_fraction = 0.05  # share of the pool (stratified random) the model is warmed up on
-  c.selection.warmup_epochs = 4      # warm-up epochs; LESS keeps a checkpoint per epoch
+  c.selection.warmup_epochs = 4      # warm-up epochs at least (LESS's 4)
+  c.selection.warmup_steps = 200     # and at least this many Adam steps (more epochs if needed): 4 epochs of 5% gave
+                                     # 64 steps on rt and 11 on bbc; a random 5% of rt reaches its validation plateau
+                                     # by 200 (steps curve, benchmarks/RESULTS.md), so the warmed model has seen the task
+  c.selection.warmup_checkpoints = 4  # checkpoints kept at evenly spaced epoch ends (LESS: one per epoch of 4); 0 =
+                                     # every epoch
   c.selection.train_batch_size = 32  # warm-up / CROPI fine-tune batch
   c.selection.learning_rate = 5e-5   # warm-up / CROPI fine-tune peak learning rate (Adam)
   c.selection.schedule_warmup_fraction = 0.1  # linear lr warm-up share, then linear decay to 0

@@ -23,6 +23,7 @@ def small_config():
   s.projection_dim, s.projection_block, s.sparse_coords = 8, 16, 10
   s.grad_batch_size, s.eval_batch_size, s.progress = 32, 32, False
   s.warmup_fraction, s.warmup_epochs, s.train_batch_size, s.learning_rate = 0.2, 2, 8, 0.05
+  s.warmup_steps = 0  # the epochs decide (test_gradients covers the step minimum)
   s.cropi_rounds, s.cropi_round_epochs = 2, 1
   s.dots_reference_size, s.estimator_hidden, s.estimator_steps, s.calibration_steps = 32, 8, 20, 20
   s.probe_steps, s.kmeans_clusters, s.kmeans_iters = 30, 4, 5

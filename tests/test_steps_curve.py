@@ -37,6 +37,6 @@ def test_benchmarks_define_no_flags_when_imported():
   import importlib
 
   from absl import flags
-  for name in ("steps_curve", "proxy_fidelity", "selection_profile"):
+  for name in ("steps_curve", "proxy_fidelity", "selection_profile", "gradient_scopes"):
     importlib.import_module(f"rlsel.bench.{name}")
-  assert "tolerance" not in flags.FLAGS and "retest_keys" not in flags.FLAGS
+  assert "tolerance" not in flags.FLAGS and "retest_keys" not in flags.FLAGS and "scopes" not in flags.FLAGS

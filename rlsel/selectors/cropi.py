@@ -57,8 +57,7 @@ class Cropi(gradients.WarmedSelector, Selector):
     warm = self.warm_up(key, pool)
     fns, paths, ckpts = warm.fns, warm.paths, warm.checkpoints
     params = ckpts[-1].params
-    n_coords = gradients.num_coordinates(gradients.split_params(params, paths)[0])
-    projector = gradients.make_projector(kproj, s, n_coords, sparse=True)
+    projector = gradients.make_projector(kproj, s, gradients.leaf_shapes(params, paths), sparse=True)
     seconds = {"warmup": time.time() - t0, "gradients": 0.0, "finetune": 0.0}
     chosen = np.zeros(len(pool.train), bool)
     shares = round_shares(budget, int(s.cropi_rounds))
@@ -86,5 +85,5 @@ class Cropi(gradients.WarmedSelector, Selector):
         seconds["finetune"] += time.time() - t
     info = {f"{k}_seconds": v for k, v in seconds.items()}
     info.update(warmup_reused=warm.reused, rounds=len(shares), shares=shares,
-                sparse_coords=int(projector.coords.shape[0]))
+                **projector.describe())
     return Selection(pool.train.ids[np.flatnonzero(chosen)], info)

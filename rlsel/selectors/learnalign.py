@@ -64,8 +64,7 @@ class LearnAlign(gradients.WarmedSelector, Selector):
     t1 = time.time()
     probs = gradients.predict_proba(fns, params, pool.train, int(s.eval_batch_size))
     p_correct = probs[np.arange(len(pool.train)), pool.train.labels]
-    n_coords = gradients.num_coordinates(gradients.split_params(params, paths)[0])
-    projector = gradients.make_projector(kproj, s, n_coords, sparse=False)
+    projector = gradients.make_projector(kproj, s, gradients.leaf_shapes(params, paths), sparse=False)
     feats = gradients.gradient_features(fns, params, pool.train, paths, projector, int(s.grad_batch_size),
                                         progress=bool(s.progress), label="learnalign pool grads")
     t2 = time.time()
@@ -80,5 +79,6 @@ class LearnAlign(gradients.WarmedSelector, Selector):
             "mean_p_correct_pool": float(p_correct.mean()),
             "mean_p_correct_selected": float(p_correct[pos].mean()),
             "mean_learnability_selected": float(np.mean(p_correct[pos] * (1 - p_correct[pos]))),
-            "alignment": str(s.learnalign_alignment), "share_of_pool_scoring_negative": float(np.mean(scores < 0))}
+            "alignment": str(s.learnalign_alignment), "share_of_pool_scoring_negative": float(np.mean(scores < 0)),
+            **projector.describe()}
     return Selection(pool.train.ids[pos], info)

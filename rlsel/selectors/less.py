@@ -48,8 +48,7 @@ class Less(gradients.WarmedSelector, Selector):
     if int(s.less_checkpoints) > 0:
       ckpts = ckpts[-int(s.less_checkpoints):]
     t1 = time.time()
-    n_coords = gradients.num_coordinates(gradients.split_params(fns.params, paths)[0])
-    projector = gradients.make_projector(kproj, s, n_coords, sparse=False)
+    projector = gradients.make_projector(kproj, s, gradients.leaf_shapes(fns.params, paths), sparse=False)
     train_f, val_f = [], []
     for i, ck in enumerate(ckpts):
       common = dict(paths=paths, projector=projector, batch_size=int(s.grad_batch_size),
@@ -67,9 +66,8 @@ class Less(gradients.WarmedSelector, Selector):
     pos = gradients.top_k_positions(scores, budget, pool.train.labels if s.label_balanced else None)
     info = {"warmup_reused": warm.reused, "warmup_seconds": t1 - t0, "gradient_seconds": t2 - t1,
             "score_seconds": time.time() - t2, "checkpoints": len(ckpts),
-            "num_grad_params": gradients.num_coordinates(gradients.split_params(fns.params, paths)[0]),
             "lr_means": [float(x) for x in lrs], "score_min_selected": float(scores[pos].min()),
-            "score_mean": float(scores.mean()), "feature": str(s.less_feature),
+            "score_mean": float(scores.mean()), "feature": str(s.less_feature), **projector.describe(),
             # the Adam feature's part shared by every example (b1 m) against the example's own (1 - b1) g, last ckpt
             "adam_term": gradients.adam_term_norms(fns, pool.train, paths, ckpts[-1], gradients.adam_hparams(s))}
     return Selection(pool.train.ids[pos], info)

@@ -56,14 +56,15 @@ def adam_term_norms(fns: ModelFns, split: Split, paths: list, ck: Checkpoint, hp
           "shared_over_own": float((shared / jnp.maximum(own, 1e-30)).mean())}
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "paths", "kind", "dim", "block", "use_adam", "hparams"))
-def _batch_features(selected, frozen, mu, nu, count, key, coords, batch, *, apply, paths, kind, dim, block, use_adam,
-                    hparams):
+@functools.partial(jax.jit, static_argnames=("apply", "paths", "kind", "dim", "block", "shapes", "use_adam",
+                                             "hparams"))
+def _batch_features(selected, frozen, mu, nu, count, key, coords, batch, *, apply, paths, kind, dim, block, shapes,
+                    use_adam, hparams):
   """One batch of projected (optionally Adam-transformed) per-example gradients; compiled once per model/setting."""
   g = flatten_rows(per_example_grads(apply, selected, frozen, batch), list(paths))
   if use_adam:
     g = adam_features(g, mu[None], nu[None], count, *hparams)
-  return apply_projection(g, key, coords, kind, dim, block)
+  return apply_projection(g, key, coords, kind, dim, block, shapes)
 
 
 def gradient_features(fns: ModelFns, params, split: Split, paths: list, projector: Projector, batch_size: int,
@@ -80,7 +81,7 @@ def gradient_features(fns: ModelFns, params, split: Split, paths: list, projecto
   count = jnp.asarray(0 if adam is None else int(adam.count), jnp.int32)
   coords = projector.coords if projector.coords is not None else jnp.zeros((1,), jnp.int32)
   static = dict(apply=fns.apply, paths=tuple(paths), kind=projector.kind, dim=projector.dim, block=projector.block,
-                use_adam=adam is not None, hparams=tuple(float(h) for h in adam_hparams))
+                shapes=tuple(projector.shapes), use_adam=adam is not None, hparams=tuple(float(h) for h in adam_hparams))
   out = []
   bar = progress_lib.bar(len(split), label) if progress else None
   for pos in batch_starts(len(split), batch_size):

@@ -79,5 +79,11 @@ def flatten_vector(tree: dict, paths: list) -> jax.Array:
   return jnp.concatenate([jnp.ravel(tree[p]) for p in paths])
 
 
+def leaf_shapes(params, paths: list) -> tuple:
+  """The shapes of the leaves at `paths`, in `paths` order (the layout of a `flatten_rows` row)."""
+  flat = flat_params(params)
+  return tuple(tuple(int(d) for d in flat[p].shape) for p in paths)
+
+
 def num_coordinates(selected: dict) -> int:
   return int(sum(int(np.prod(v.shape)) for v in selected.values()))

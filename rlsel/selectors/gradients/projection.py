@@ -3,6 +3,11 @@
 The map's row for parameter coordinate `i` is drawn from `fold_in(key, i)`, so neither a pool x parameters matrix nor
 the parameters x d matrix exists at once. The sparse projection keeps a seeded subset of coordinates and uses the same
 rows, so it *is* the dense projection restricted to those coordinates.
+
+The Kronecker projection (after LoGra, Choe et al. 2024) maps each weight matrix's gradient G [in, out] to
+A^T G B with small random factors A [in, k], B [out, k]: k^2 coordinates per matrix for in*k + out*k random numbers
+instead of in*out*k^2, which is what makes gradients of whole transformer layers affordable on a CPU. E[A A^T] = I
+and E[B B^T] = I, so inner products are preserved in expectation, as with the dense map.
 """
 
 import functools
@@ -65,34 +70,118 @@ def sparse_project(g: jax.Array, coords: jax.Array, key, dim: int, block: int) -
   return project_columns(g[:, coords], coords, key, dim, "gaussian", block) * scale
 
 
+def kronecker_factor(shapes: tuple, dim: int) -> int:
+  """The per-side factor k of a Kronecker projection of leaves `shapes` into about `dim` coordinates: every matrix
+  leaf and the vector leaves together get k^2 each."""
+  blocks = sum(len(s) >= 2 for s in shapes) + any(len(s) < 2 for s in shapes)
+  return max(1, math.isqrt(dim // max(1, blocks)))
+
+
+def kronecker_dim(shapes: tuple, factor: int) -> int:
+  """Output width of `kronecker_project` for leaves `shapes` (in flattening order) and per-side factor `factor`."""
+  mats = [(s[0], math.prod(s[1:])) for s in shapes if len(s) >= 2]
+  vec = sum(math.prod(s) for s in shapes if len(s) < 2)
+  return sum(min(i, factor) * min(o, factor) for i, o in mats) + min(vec, factor * factor)
+
+
+def _side(key, n: int, k: int) -> jax.Array:
+  """One Kronecker factor [n, k], Rademacher / sqrt(k) so E[F F^T] = I; the identity when n <= k (nothing to save)."""
+  if n <= k:
+    return jnp.eye(n, dtype=jnp.float32)
+  return jax.random.rademacher(key, (n, k), dtype=jnp.float32) / math.sqrt(k)
+
+
+@functools.partial(jax.jit, static_argnames=("shapes", "factor", "block"))
+def kronecker_project(g: jax.Array, key, shapes: tuple, factor: int, block: int) -> jax.Array:
+  """g [B, P] (leaves of `shapes` flattened in order) -> [B, kronecker_dim]: each matrix leaf (first axis by the rest)
+  as A^T G B, the vector leaves together by the dense map (kept as they are when they fit in factor^2)."""
+  chex.assert_rank(g, 2)
+  out, vec, start = [], [], 0
+  for i, s in enumerate(shapes):
+    size = math.prod(s)
+    leaf = g[:, start:start + size]
+    start += size
+    if len(s) < 2:
+      vec.append(leaf)
+      continue
+    rows, cols = s[0], size // s[0]
+    ka, kb = jax.random.split(jax.random.fold_in(key, i))
+    a, b = _side(ka, rows, factor), _side(kb, cols, factor)
+    out.append(jnp.einsum("bio,ik,oj->bkj", leaf.reshape(-1, rows, cols), a, b).reshape(g.shape[0], -1))
+  chex.assert_equal(start, g.shape[1])
+  if vec:
+    v = jnp.concatenate(vec, axis=1)
+    if v.shape[1] > factor * factor:
+      v = dense_project(v, jax.random.fold_in(key, len(shapes)), factor * factor, "rademacher", block)
+    out.append(v)
+  return jnp.concatenate(out, axis=1)
+
+
 class Projector(NamedTuple):
   """Which projection to apply to flattened gradients, with its seed material."""
-  kind: str              # "rademacher" | "gaussian" | "sparse"
+  kind: str              # "rademacher" | "gaussian" | "sparse" | "kronecker" | "none" (the raw gradient)
   key: jax.Array
-  dim: int
+  dim: int               # output width; for "kronecker" the per-side factor k
   block: int
   coords: Optional[jax.Array] = None  # sparse only
+  shapes: tuple = ()     # kronecker only: the gradient's leaf shapes in flattening order
 
   def __call__(self, g):
-    return apply_projection(g, self.key, self.coords, self.kind, self.dim, self.block)
+    return apply_projection(g, self.key, self.coords, self.kind, self.dim, self.block, self.shapes)
+
+  @property
+  def out_dim(self) -> int:
+    """Width of a projected row (for "none": the sum of `shapes`' sizes)."""
+    if self.kind == "kronecker":
+      return kronecker_dim(self.shapes, self.dim)
+    if self.kind == "none":
+      return sum(math.prod(s) for s in self.shapes)
+    return self.dim
+
+  def describe(self) -> dict:
+    """What a selector logs about its gradient features: the map, their width, the coordinates they come from."""
+    out = {"projection": self.kind, "feature_dim": self.out_dim,
+           "num_grad_params": sum(math.prod(s) for s in self.shapes)}
+    if self.kind == "sparse":
+      out["sparse_coords"] = int(self.coords.shape[0])
+    return out
 
 
-def apply_projection(g, key, coords, kind: str, dim: int, block: int):
+def apply_projection(g, key, coords, kind: str, dim: int, block: int, shapes: tuple = ()):
+  if kind == "none":
+    return g
   if kind == "sparse":
     return sparse_project(g, coords, key, dim, block)
+  if kind == "kronecker":
+    return kronecker_project(g, key, shapes, dim, block)
   return dense_project(g, key, dim, kind, block)
 
 
-def make_projector(key, sel_cfg, num_params: int, sparse: bool) -> Projector:
-  """The projector the config asks for; `sparse=True` (CROPI) picks `sparse_coords` coordinates first."""
+PROJECTION_KINDS = ("kronecker", "rademacher", "gaussian")
+
+
+def make_projector(key, sel_cfg, shapes: tuple, sparse: bool) -> Projector:
+  """The projector the config asks for, for gradient leaves `shapes` (in flattening order).
+
+  No projection ("none") when the leaves hold no more than `projection_dim` coordinates: projecting would only add
+  noise. Otherwise `sparse=True` (CROPI) keeps `sparse_coords` coordinates, then the Gaussian map; else
+  `projection_kind`: "kronecker" (per-matrix factors, about `projection_dim` coordinates in all), or a dense map.
+  """
+  shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+  num_params = sum(math.prod(s) for s in shapes)
+  dim, block = int(sel_cfg.projection_dim), int(sel_cfg.projection_block)
   kcoord, kproj = jax.random.split(key)
+  if num_params <= dim:
+    return Projector("none", kproj, num_params, block, shapes=shapes)
   if sparse:
     coords = sparse_coordinates(kcoord, num_params, int(sel_cfg.sparse_coords))
-    return Projector("sparse", kproj, int(sel_cfg.projection_dim), int(sel_cfg.projection_block), coords)
-  if sel_cfg.projection_kind not in ("rademacher", "gaussian"):
-    raise UserError(f"selection.projection_kind={sel_cfg.projection_kind!r} must be rademacher or gaussian")
-  return Projector(sel_cfg.projection_kind, kproj, int(sel_cfg.projection_dim), int(sel_cfg.projection_block))
-
+    return Projector("sparse", kproj, dim, block, coords, shapes=shapes)
+  if sel_cfg.projection_kind not in PROJECTION_KINDS:
+    raise UserError(f"selection.projection_kind={sel_cfg.projection_kind!r} must be one of "
+                    f"{', '.join(PROJECTION_KINDS)}")
+  if sel_cfg.projection_kind == "kronecker":
+    return Projector("kronecker", kproj, kronecker_factor(shapes, dim), block, shapes=shapes)
+  return Projector(sel_cfg.projection_kind, kproj, dim, block, shapes=shapes)
 
 
 def unit_rows(x, eps: float = 1e-12):

@@ -1,4 +1,4 @@
-"""The warm-up (Adam, a checkpoint per epoch: LESS needs the moments) and the base of the selectors that warm a model
+"""The warm-up (Adam, checkpoints with their moments: LESS needs them) and the base of the selectors that warm a model
 up first, with the one-entry cache that lets the selectors of one seed share a warm-up.
 """
 
@@ -18,8 +18,8 @@ from rlsel.target.finetune import warmup_decay_lr
 
 
 class Checkpoint(NamedTuple):
-  """The model after one warm-up epoch: params, Adam moments (the tree of the trained params: all of them, or with
-  LoRA the adapters and head), Adam step count, mean lr."""
+  """The model at the end of a warm-up epoch: params, Adam moments (the tree of the trained params: all of them, or with
+  LoRA the adapters and head), Adam step count, mean lr since the previous checkpoint."""
   params: dict
   mu: dict
   nu: dict
@@ -42,8 +42,9 @@ def _train_step(params, frozen, state, lr, batch, *, apply, hparams):
 
 def warmup_train(key, fns: ModelFns, params, split: Split, epochs: int, batch_size: int, learning_rate: float,
                  schedule_warmup_fraction: float, adam_hparams=(0.9, 0.999, 1e-8), adam_count0: int = 0,
-                 mu=None, nu=None) -> list:
-  """Adam (linear warm-up then linear decay) on `split` for `epochs`; returns one `Checkpoint` per epoch.
+                 mu=None, nu=None, checkpoints: int = 0) -> list:
+  """Adam (linear warm-up then linear decay) on `split` for `epochs`; returns a `Checkpoint` at the end of every
+  epoch, or with `checkpoints` = K > 0 at the ends of K evenly spaced epochs (the last one included).
 
   Batches are fixed-size (the last one wraps around), so the step compiles once. No dropout: the warm-up only has to
   give the gradient selectors a model that has seen the task. `mu`/`nu`/`adam_count0` continue an earlier run (CROPI).
@@ -59,11 +60,11 @@ def warmup_train(key, fns: ModelFns, params, split: Split, epochs: int, batch_si
   if mu is not None:
     state = state._replace(mu=mu, nu=nu, count=jnp.asarray(adam_count0, jnp.int32))
 
-  checkpoints, t = [], 0
+  keep = checkpoint_epochs(epochs, checkpoints)
+  out, t, lrs = [], 0, []
   for epoch in range(epochs):
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
     order = np.resize(order, steps_per_epoch * batch_size)
-    lrs = []
     for s in range(steps_per_epoch):
       lr = warmup_decay_lr(learning_rate, schedule_warmup_fraction, total, t)
       lrs.append(lr)
@@ -71,9 +72,24 @@ def warmup_train(key, fns: ModelFns, params, split: Split, epochs: int, batch_si
                                      batch_of(split, order[s * batch_size:(s + 1) * batch_size]),
                                      apply=fns.apply, hparams=(float(b1), float(b2), float(eps)))
       t += 1
-    checkpoints.append(Checkpoint(lora.combine(params, frozen), state.mu, state.nu, int(state.count),
-                                  float(np.mean(lrs))))
-  return checkpoints
+    if epoch + 1 in keep:
+      out.append(Checkpoint(lora.combine(params, frozen), state.mu, state.nu, int(state.count), float(np.mean(lrs))))
+      lrs = []
+  return out
+
+
+def checkpoint_epochs(epochs: int, count: int) -> set:
+  """The (1-based) epochs after which a checkpoint is kept: all of them when `count` is 0 or at least `epochs`, else
+  `count` evenly spaced ones ending with the last."""
+  if count <= 0 or count >= epochs:
+    return set(range(1, epochs + 1))
+  return {(i * epochs) // count for i in range(1, count + 1)}
+
+
+def warmup_epochs(sel_cfg, n: int) -> int:
+  """Epochs of the warm-up on `n` examples: `warmup_epochs`, or more when that is fewer than `warmup_steps` steps."""
+  steps_per_epoch = max(1, -(-n // int(sel_cfg.train_batch_size)))
+  return max(int(sel_cfg.warmup_epochs), -(-int(sel_cfg.warmup_steps) // steps_per_epoch))
 
 
 def adam_hparams(sel_cfg) -> tuple:
@@ -111,7 +127,7 @@ class WarmedSelector:
   """
   model_factory: Callable = staticmethod(target_model_fns)
   config_sections = ("selection",)
-  version = 2  # 2: the warm-up decays over total - warm steps, as target fine-tuning does (2026-12-02)
+  version = 3  # 3: at least selection.warmup_steps steps, selection.warmup_checkpoints checkpoints (2026-12-02)
 
   def warm_up(self, key, pool) -> Warmup:
     """The model warmed up on a random `warmup_fraction` of the pool. `key` is the selector's own key; the warm-up's
@@ -120,7 +136,7 @@ class WarmedSelector:
     s = self.config.selection
     key = jax.random.fold_in(key, _WARMUP_STREAM)
     tag = fingerprint(id(self.model_factory), self.config.target, self.config.features, s.warmup_fraction,
-                      s.warmup_epochs, s.train_batch_size, s.learning_rate, s.schedule_warmup_fraction,
+                      s.warmup_epochs, s.warmup_steps, s.warmup_checkpoints, s.train_batch_size, s.learning_rate, s.schedule_warmup_fraction,
                       adam_hparams(s), s.param_scope, s.last_k, tuple(s.head_patterns), s.layer_pattern,
                       np.asarray(jax.random.key_data(key)), np.asarray(pool.train.ids), np.asarray(pool.train.labels))
     reused = tag in _WARM_CACHE
@@ -138,7 +154,7 @@ class WarmedSelector:
     paths = select_paths(fns.params, s.param_scope, int(s.last_k), tuple(s.head_patterns), s.layer_pattern)
     n_warm = int(min(pool.size, max(pool.num_classes, round(float(s.warmup_fraction) * pool.size))))
     warm_pos = stratified_sample(numpy_rng(kpos), pool.train.labels, n_warm)
-    checkpoints = warmup_train(ktrain, fns, fns.params, pool.train.take(warm_pos), int(s.warmup_epochs),
+    checkpoints = warmup_train(ktrain, fns, fns.params, pool.train.take(warm_pos), warmup_epochs(s, n_warm),
                                int(s.train_batch_size), float(s.learning_rate), float(s.schedule_warmup_fraction),
-                               adam_hparams(s))
+                               adam_hparams(s), checkpoints=int(s.warmup_checkpoints))
     return fns, paths, checkpoints, warm_pos
