@@ -68,6 +68,16 @@ def test_selector_returns_budget_of_unique_ids_deterministically(pool, name):
     assert sorted(np.bincount(labels, minlength=NUM_CLASSES).tolist()) == [2, 2, 3]
 
 
+def test_gradient_selectors_log_their_projection_and_cropi_can_use_the_sparse_map(pool):
+  info = build("less").select(jax.random.key(3), pool, 7).info
+  assert info["projection"] == "kronecker" and 0 < info["feature_dim"] <= 8 < info["num_grad_params"]
+  sel = build("cropi")
+  with sel.config.unlocked():
+    sel.config.selection.cropi_sparse = True
+  info = sel.select(jax.random.key(3), pool, 7).info
+  assert (info["projection"], info["feature_dim"], info["sparse_coords"]) == ("sparse", 8, 10)
+
+
 def test_registry_knows_the_literature_selectors():
   for name in ("less", "learnalign", "cropi", "dots", "kcenter", "entropy", "cluster_balanced"):
     assert name in base.names()

@@ -1,7 +1,8 @@
 """CROPI-style curriculum selection by gradient influence on per-class validation subsets.
 
-Influence of a pool example on a validation subset = cosine between its sparsely projected gradient and the subset's
-mean projected gradient. The validation split is cut into one subset per class; each gives a ranking, merged by summed
+Influence of a pool example on a validation subset = cosine between its projected gradient and the subset's mean
+projected gradient. The reference's sparse-then-Gaussian map is `selection.cropi_sparse=True`; by default CROPI uses
+the Kronecker map of the other gradient selectors, which the sparse map's cost on a whole layer rules out on a CPU. The validation split is cut into one subset per class; each gives a ranking, merged by summed
 reciprocal rank over each ranking's top N (`selection.rrf_top_n`; default the round's share, as the reference).
 Selection runs in R rounds: pick 1/R of the budget, fine-tune from the current checkpoint on all that
 has been picked so far, recompute the gradients there, pick the next share (never re-picking).
@@ -57,7 +58,7 @@ class Cropi(gradients.WarmedSelector, Selector):
     warm = self.warm_up(key, pool)
     fns, paths, ckpts = warm.fns, warm.paths, warm.checkpoints
     params = ckpts[-1].params
-    projector = gradients.make_projector(kproj, s, gradients.leaf_shapes(params, paths), sparse=True)
+    projector = gradients.make_projector(kproj, s, gradients.leaf_shapes(params, paths), sparse=bool(s.cropi_sparse))
     seconds = {"warmup": time.time() - t0, "gradients": 0.0, "finetune": 0.0}
     chosen = np.zeros(len(pool.train), bool)
     shares = round_shares(budget, int(s.cropi_rounds))

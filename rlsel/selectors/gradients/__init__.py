@@ -38,7 +38,8 @@ def validate(config) -> None:
   """Checks `config.selection` before any work (the literature selectors and the embedding heuristics)."""
   from rlsel.errors import require, require_choice, require_int, require_number
   s = config.selection
-  require(isinstance(s.label_balanced, bool), f"selection.label_balanced={s.label_balanced!r} must be True or False")
+  for f in ("label_balanced", "cropi_sparse"):
+    require(isinstance(s[f], bool), f"selection.{f}={s[f]!r} must be True or False")
   from rlsel.selectors.gradients.params import SCOPES
   require_choice(s.param_scope, "selection.param_scope", SCOPES)
   from rlsel.target.model import DECODER_KINDS
