@@ -138,3 +138,30 @@ def test_bad_method_task_and_foreign_results_are_user_errors(tmp_path):
   (tmp_path / "results.json").write_text('{"not": "rows"}')
   with pytest.raises(UserError, match="not an rlvr results file"):
     run.run(_config(), tmp_path)
+
+
+def test_report_pairs_methods_with_uniform_by_seed():
+  from rlsel.rlvr import report
+
+  def row(method, seed, accs):  # evaluations at steps 0, 10, 20, 30
+    hist = [{"step": 10 * i, "seconds": float(i), "test_accuracy": a} for i, a in enumerate(accs)]
+    return {"selector": method, "task": "arith", "seed": seed, "test_accuracy": accs[-1], "history": hist,
+            "steps": 30, "initial_test_accuracy": accs[0], "select_seconds": 1.0, "finetune_seconds": 2.0,
+            "n_selected": 8}
+  rows = report.add_time_to_target([
+      row("uniform", 0, [0.1, 0.2, 0.3, 0.4]), row("uniform", 1, [0.1, 0.3, 0.3, 0.5]),
+      row("uniform", 2, [0.1, 0.2, 0.4, 0.4]),
+      row("dots", 0, [0.1, 0.4, 0.5, 0.5]), row("dots", 1, [0.1, 0.5, 0.5, 0.6]),
+      row("dots", 2, [0.1, 0.2, 0.3, 0.3]),   # never reaches uniform's 0.4: censored at 40
+      row("cropi", 0, [0.1, 0.1, 0.1, 0.1])])  # one seed only
+  (cropi,), (dots,) = ([p for p in report.paired_rows(rows) if p["method"] == m] for m in ("cropi", "dots"))
+  assert dots["seeds"] == [0, 1, 2] and dots["censored"] == 1
+  assert dots["final_accuracy"]["mean_diff"] == pytest.approx((0.1 + 0.1 - 0.1) / 3)
+  assert dots["curve_mean_accuracy"]["mean_diff"] == pytest.approx(
+      np.mean([(1.4 - 0.9) / 3, (1.6 - 1.1) / 3, (0.8 - 1.0) / 3]))
+  # steps to uniform's final: dots 10, 10, censored 40; uniform reaches its own final at 30, 30, 20
+  assert dots["steps_to_uniform_final"]["mean_diff"] == pytest.approx(((10 - 30) + (10 - 30) + (40 - 20)) / 3)
+  assert dots["final_accuracy"]["ci_low"] is not None
+  assert cropi["final_accuracy"]["verdict"] == "n = 1, no interval"
+  md = report.markdown(rows)
+  assert "Paired differences to uniform" in md and "| arith | dots | 3 |" in md and "(n = 1)" in md

@@ -1,15 +1,23 @@
-"""RLVR outputs in the workdir: `results.json` rows, `results.md` (table, mean ± std over seeds, and the steps and
-seconds each method needs to reach uniform GRPO's final accuracy), and test-accuracy curves in `plots/`.
+"""RLVR outputs in the workdir: `results.json` rows, `results.md` (table, mean ± std over seeds, the steps and
+seconds each method needs to reach uniform GRPO's final accuracy, and paired differences to uniform with 95%
+intervals), and test-accuracy curves in `plots/`.
 
 Time to target: for each seed, the target is the uniform ("uniform" or "grpo") run's final test accuracy at that seed;
 a run reaches it at the first evaluation after step 0 (step, training seconds) whose accuracy is at least the target, so the steps
 are multiples of `rlvr.grpo.eval_every`. Seconds count rollouts, updates and selection work, not evaluation.
+
+Paired differences (method minus uniform, over the seeds both ran; `rlsel.stats.paired_difference`): final test
+accuracy; mean test accuracy over the evaluations after step 0 (the area under the learning curve, which rewards
+getting there sooner and has an interval even when a run never reaches the target); and steps to uniform's final
+accuracy, where a run that never reaches it counts as one evaluation interval past its last step (censored, so that
+difference is a lower bound on how much slower it is; the censored runs are counted).
 """
 
 import pathlib
 
 import numpy as np
 
+from rlsel import stats
 from rlsel.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 BASELINES = ("uniform", "grpo")
@@ -98,6 +106,65 @@ def summary(rows) -> str:
   return "\n".join(lines)
 
 
+def curve_mean(row) -> float:
+  """Mean test accuracy over the evaluations after step 0 (the learning curve's area per step of evaluation)."""
+  return float(np.mean([h["test_accuracy"] for h in row["history"] if h["step"] > 0]))
+
+
+def censored_steps(row) -> tuple:
+  """(steps to uniform's final accuracy, censored?): one evaluation interval past the last step if never reached."""
+  if row.get("steps_to_uniform_final") is not None:
+    return float(row["steps_to_uniform_final"]), False
+  steps = [h["step"] for h in row["history"]]
+  gap = steps[-1] - steps[-2] if len(steps) > 1 else steps[-1]
+  return float(steps[-1] + gap), True
+
+
+def paired_rows(rows) -> list:
+  """Per (task, method other than uniform): paired differences to uniform over the seeds both have (see the module
+  docstring), as dicts with `stats.paired_difference`'s fields per figure."""
+  out = []
+  for task in sorted({r["task"] for r in rows}):
+    by = {(r["selector"], int(r["seed"])): r for r in rows if r["task"] == task}
+    for m in _methods([r for r in rows if r["task"] == task]):
+      if m in BASELINES:
+        continue
+      pairs = [(by[(m, s)], base) for (b, s), base in sorted(by.items(), key=lambda kv: kv[0][1])
+               if b in BASELINES and (m, s) in by]
+      if not pairs:
+        continue
+      steps = [(censored_steps(a), censored_steps(b)) for a, b in pairs]
+      out.append({"task": task, "method": m, "seeds": [int(a["seed"]) for a, _ in pairs],
+                  "final_accuracy": stats.paired_difference([a["test_accuracy"] for a, _ in pairs],
+                                                            [b["test_accuracy"] for _, b in pairs]),
+                  "curve_mean_accuracy": stats.paired_difference([curve_mean(a) for a, _ in pairs],
+                                                                 [curve_mean(b) for _, b in pairs]),
+                  "steps_to_uniform_final": stats.paired_difference([a[0] for a, _ in steps], [b[0] for _, b in steps]),
+                  "censored": sum(a[1] for a, _ in steps)})
+  return out
+
+
+def _diff(d, scale: float, fmt: str) -> str:
+  if d["ci_low"] is None:
+    return f"{fmt.format(scale * d['mean_diff'])} (n = 1)"
+  return (f"{fmt.format(scale * d['mean_diff'])} [{fmt.format(scale * d['ci_low'])}, "
+          f"{fmt.format(scale * d['ci_high'])}] {d['verdict']}")
+
+
+def paired_summary(rows) -> str:
+  """The paired differences to uniform as a markdown table ("" without uniform runs to pair with)."""
+  lines = [f"| {p['task']} | {p['method']} | {len(p['seeds'])} | "
+           f"{_diff(p['final_accuracy'], 100, '{:+.1f}')} | {_diff(p['curve_mean_accuracy'], 100, '{:+.1f}')} | "
+           f"{_diff(p['steps_to_uniform_final'], 1, '{:+.0f}')} | {p['censored']} |" for p in paired_rows(rows)]
+  if not lines:
+    return ""
+  return ("\n\n## Paired differences to uniform (95% paired-t intervals over seeds)\n\nAccuracy in points. 'curve "
+          "mean': mean test accuracy over the evaluations after step 0. 'steps': steps to uniform's final accuracy, "
+          "minus uniform's own; a run that never reaches it counts as one evaluation interval past its end "
+          "('censored', a lower bound on its delay).\n\n| task | method | seeds | final acc | curve mean acc | steps to "
+          "uniform final | censored |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines))
+
+
 ESTIMATOR_FIELDS = ("pearson", "spearman", "mae", "mae_reference_mean", "split_half_pearson", "noise_ceiling_pearson")
 
 
@@ -128,7 +195,7 @@ def markdown(rows) -> str:
           "rollouts and gradients for LearnAlign/CROPI). 'to uniform final': the first evaluation at which the run's "
           "test accuracy reaches uniform GRPO's final accuracy at the same seed (seconds include selection); the "
           "summary averages over the seeds that reached it.\n\n## Mean ± std over seeds\n\n" + summary(rows) +
-          estimator_summary(rows) + "\n\n## Per run\n\n" + table(rows) + "\n")
+          paired_summary(rows) + estimator_summary(rows) + "\n\n## Per run\n\n" + table(rows) + "\n")
 
 
 def _curves(rows, task, method, xkey):
