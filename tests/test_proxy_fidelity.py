@@ -98,7 +98,7 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   cfg = load_config("debug")
   cfg.finetune.min_steps = MIN_STEPS
   wd = tmp_path / "wd"
-  s = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2, designs="head,head_keys5,adapted")
+  s = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2, designs="head,head_keys5,adapted,influence,influence_unit")
   fid = wd / "fidelity"
 
   task = load_task(cfg)
@@ -172,6 +172,21 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   emb = np.load(fid / "adapted-rt-s0-train.npy")
   assert emb.shape == (len(pool.train), cfg.target.hidden_size) and np.all(np.isfinite(emb))
   assert [r["designs"]["adapted"] for r in s["rows"]] != heads
+  # `influence`: per-example gradients of every pool row at the same warmed target (one warm-up, cached, shared with
+  # `adapted`); a subset's score is the mean of its rows' gradients dotted with the reward split's mean gradient.
+  assert sorted(p.name for p in fid.glob("warmed-*")) == ["warmed-rt-s0.json", "warmed-rt-s0.msgpack"]
+  g = np.load(fid / "influence-rt-s0-train.npy").astype(np.float64)
+  assert g.shape[0] == len(pool.train) and np.all(np.isfinite(g)) and np.abs(g).max() > 0
+  reward = pf.reward_positions(cfg, pool, 0)
+  where = {int(i): k for k, i in enumerate(pool.train.ids)}
+  for name, unit in (("influence", False), ("influence_unit", True)):
+    d = s["designs"][name]
+    assert d["warmup_examples"] == budget and d["gradient_seconds"] > 0 and d["projection"] in ("none", "kronecker")
+    x = g / np.linalg.norm(g, axis=1, keepdims=True) if unit else g
+    for r in s["rows"]:
+      rows = [where[i] for i in subsets[(r["family"], r["index"])]["ids"]]
+      assert r["designs"][name] == pytest.approx(float(np.mean(x[rows] @ x[reward].mean(0))), rel=1e-6)
+  assert [r["designs"]["influence"] for r in s["rows"]] != [r["designs"]["influence_unit"] for r in s["rows"]]
   k0_acc = [r["target_test_accuracy"][0] for r in s["rows"]]
   k1_acc = [r["target_test_accuracy"][1] for r in s["rows"]]
   r = pearson(k0_acc, k1_acc)
@@ -194,7 +209,7 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   files = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in fid.iterdir() if not p.name.startswith("summary")}
   cmd = [sys.executable, "-m", "rlsel.bench.proxy_fidelity", "--config=configs/debug.py",
          f"--config.finetune.min_steps={MIN_STEPS}", f"--workdir={wd}", "--subsets=6",
-         "--designs=head,head_keys5,adapted"]
+         "--designs=head,head_keys5,adapted,influence,influence_unit"]
   out = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "finetune" not in out.stdout + out.stderr

@@ -5,7 +5,8 @@ A design is an object: the proxy settings it overrides, the features it reads, h
 which rows it scores on, and whether it is trained the way the incremental environment trains it. `prepare` pays
 the one-time cost (e.g. a warm-up fine-tune of the target and re-embedding the pool for task-adapted features) and
 `score` scores one subset. Whatever a design learns from stays outside the test split: the warm-up set is drawn
-from the selectable rows, and `reward+validation` scores on the reward split plus the validation split.
+from the selectable rows, and `reward+validation` scores on the reward split plus the validation split. The
+`influence` designs train no proxy: they score a subset by first-order influence at the warmed target (`Influence`).
 """
 
 import dataclasses
@@ -16,7 +17,8 @@ import time
 
 import numpy as np
 
-FEATURES = ("frozen", "adapted")
+INFLUENCE = ("influence", "influence_unit")  # first-order designs: no proxy is trained (`Influence`)
+FEATURES = ("frozen", "adapted") + INFLUENCE
 SCORE_ROWS = ("reward", "reward+validation")
 _WARMUP_TAG = 1_000_004  # fold_in / seed tag of the adapted features' warm-up sample and fine-tune keys
 
@@ -49,6 +51,8 @@ DESIGNS = {
     "adapted": Design(features="adapted"),
     "adapted_steps300": Design(features="adapted", overrides=(("steps", 300),)),
     "transformer": Design(overrides=(("kind", "transformer"), ("batch_size", 16))),
+    "influence": Design(features="influence"),            # subset mean gradient . reward-split mean gradient
+    "influence_unit": Design(features="influence_unit"),  # the same with unit per-example gradients (LESS's cosine)
 }
 CHEAP = ("head", "head_accuracy", "head_balanced", "head_keys5", "head_steps300", "head_validation", "mlp", "incremental")
 
@@ -90,50 +94,141 @@ def _proxy_config(config, overrides):
   return c
 
 
-def adapted_embeddings(ctx: Context) -> dict:
-  """Task-adapted features {train, validation} of the pool: the target fine-tuned (the protocol's fine-tune) on a
-  stratified random budget-sized warm-up sample of the selectable rows, then every row re-embedded with its encoder
-  (mean pooling, as the frozen features). Cached in ctx.out_dir with the seconds each part took."""
-  from rlsel import features
+def warmed_target(ctx: Context):
+  """(module, params, meta) of the target fine-tuned (the protocol's fine-tune) on a stratified random budget-sized
+  warm-up sample of the selectable rows: what the `adapted` and `influence` designs start from. The params are cached
+  in ctx.out_dir (msgpack) with the sample size, the seconds and the validation accuracy."""
+  import jax
+  from flax import serialization
+
   from rlsel.checkpoint import fingerprint
-  from rlsel.errors import require
-  from rlsel.io import atomic_save_npy, atomic_write_json
+  from rlsel.io import atomic_write_bytes, atomic_write_json
   from rlsel.selectors.basic import stratified_sample
   from rlsel.target import finetune as ft
   from rlsel.target import model as target_model
-  import jax
+
+  config, pool = ctx.config, ctx.pool
+  settings = fingerprint(config.task, config.data, config.features, config.target, config.finetune, config.budget,
+                         config.proxy.reward_fraction, ctx.seed, "warmed-v1")
+  stem = ctx.out_dir / f"warmed-{pool.task}-s{ctx.seed}"
+  root = jax.random.fold_in(jax.random.key(ctx.seed), _WARMUP_TAG)
+  module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
+  meta_path, params_path = stem.with_suffix(".json"), stem.with_suffix(".msgpack")
+  if meta_path.exists() and params_path.exists() and json.loads(meta_path.read_text()).get("settings") == settings:
+    return module, serialization.from_bytes(params, params_path.read_bytes()), json.loads(meta_path.read_text())
+  rng = np.random.default_rng([ctx.seed, _WARMUP_TAG])
+  warm = ctx.selectable[stratified_sample(rng, pool.train.labels[ctx.selectable], ctx.budget)]
+  res = ft.finetune(jax.random.fold_in(root, 2), config, module, params, pool.train.take(np.sort(warm)),
+                    pool.validation, log_prefix="warm-up finetune (proxy designs)")
+  meta = {"settings": settings, "warmup_examples": int(warm.shape[0]), "warmup_seconds": float(res.seconds),
+          "warmup_best_step": int(res.best_step), "warmup_val_accuracy": float(res.val_accuracy)}
+  atomic_write_bytes(params_path, serialization.to_bytes(res.params))
+  atomic_write_json(meta_path, meta)
+  return module, res.params, meta
+
+
+def _cached_arrays(stem: pathlib.Path, settings: str, names) -> dict:
+  """{name: array} from `stem`-name.npy plus the meta in `stem`.json when all are there for `settings`, else None."""
+  meta_path = stem.with_suffix(".json")
+  files = [pathlib.Path(f"{stem}-{n}.npy") for n in names]
+  if not (meta_path.exists() and all(f.exists() for f in files)):
+    return None
+  meta = json.loads(meta_path.read_text())
+  if meta.get("settings") != settings:
+    return None
+  return {**{n: np.load(f) for n, f in zip(names, files)}, **meta}
+
+
+def adapted_embeddings(ctx: Context) -> dict:
+  """Task-adapted features {train, validation} of the pool: every row re-embedded with the encoder of the warmed
+  target (`warmed_target`; mean pooling, as the frozen features). Cached in ctx.out_dir with the seconds each part
+  took."""
+  from rlsel import features
+  from rlsel.errors import require
+  from rlsel.io import atomic_save_npy, atomic_write_json
+  from rlsel.target import model as target_model
 
   config, pool = ctx.config, ctx.pool
   require(target_model.shares_feature_tokens(config), "the adapted design re-embeds the pool with the target's "
           "encoder and needs a BERT target (target.kind=minilm or tiny)")
-  settings = fingerprint(config.task, config.data, config.features, config.target, config.finetune, config.budget,
-                         config.proxy.reward_fraction, ctx.seed, "adapted-v1")
+  module, params, warm = warmed_target(ctx)
+  settings = warm["settings"] + "-adapted-v2"
   stem = ctx.out_dir / f"adapted-{pool.task}-s{ctx.seed}"
-  meta_path = stem.with_suffix(".json")
-  cached = [pathlib.Path(f"{stem}-{split}.npy") for split in ("train", "validation")]
-  if (meta_path.exists() and all(c.exists() for c in cached)
-      and json.loads(meta_path.read_text()).get("settings") == settings):
-    meta = json.loads(meta_path.read_text())
-    return {"train": np.load(f"{stem}-train.npy"), "validation": np.load(f"{stem}-validation.npy"), **meta}
-  rng = np.random.default_rng([ctx.seed, _WARMUP_TAG])
-  warm = ctx.selectable[stratified_sample(rng, pool.train.labels[ctx.selectable], ctx.budget)]
-  root = jax.random.fold_in(jax.random.key(ctx.seed), _WARMUP_TAG)
-  module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
-  subset = pool.train.take(np.sort(warm))
-  res = ft.finetune(jax.random.fold_in(root, 2), config, module, params, subset, pool.validation,
-                    log_prefix="adapted warm-up finetune")
-  encoder = (target_model.Encoder(module.config), res.params["encoder"])
+  cached = _cached_arrays(stem, settings, ("train", "validation"))
+  if cached is not None:
+    return cached
+  encoder = (target_model.Encoder(module.config), params["encoder"])
   t0 = time.time()
   out = {}
   for split, data in (("train", pool.train), ("validation", pool.validation)):
     toks = {"input_ids": data.input_ids, "attention_mask": data.attention_mask, "token_type_ids": data.token_type_ids}
     out[split] = features.embed_tokens(toks, int(config.features.batch_size), f"adapted embedding {split}", encoder)
     atomic_save_npy(pathlib.Path(f"{stem}-{split}.npy"), out[split])
-  meta = {"settings": settings, "warmup_examples": int(warm.shape[0]), "warmup_seconds": float(res.seconds),
-          "warmup_best_step": int(res.best_step), "warmup_val_accuracy": float(res.val_accuracy),
-          "embed_seconds": time.time() - t0}
-  atomic_write_json(meta_path, meta)
+  meta = {**warm, "settings": settings, "embed_seconds": time.time() - t0}
+  atomic_write_json(stem.with_suffix(".json"), meta)
   return {**out, **meta}
+
+
+def influence_features(ctx: Context) -> dict:
+  """{"train": [n, d]} projected per-example loss gradients of every pool row at the warmed target
+  (`warmed_target`), in the gradient selectors' scope and projection (`config.selection`: by default the last layer
+  and the head, Kronecker-projected). Cached in ctx.out_dir with the seconds they took."""
+  import jax
+
+  from rlsel.checkpoint import fingerprint
+  from rlsel.io import atomic_save_npy, atomic_write_json
+  from rlsel.selectors import gradients
+
+  config, pool = ctx.config, ctx.pool
+  module, params, warm = warmed_target(ctx)
+  s = config.selection
+  settings = fingerprint(warm["settings"], "influence-v1", s.param_scope, s.last_k, s.projection_dim,
+                         s.projection_kind, tuple(s.head_patterns), s.layer_pattern)
+  stem = ctx.out_dir / f"influence-{pool.task}-s{ctx.seed}"
+  cached = _cached_arrays(stem, settings, ("train",))
+  if cached is not None:
+    return cached
+  t0 = time.time()
+  fns = gradients.ModelFns(gradients.module_apply(module), params)
+  paths = gradients.select_paths(params, s.param_scope, int(s.last_k), tuple(s.head_patterns), s.layer_pattern)
+  projector = gradients.make_projector(jax.random.fold_in(jax.random.key(ctx.seed), _WARMUP_TAG + 1), s,
+                                       gradients.leaf_shapes(params, paths), sparse=False)
+  feats = gradients.gradient_features(fns, params, pool.train, paths, projector, int(s.grad_batch_size),
+                                      progress=True, label="influence gradients")
+  atomic_save_npy(pathlib.Path(f"{stem}-train.npy"), feats)
+  meta = {**warm, "settings": settings, "gradient_seconds": time.time() - t0, **projector.describe()}
+  atomic_write_json(stem.with_suffix(".json"), meta)
+  return {"train": feats, **meta}
+
+
+class Influence:
+  """A first-order design: the subset's mean per-example gradient dotted with the reward split's mean gradient, at
+  the warmed target. Up to the step size, the decrease of the reward split's loss after one gradient step on the
+  subset. `unit=True` normalises each example's gradient first (LESS's cosine), so long or confidently wrong examples
+  do not dominate. Per-row scores are computed once, so a subset costs a mean over its rows."""
+
+  def __init__(self, name: str, design: "Design", ctx: Context):
+    t0 = time.time()
+    self.name, self.design = name, design
+    feats = influence_features(ctx)
+    self.info = {k: v for k, v in feats.items() if k not in ("train", "settings")}
+    g = np.asarray(feats["train"], np.float64)
+    if design.features == "influence_unit":
+      g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    self.row_scores = g[ctx.selectable] @ g[ctx.reward].mean(0)
+    self.prepare_seconds = time.time() - t0 + sum(float(self.info.get(k, 0.0)) for k in ("warmup_seconds",
+                                                                                          "gradient_seconds"))
+
+  def score(self, positions) -> float:
+    return float(np.mean(self.row_scores[np.asarray(positions)]))
+
+
+def prepare(name: str, ctx: Context):
+  """The design `name` made ready for `ctx`: an object with `score(positions)`, `prepare_seconds` and `info`."""
+  design = DESIGNS[name]
+  if design.features in INFLUENCE:
+    return Influence(name, design, ctx)
+  return Prepared(name, design, ctx)
 
 
 class Prepared:
@@ -225,7 +320,7 @@ def evaluate(names, ctx: Context, positions) -> dict:
   subsets at `positions` (a list of position arrays). Seconds per evaluation exclude the first (compiling) call."""
   out = {}
   for name in names:
-    prep = Prepared(name, DESIGNS[name], ctx)
+    prep = prepare(name, ctx)
     scores, t_rest = [prep.score(positions[0])], 0.0
     t0 = time.time()
     for pos in positions[1:]:
