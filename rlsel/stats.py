@@ -55,3 +55,39 @@ def paired_difference(a, b, confidence: float = CONFIDENCE) -> dict:
   out["verdict"] = ("better" if out["ci_low"] > 0 else "worse" if out["ci_high"] < 0
                     else "no detectable difference")
   return out
+
+
+SPEARMAN_FISHER_VARIANCE = 1.06  # Fieller, Hartley & Pearson (1957): var(atanh(rho_s)) ~ 1.06 / (n - 3)
+
+
+def spearman_interval(rho, n: int, confidence: float = CONFIDENCE):
+  """(low, high) interval for a Spearman rho over n points, by Fisher's z with the Fieller-Hartley-Pearson variance;
+  (None, None) when rho is undefined or n < 4."""
+  if rho is None or n < 4:
+    return None, None
+  from scipy import stats as scipy_stats
+  z = float(np.arctanh(np.clip(rho, -0.999999, 0.999999)))
+  half = float(scipy_stats.norm.ppf(0.5 + confidence / 2)) * np.sqrt(SPEARMAN_FISHER_VARIANCE / (n - 3))
+  return float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
+def spearman_difference(a, b, target, resamples: int = 2000, seed: int = 0, confidence: float = CONFIDENCE) -> dict:
+  """How much better `a` ranks `target` than `b` does (both scores of the same points): spearman(a, t) -
+  spearman(b, t), with a percentile bootstrap interval over the points (resampled together, so the comparison is
+  paired). Resamples where either correlation is undefined are skipped."""
+  a, b, t = (np.asarray(x, np.float64) for x in (a, b, target))
+  ra, rb = spearman(a, t), spearman(b, t)
+  out = {"diff": None if ra is None or rb is None else ra - rb, "ci_low": None, "ci_high": None}
+  if out["diff"] is None or a.size < 4:
+    return out
+  rng = np.random.default_rng(seed)
+  diffs = []
+  for _ in range(resamples):
+    i = rng.integers(0, a.size, a.size)
+    x, y = spearman(a[i], t[i]), spearman(b[i], t[i])
+    if x is not None and y is not None:
+      diffs.append(x - y)
+  if diffs:
+    out["ci_low"], out["ci_high"] = (float(v) for v in np.quantile(diffs, [0.5 - confidence / 2,
+                                                                            0.5 + confidence / 2]))
+  return out

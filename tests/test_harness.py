@@ -225,6 +225,25 @@ def test_paired_difference_verdicts():
     paired_difference([0.1, 0.2], [0.1])
 
 
+def test_spearman_interval_and_paired_bootstrap_difference():
+  from rlsel.stats import spearman, spearman_difference, spearman_interval
+  lo, hi = spearman_interval(0.3, 20)
+  # Fisher z: atanh(0.3) -+ 1.95996 sqrt(1.06 / 17), back through tanh.
+  half = 1.959964 * np.sqrt(1.06 / 17)
+  assert (lo, hi) == (pytest.approx(np.tanh(np.arctanh(0.3) - half)), pytest.approx(np.tanh(np.arctanh(0.3) + half)))
+  assert spearman_interval(None, 20) == (None, None) and spearman_interval(0.5, 3) == (None, None)
+  assert spearman_interval(0.3, 200)[1] - spearman_interval(0.3, 200)[0] < hi - lo  # narrower with more points
+  rng = np.random.default_rng(0)
+  t = rng.normal(size=40)
+  good, noise = t + 0.3 * rng.normal(size=40), rng.normal(size=40)
+  d = spearman_difference(good, noise, t)
+  assert d["diff"] == pytest.approx(spearman(good, t) - spearman(noise, t))
+  assert 0 < d["ci_low"] < d["diff"] < d["ci_high"]  # clearly better: the paired interval excludes 0
+  same = spearman_difference(good, good, t)
+  assert same["diff"] == 0 and same["ci_low"] == same["ci_high"] == 0
+  assert spearman_difference([1, 2, 3], [3, 2, 1], [1, 2, 3])["ci_low"] is None  # too few points for an interval
+
+
 def test_selection_profile_names_and_figures():
   from rlsel import harness
   from rlsel.bench.selection_profile import parse_selection_name, profile

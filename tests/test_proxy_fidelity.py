@@ -162,6 +162,9 @@ def test_families_retest_ceiling_and_resume(tmp_path):
     assert d["spearman_vs_target_mean"] == pytest.approx(spearman(
         [r["designs"][name] for r in s["rows"]], [r["target_test_accuracy_mean"] for r in s["rows"]]))
     assert d["seconds_per_eval"] > 0
+    assert (d["spearman_ci"] == [None, None]) if d["spearman_vs_target_mean"] is None or len(s["rows"]) < 4 else (
+        d["spearman_ci"][0] <= d["spearman_vs_target_mean"] <= d["spearman_ci"][1])
+    assert ("spearman_minus_head" in d) == (name != "head")
     if s["noise_ceiling_of_mean"] is not None:
       assert d["ratio_to_ceiling"] == pytest.approx(d["spearman_vs_target_mean"] / s["noise_ceiling_of_mean"])
   # `adapted`: the target warmed up on a budget-sized sample of the selectable rows, the pool re-embedded with its

@@ -46,7 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from rlsel.stats import pearson, spearman  # noqa: E402  (numpy only)
+from rlsel.stats import pearson, spearman, spearman_difference, spearman_interval  # noqa: E402  (numpy only)
 
 FAMILIES = ("random", "policy", "skewed")
 SKEW_ALPHAS = (0.1, 0.3, 1.0, 3.0)  # Dirichlet concentrations of the skewed family, strong to mild skew
@@ -357,15 +357,20 @@ def reward_positions(config, pool, run_seed: int):
   return split_reward(numpy_rng(k_env), config, pool.train.labels)[1]
 
 
-def design_report(scores, rows, ceiling) -> dict:
+def design_report(scores, rows, ceiling, reference=None) -> dict:
   """One design's ranking of the subsets against the target: Spearman against key 0 and against the mean over
-  keys, Pearson against the mean, and that Spearman's ratio to `ceiling` (the noise ceiling of the mean over keys)."""
+  keys (with a 95% interval), Pearson against the mean, that Spearman's ratio to `ceiling` (the noise ceiling of the
+  mean over keys), and with `reference` (another design's scores of the same subsets, today's reward) the paired
+  bootstrap difference of the two Spearmans."""
   t0 = [r["target_test_accuracy"][0] for r in rows]
   tm = [r["target_test_accuracy_mean"] for r in rows]
   rho = spearman(scores, tm)
-  return {"spearman_vs_target": spearman(scores, t0), "spearman_vs_target_mean": rho,
-          "pearson_vs_target_mean": pearson(scores, tm),
-          "ratio_to_ceiling": None if ceiling is None or rho is None else rho / ceiling}
+  out = {"spearman_vs_target": spearman(scores, t0), "spearman_vs_target_mean": rho,
+         "spearman_ci": list(spearman_interval(rho, len(tm))), "pearson_vs_target_mean": pearson(scores, tm),
+         "ratio_to_ceiling": None if ceiling is None or rho is None else rho / ceiling}
+  if reference is not None:
+    out["spearman_minus_head"] = spearman_difference(scores, reference, tm)
+  return out
 
 
 def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest: int = 2, shard=(0, 1),
@@ -474,7 +479,9 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
                               score_key=score_key)
   scored = proxy_designs.evaluate(designs, ctx, kept)
   design_rows = {name: {**{k: v for k, v in d.items() if k != "scores"},
-                        **design_report(d["scores"], rows, ceiling_mean)} for name, d in scored.items()}
+                        **design_report(d["scores"], rows, ceiling_mean,
+                                        scored["head"]["scores"] if "head" in scored and name != "head" else None)}
+                 for name, d in scored.items()}
   for name, d in scored.items():
     for r, v in zip(rows, d["scores"]):
       r.setdefault("designs", {})[name] = v
@@ -559,12 +566,18 @@ def main(argv) -> None:
   print(f"  Spearman(proxy test accuracy, target test acc)   = {_fmt(s['spearman_proxy_test_vs_target'])}")
   print(f"  Spearman(proxy reward score, target mean over keys) = {_fmt(s['spearman_proxy_score_vs_target_mean'])}, "
         f"ratio to the ceiling {_fmt(s['ratio_to_ceiling'], '.3f')}")
-  print("\n| design | Spearman vs target (key 0) | Spearman vs target mean | ratio to ceiling | s per evaluation "
-        "| s to prepare |")
-  print("|---|---|---|---|---|---|")
+  print("\n| design | Spearman vs target (key 0) | Spearman vs target mean [95%] | ratio to ceiling | minus head "
+        "[95%, paired bootstrap] | s per evaluation | s to prepare |")
+  print("|---|---|---|---|---|---|---|")
   for name, d in s["designs"].items():
-    print(f"| {name} | {_fmt(d['spearman_vs_target'])} | {_fmt(d['spearman_vs_target_mean'])} | "
-          f"{_fmt(d['ratio_to_ceiling'], '.3f')} | {d['seconds_per_eval']:.3f} | {d['prepare_seconds']:.0f} |")
+    lo, hi = d.get("spearman_ci") or (None, None)
+    ci = "" if lo is None else f" [{lo:+.2f}, {hi:+.2f}]"
+    vs = d.get("spearman_minus_head") or {}
+    vs_txt = "—" if vs.get("diff") is None else (f"{vs['diff']:+.3f}" + (
+        "" if vs.get("ci_low") is None else f" [{vs['ci_low']:+.2f}, {vs['ci_high']:+.2f}]"))
+    print(f"| {name} | {_fmt(d['spearman_vs_target'])} | {_fmt(d['spearman_vs_target_mean'])}{ci} | "
+          f"{_fmt(d['ratio_to_ceiling'], '.3f')} | {vs_txt} | {d['seconds_per_eval']:.3f} | "
+          f"{d['prepare_seconds']:.0f} |")
   if s["random_mean_gap_proxy_reward_minus_proxy_test"] is not None:
     print(f"  random subsets: proxy reward-split minus proxy test accuracy = "
           f"{s['random_mean_gap_proxy_reward_minus_proxy_test']:+.4f}")
