@@ -11,8 +11,17 @@ workdirs and merge: `python -m rlsel.results merge`). results.md and summary.jso
 difference to random and to full with a 95% interval and a verdict; plots/paired_<task>.png draws them.
 
 Selectors: full, random and the simple baselines a reviewer asks for (cluster_stratified, ccs, label_clean,
-kcenter), then rl_ppo and climb. The literature selectors (less, learnalign, cropi, dots) are left out until their
-classification adaptation is fixed; add them with --config.selectors=....
+kcenter), then rl_ppo and climb. The literature selectors (less, learnalign, cropi, dots) have a variant of their
+own, which shares every fine-tune setting, so its rows pair with this grid's `random` and `full` (start its workdir
+from a copy of this grid's results.json; finished cells are skipped):
+
+    python -m rlsel.main --config=configs/benchmark.py:literature --workdir=runs/lit        # rt, tweets: seeds 0-4
+    python -m rlsel.main --config=configs/benchmark.py:literature_more --workdir=runs/lit   # rt_subj, bbc: 0-2
+    python -m rlsel.main --config=configs/benchmark.py:literature_head --workdir=runs/lit_head  # "before" (below)
+
+`:literature_head` is the gradient setting before 2026-12-02 (session 9): head-only gradients, a 256-dim dense
+Rademacher projection, a 4-epoch warm-up with a checkpoint per epoch; with it the same selectors give the "before"
+column of issue 20. Its selection section differs, so it needs its own workdir.
 
 Fine-tune: MiniLM-L6 at 40 tokens, validation every 40 steps with patience 3. A subset plans at least
 `MIN_STEPS` steps (chosen on validation accuracy by `python -m rlsel.bench.steps_curve`; see benchmarks/RESULTS.md),
@@ -31,6 +40,7 @@ SEEDS = (0, 1, 2, 3, 4)
 MORE_SEEDS = (0, 1, 2)
 MIN_STEPS = 200   # subset fine-tunes: at least this many steps (early stopping still in charge)
 FULL_CAP = 200    # at most this many steps (what full data gets)
+LITERATURE_SELECTORS = ("random", "less", "learnalign", "cropi", "dots")
 LEGACY_SELECTORS = ("full", "random", "rl_ppo", "rl_dqn", "less", "learnalign", "cropi", "dots", "kcenter", "entropy",
                     "cluster_balanced")
 
@@ -50,6 +60,14 @@ def get_config(arg: str = None):
     c.task, c.tasks, c.seeds = MORE_TASKS[0], MORE_TASKS, MORE_SEEDS
   elif arg == "quick":
     c.tasks, c.seeds = ("rt",), (0,)
+  elif arg in ("literature", "literature_more", "literature_head"):
+    c.selectors = LITERATURE_SELECTORS
+    if arg == "literature_more":
+      c.task, c.tasks, c.seeds = MORE_TASKS[0], MORE_TASKS, MORE_SEEDS
+    if arg == "literature_head":  # the gradient setting before session 9 (the "before" of issue 20)
+      s = c.selection
+      s.param_scope, s.projection_kind, s.projection_dim = "head", "rademacher", 256
+      s.warmup_steps, s.warmup_checkpoints, s.cropi_sparse = 0, 0, True
   elif arg == "legacy":
     c.tasks = ("rt", "rt_subj", "bbc", "tweets")
     c.selectors = LEGACY_SELECTORS
@@ -59,5 +77,5 @@ def get_config(arg: str = None):
     c.sweep.selectors = ("random", "kcenter", "rl_ppo")
   elif arg:
     raise ValueError(f"unknown benchmark variant {arg!r}; use configs/benchmark.py or configs/benchmark.py:more, "
-                     ":quick or :legacy")
+                     ":quick, :literature, :literature_more, :literature_head or :legacy")
   return c

@@ -19,6 +19,19 @@ def test_benchmark_grid_under_the_protocol():
   assert main.finetune.min_steps > 0 and main.finetune.min_steps <= main.finetune.max_steps
 
 
+def test_literature_variants_pair_with_the_grid():
+  """The literature grid reuses the main grid's random cells (same cell ids); the 'before' variant changes only the
+  gradient settings, so its literature cells are other cells and its random cells the same."""
+  main, lit, head = (load_config("benchmark", v) for v in (None, "literature", "literature_head"))
+  lit_more = load_config("benchmark", "literature_more")
+  assert set(lit.selectors) == {"random", "less", "learnalign", "cropi", "dots"} and lit.seeds == main.seeds
+  assert lit_more.tasks == load_config("benchmark", "more").tasks and lit_more.seeds == (0, 1, 2)
+  assert results.config_id(lit, "random") == results.config_id(main, "random") == results.config_id(head, "random")
+  for sel in ("less", "learnalign", "cropi", "dots"):
+    assert results.config_id(lit, sel) == results.config_id(lit_more, sel) != results.config_id(head, sel)
+  assert (head.selection.param_scope, lit.selection.param_scope) == ("head", "last_k")
+
+
 def test_plan_grid_sweep_and_shared_full():
   c = load_config("benchmark", "legacy")
   n_sel = len(c.selectors)
