@@ -208,9 +208,9 @@ class Influence:
   do not dominate. Per-row scores are computed once, so a subset costs a mean over its rows."""
 
   def __init__(self, name: str, design: "Design", ctx: Context):
-    t0 = time.time()
     self.name, self.design = name, design
     feats = influence_features(ctx)
+    t0 = time.time()  # the warm-up's and gradients' own seconds (cached or not) are added below, once
     self.info = {k: v for k, v in feats.items() if k not in ("train", "settings")}
     g = np.asarray(feats["train"], np.float64)
     if design.features == "influence_unit":
