@@ -204,8 +204,8 @@ def influence_features(ctx: Context) -> dict:
 class Influence:
   """A first-order design: the subset's mean per-example gradient dotted with the reward split's mean gradient, at
   the warmed target. Up to the step size, the decrease of the reward split's loss after one gradient step on the
-  subset. `unit=True` normalises each example's gradient first (LESS's cosine), so long or confidently wrong examples
-  do not dominate. Per-row scores are computed once, so a subset costs a mean over its rows."""
+  subset. `influence_unit` normalises each example's gradient first (LESS's cosine), so long or confidently wrong
+  examples do not dominate. Per-row scores are computed once, so a subset costs a mean over its rows."""
 
   def __init__(self, name: str, design: "Design", ctx: Context):
     self.name, self.design = name, design
