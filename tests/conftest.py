@@ -1,9 +1,12 @@
 """Shared fixtures and helpers: small configs, synthetic pools and splits, a tiny classifier, so unit tests stay fast
 on 2 CPU cores (heavy imports inside the helpers that need them)."""
 
+import atexit
 import functools
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -11,6 +14,14 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One XLA compilation cache for the test session, shared by both workers and every subprocess the tests start: the
+# suite compiles the same small programs many times over (the fault test runs the main command six times). Set
+# before any test imports jax; a fresh directory each session, removed by the process that made it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rlsel-tests-xla-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:

@@ -293,3 +293,42 @@ def test_design_names_expand_and_the_incremental_scorer_replays_the_episode():
   restart = float(pd._scorer(spec, 0, 5)(key, data, pos))
   assert restart == pytest.approx(want_restart, rel=1e-5)
   assert restart != pytest.approx(got)
+
+
+def test_designs_score_on_the_rows_they_name(tmp_path):
+  """`reward` scores on the reward rows of pool.train, `reward+validation` on those plus the validation split,
+  `validation` on the validation split alone; the proxy always trains on the selectable rows."""
+  import types
+
+  import jax
+
+  from rlsel import proxy as proxy_lib
+  from rlsel.bench import proxy_designs as pd
+  from rlsel.env.build import standardise
+
+  cfg = load_config("debug")
+  rng = np.random.default_rng(0)
+  split = lambda n: types.SimpleNamespace(embeddings=rng.normal(size=(n, 6)).astype(np.float32),
+                                          labels=rng.integers(0, 2, n).astype(np.int32))
+  pool = types.SimpleNamespace(train=split(30), validation=split(7), num_classes=2, task="t")
+  selectable, reward = np.arange(0, 20), np.arange(20, 30)
+  spec = proxy_lib.spec_from_config(cfg, 2)
+  base = proxy_lib.ProxyData(x=None, y=pool.train.labels[selectable], rx=None, ry=None,
+                             init_params=proxy_lib.init_params(jax.random.key(1), spec, 6))
+  env = types.SimpleNamespace(proxy=base, proxy_spec=spec, chunk=4)
+  ctx = pd.Context(cfg, pool, None, env, selectable, reward, 0, 8, tmp_path, jax.random.key(2))
+  z = standardise(pool.train.embeddings)
+  vz = standardise(pool.validation.embeddings, reference=pool.train.embeddings)
+  want = {"head": (z[reward], pool.train.labels[reward]),
+          "head_validation": (np.concatenate([z[reward], vz]),
+                              np.concatenate([pool.train.labels[reward], pool.validation.labels])),
+          "head_val_only": (vz, pool.validation.labels)}
+  scores = {}
+  for name, (rx, ry) in want.items():
+    prep = pd.prepare(name, ctx)
+    np.testing.assert_allclose(np.asarray(prep.data.rx), rx, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(prep.data.ry), ry)
+    np.testing.assert_allclose(np.asarray(prep.data.x), z[selectable], rtol=1e-6)
+    scores[name] = prep.score(np.arange(8))
+    assert np.isfinite(scores[name])
+  assert len(set(scores.values())) == 3  # three different scoring sets give three different scores

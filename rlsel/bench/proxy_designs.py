@@ -5,7 +5,8 @@ A design is an object: the proxy settings it overrides, the features it reads, h
 which rows it scores on, and whether it is trained the way the incremental environment trains it. `prepare` pays
 the one-time cost (e.g. a warm-up fine-tune of the target and re-embedding the pool for task-adapted features) and
 `score` scores one subset. Whatever a design learns from stays outside the test split: the warm-up set is drawn
-from the selectable rows, and `reward+validation` scores on the reward split plus the validation split. The
+from the selectable rows, `reward+validation` scores on the reward split plus the validation split and
+`validation` on the validation split alone (the split the target's own early stopping reads). The
 `influence` designs train no proxy: they score a subset by first-order influence at the warmed target (`Influence`).
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 
 INFLUENCE = ("influence", "influence_unit")  # first-order designs: no proxy is trained (`Influence`)
 FEATURES = ("frozen", "adapted") + INFLUENCE
-SCORE_ROWS = ("reward", "reward+validation")
+SCORE_ROWS = ("reward", "reward+validation", "validation")
 _WARMUP_TAG = 1_000_004  # fold_in / seed tag of the adapted features' warm-up sample and fine-tune keys
 
 
@@ -46,6 +47,9 @@ DESIGNS = {
     "head_keys5": Design(keys=5),
     "head_steps300": Design(overrides=(("steps", 300),)),
     "head_validation": Design(score_rows="reward+validation"),      # a larger scoring split
+    "head_val_only": Design(score_rows="validation"),               # scored where the target is early-stopped
+    "head_val_only_accuracy": Design(score_rows="validation", overrides=(("score", "accuracy"),)),
+    "incremental_val_only": Design(score_rows="validation", incremental_steps=2),
     "mlp": Design(overrides=(("hidden", 256),)),
     "incremental": Design(incremental_steps=2),                     # the carried proxy of `proxy.incremental_steps=2`
     "adapted": Design(features="adapted"),
@@ -54,7 +58,8 @@ DESIGNS = {
     "influence": Design(features="influence"),            # subset mean gradient . reward-split mean gradient
     "influence_unit": Design(features="influence_unit"),  # the same with unit per-example gradients (LESS's cosine)
 }
-CHEAP = ("head", "head_accuracy", "head_balanced", "head_keys5", "head_steps300", "head_validation", "mlp", "incremental")
+CHEAP = ("head", "head_accuracy", "head_balanced", "head_keys5", "head_steps300", "head_validation", "head_val_only",
+         "head_val_only_accuracy", "mlp", "incremental", "incremental_val_only")
 
 
 def parse_designs(value: str) -> tuple:
@@ -263,8 +268,11 @@ class Prepared:
       x, rx = z[ctx.selectable], z[ctx.reward]
       vx = standardise(val_emb, reference=train_emb)
     ry = np.asarray(ctx.pool.train.labels, np.int32)[ctx.reward]
+    vy = np.asarray(ctx.pool.validation.labels, np.int32)
     if design.score_rows == "reward+validation":
-      rx, ry = np.concatenate([rx, vx]), np.concatenate([ry, np.asarray(ctx.pool.validation.labels, np.int32)])
+      rx, ry = np.concatenate([rx, vx]), np.concatenate([ry, vy])
+    elif design.score_rows == "validation":
+      rx, ry = vx, vy
     same_init = spec.kind == "head" and design.features == "frozen" and spec.hidden == ctx.env_params.proxy_spec.hidden
     init = base.init_params if same_init else proxy_lib.init_params(
         jax.random.fold_in(ctx.score_key, 1), spec, x.shape[1])
