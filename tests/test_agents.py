@@ -127,3 +127,25 @@ def test_surrogate_learns_a_score_from_mask_features():
   count, mse, var = fit(jax.random.PRNGKey(0))
   assert int(count) == 256
   assert float(mse) < 0.1 * float(var)
+
+
+def test_cluster_head_equals_a_dense_layer_on_the_concatenation():
+  """The network's head0 multiplies the context once per observation instead of once per cluster; it keeps
+  nn.Dense's params and initialisation on [h; ctx], so it is the same function with the same starting point."""
+  import flax.linen as nn
+
+  from rlsel.agents import networks
+
+  kh, kc, ki = jax.random.split(jax.random.key(0), 3)
+  h = jax.random.normal(kh, (3, 5, 8))   # [envs, clusters, A]
+  ctx = jax.random.normal(kc, (3, 6))    # [envs, B]
+  split = networks.ClusterContextDense(7)
+  params = split.init(ki, h, ctx)["params"]
+  both = jnp.concatenate([h, jnp.broadcast_to(ctx[:, None, :], (3, 5, 6))], -1)
+  dense_params = nn.Dense(7).init(ki, both)["params"]
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, dense_params) == {"kernel": (14, 7), "bias": (7,)}
+  np.testing.assert_array_equal(params["kernel"], dense_params["kernel"])
+  params = {"kernel": params["kernel"], "bias": jax.random.normal(kc, (7,))}  # a non-zero bias is added once
+  got = split.apply({"params": params}, h, ctx)
+  want = nn.Dense(7).apply({"params": params}, both)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -36,10 +36,13 @@ def test_skewed_counts_fill_the_budget_capped_at_cluster_sizes():
 
 def test_plan_splits_subsets_over_families_and_the_alpha_ladder():
   from rlsel.bench import proxy_fidelity as pf
-  assert pf.family_counts(31, pf.FAMILIES) == {"random": 11, "policy": 10, "skewed": 10}
+  assert pf.family_counts(31, pf.DEFAULT_FAMILIES) == {"random": 11, "policy": 10, "skewed": 10}
   assert pf.family_counts(7, ("policy", "skewed")) == {"policy": 4, "skewed": 3}
-  p = pf.plan(30, pf.FAMILIES)
+  p = pf.plan(30, pf.DEFAULT_FAMILIES)
   assert len(p) == 30 and [s for f, _, s in p if f == "skewed"][:5] == [0.1, 0.3, 1.0, 3.0, 0.1]
+  # Adding the noisy family leaves the other families' subsets as they were (same family, index and strength).
+  p4 = pf.plan(40, pf.FAMILIES)
+  assert [t for t in p4 if t[0] != "noisy"] == p and [s for f, _, s in p4 if f == "noisy"][:5] == [0, .2, .4, .6, 0]
   assert pf.parse_families(" skewed, random ,random") == ("random", "skewed")
 
 
@@ -110,7 +113,7 @@ def test_families_retest_ceiling_and_resume(tmp_path):
 
   # Three families, two subsets each, every one exactly the budget of unique selectable ids; all different.
   subsets = {}
-  for fam in pf.FAMILIES:
+  for fam in pf.DEFAULT_FAMILIES:
     for i in range(2):
       row = json.loads((fid / f"subset-rt-s0-{fam}-{i:03d}.json").read_text())
       assert row["family"] == fam and row["index"] == i
@@ -123,8 +126,8 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   assert sorted((r["family"], r["index"]) for r in s["rows"]) == sorted(subsets)
 
   # Skewed allocations are more concentrated over the clusters than stratified random subsets.
-  share = {f: np.mean([max(subsets[(f, i)]["cluster_counts"]) / budget for i in range(2)]) for f in pf.FAMILIES}
-  ent = {f: np.mean([_entropy(subsets[(f, i)]["cluster_counts"]) for i in range(2)]) for f in pf.FAMILIES}
+  share = {f: np.mean([max(subsets[(f, i)]["cluster_counts"]) / budget for i in range(2)]) for f in pf.DEFAULT_FAMILIES}
+  ent = {f: np.mean([_entropy(subsets[(f, i)]["cluster_counts"]) for i in range(2)]) for f in pf.DEFAULT_FAMILIES}
   assert share["skewed"] > share["random"] and ent["skewed"] < ent["random"], (share, ent)
   assert s["families"]["skewed"]["mean_max_cluster_share"] == pytest.approx(share["skewed"])
 
@@ -202,7 +205,7 @@ def test_families_retest_ceiling_and_resume(tmp_path):
     assert s["noise_ceiling"] is None and s["ratio_to_ceiling"] is None
   assert s["spearman_proxy_score_vs_target_mean"] == pytest.approx(
       spearman([r["proxy_reward_score"] for r in s["rows"]], [r["target_test_accuracy_mean"] for r in s["rows"]]))
-  for fam in pf.FAMILIES:
+  for fam in pf.DEFAULT_FAMILIES:
     f = s["families"][fam]
     means = [r["target_test_accuracy_mean"] for r in s["rows"] if r["family"] == fam]
     assert f["n"] == 2 and f["target_mean"] == pytest.approx(np.mean(means))
@@ -233,7 +236,7 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   gone = fid / "target-rt-s0-policy-001-k1.json"
   kept = gone.read_bytes()
   gone.unlink()
-  order = sorted(pf.plan(6, pf.FAMILIES), key=lambda t: (t[1], pf.FAMILIES.index(t[0])))
+  order = sorted(pf.plan(6, pf.DEFAULT_FAMILIES), key=lambda t: (t[1], pf.FAMILIES.index(t[0])))
   mine = order.index(("policy", 1, None)) % 2
   part = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2, shard=(1 - mine, 2))
   assert part["subsets_missing"] == 1 and part["subsets_complete"] == 5 and not gone.exists()
@@ -332,3 +335,41 @@ def test_designs_score_on_the_rows_they_name(tmp_path):
     scores[name] = prep.score(np.arange(8))
     assert np.isfinite(scores[name])
   assert len(set(scores.values())) == 3  # three different scoring sets give three different scores
+
+
+def test_noisy_family_draws_its_share_of_changed_labels_and_needs_a_noised_pool(tmp_path):
+  """The noisy family's subsets hold round(share x budget) rows whose label the pool's noise changed (as many as
+  there are), the rest unchanged; deterministic; on a clean pool the family is refused before any work."""
+  import types
+
+  from rlsel.bench import proxy_fidelity as pf
+  from rlsel.errors import UserError
+
+  rng = np.random.default_rng(0)
+  changed = rng.random(400) < 0.3
+  env = types.SimpleNamespace(num_rows=400)
+  for i, share in enumerate(pf.NOISY_SHARES):
+    pos = pf.draw_subset("noisy", i, share, 0, env, None, 50, changed)
+    assert pos.shape == (50,) and np.unique(pos).shape == (50,) and np.all(np.diff(pos) > 0)
+    assert changed[pos].sum() == round(share * 50)
+    np.testing.assert_array_equal(pos, pf.draw_subset("noisy", i, share, 0, env, None, 50, changed))
+  few = np.zeros(400, bool)
+  few[:5] = True  # fewer changed rows than the share asks: all of them
+  assert few[pf.draw_subset("noisy", 2, 0.4, 0, env, None, 50, few)].sum() == 5
+
+  cfg = load_config("debug")
+  with pytest.raises(UserError, match="label_noise"):
+    pf.run(cfg, str(tmp_path / "wd"), 8, 0, "random,noisy", 2)
+  assert not (tmp_path / "wd").exists()
+
+  # The changed rows are the ones the noise record lists; none on a clean pool.
+  from rlsel import harness
+  from rlsel.data import noise
+  clean = harness.load_task_for_run(cfg, str(tmp_path / "clean"))
+  ids = np.asarray(clean.dataset["train"]["id"], np.int64)
+  assert not pf.changed_rows(clean, ids).any()
+  cfg.data.label_noise = 0.3
+  noised = harness.load_task_for_run(cfg, str(tmp_path / "noised"))
+  mask = pf.changed_rows(noised, ids[::-1])
+  want = set(noise.load_record(str(tmp_path / "noised"), noised.name)["changed_ids"]["train"])
+  assert set(ids[::-1][mask].tolist()) == want and mask.mean() == pytest.approx(0.3, abs=0.01)

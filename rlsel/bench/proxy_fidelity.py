@@ -48,10 +48,12 @@ from ml_collections import config_flags  # noqa: E402
 
 from rlsel.stats import pearson, spearman, spearman_difference, spearman_interval  # noqa: E402  (numpy only)
 
-FAMILIES = ("random", "policy", "skewed")
+FAMILIES = ("random", "policy", "skewed", "noisy")
+DEFAULT_FAMILIES = ("random", "policy", "skewed")  # `noisy` needs a noised pool (`--config.data.label_noise`)
 SKEW_ALPHAS = (0.1, 0.3, 1.0, 3.0)  # Dirichlet concentrations of the skewed family, strong to mild skew
+NOISY_SHARES = (0.0, 0.2, 0.4, 0.6)  # the noisy family's shares of rows whose label the noise changed
 # fold_in / seed tags of this benchmark's own randomness (the main command's cells use fold_in(root, 0 | 1 | 2)).
-_POLICY_TAG, _SKEW_TAG, _RETEST_TAG = 1_000_001, 1_000_002, 1_000_003
+_POLICY_TAG, _SKEW_TAG, _RETEST_TAG, _NOISY_TAG = 1_000_001, 1_000_002, 1_000_003, 1_000_005
 
 def define_flags() -> None:
   """Defines the command line's flags: called only when this module runs as a program, so that importing it for
@@ -64,8 +66,9 @@ def define_flags() -> None:
                                   "--families (the remainder to random).")
   _SEED = flags.DEFINE_integer("seed", 0, "Run seed whose reward split, environment, proxy and fine-tune keys are "
                                "used.")
-  _FAMILIES = flags.DEFINE_string("families", ",".join(FAMILIES), "Subset families, comma-separated: "
-                                  + ", ".join(FAMILIES) + ".")
+  _FAMILIES = flags.DEFINE_string("families", ",".join(DEFAULT_FAMILIES), "Subset families, comma-separated: "
+                                  + ", ".join(FAMILIES) + " (noisy: subsets with a ladder of changed-label shares, "
+                                  "on a pool noised with --config.data.label_noise).")
   _RETEST_KEYS = flags.DEFINE_integer("retest_keys", 2, "Fine-tune key sets per subset: the main command's and this "
                                       "many minus one independent ones (2 or more for the test-retest ceiling).")
   _DESIGNS = flags.DEFINE_string("designs", "head", "Proxy designs to score every subset with and rank against the "
@@ -112,10 +115,12 @@ def family_counts(subsets: int, families) -> dict:
 
 
 def plan(subsets: int, families) -> list:
-  """(family, index within the family, strength) of every subset; the strength is the skewed family's alpha."""
+  """(family, index within the family, strength) of every subset; the strength is the skewed family's alpha and the
+  noisy family's share of changed labels."""
+  ladder = {"skewed": SKEW_ALPHAS, "noisy": NOISY_SHARES}
   out = []
   for fam, n in family_counts(subsets, families).items():
-    out += [(fam, i, SKEW_ALPHAS[i % len(SKEW_ALPHAS)] if fam == "skewed" else None) for i in range(n)]
+    out += [(fam, i, ladder[fam][i % len(ladder[fam])] if fam in ladder else None) for i in range(n)]
   return out
 
 
@@ -234,8 +239,10 @@ def skewed_counts(weights, sizes, budget: int):
   return counts
 
 
-def draw_subset(family: str, index: int, strength, seed: int, env_params, cluster, budget: int):
-  """Sorted positions (rows of the selectable set) of one budget-sized subset, deterministic from its arguments."""
+def draw_subset(family: str, index: int, strength, seed: int, env_params, cluster, budget: int, changed=None):
+  """Sorted positions (rows of the selectable set) of one budget-sized subset, deterministic from its arguments.
+  `changed` [selectable] marks rows whose label the pool's noise changed (the noisy family draws round(strength x
+  budget) of them, as many as there are, and the rest from the unchanged rows)."""
   import jax
   import numpy as np
 
@@ -257,6 +264,12 @@ def draw_subset(family: str, index: int, strength, seed: int, env_params, cluste
     counts = skewed_counts(w, sizes, budget)
     pos = np.concatenate([rng.choice(np.flatnonzero(cluster == c), size=int(k), replace=False)
                           for c, k in enumerate(counts) if k > 0])
+  elif family == "noisy":
+    rng = np.random.default_rng([seed, _NOISY_TAG, index])
+    noisy, clean = np.flatnonzero(changed), np.flatnonzero(~np.asarray(changed, bool))
+    k = min(int(round(float(strength) * budget)), noisy.shape[0])
+    k = max(k, budget - clean.shape[0])  # too few unchanged rows: the rest from the changed ones
+    pos = np.concatenate([rng.choice(noisy, size=k, replace=False), rng.choice(clean, size=budget - k, replace=False)])
   else:
     raise ValueError(family)
   pos = np.sort(np.asarray(pos, np.int64))
@@ -264,6 +277,17 @@ def draw_subset(family: str, index: int, strength, seed: int, env_params, cluste
     raise RuntimeError(f"{family} subset {index}: {pos.shape[0]} positions ({np.unique(pos).shape[0]} unique), "
                        f"not the budget of {budget}")
   return pos
+
+
+def changed_rows(task, ids):
+  """[len(ids)] bool: which of the pool rows `ids` had their label changed by the pool's noise (`data.label_noise`;
+  the noised split keeps the given label in `original_label`). All False on a clean pool."""
+  import numpy as np
+  train = task.dataset["train"]
+  if "original_label" not in train.column_names:
+    return np.zeros(len(ids), bool)
+  flipped = np.asarray(train["label"]) != np.asarray(train["original_label"])
+  return np.isin(np.asarray(ids, np.int64), np.asarray(train["id"], np.int64)[flipped])
 
 
 def _target_accuracy(config, pool, test, ids, seed: int, key_index: int, name: str, inits: dict = None) -> dict:
@@ -373,7 +397,7 @@ def design_report(scores, rows, ceiling, reference=None) -> dict:
   return out
 
 
-def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest: int = 2, shard=(0, 1),
+def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES, retest: int = 2, shard=(0, 1),
         designs=("head",), finetune: bool = True) -> dict:
   import jax
   import numpy as np
@@ -389,6 +413,8 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
   require(subsets >= 3, f"--subsets={subsets}: a rank correlation needs at least 3 subsets (30 or more is sensible)")
   require(subsets >= len(families), f"--subsets={subsets} is fewer than the {len(families)} families in --families")
   require(retest >= 1, f"--retest_keys={retest} must be at least 1 (2 or more for the test-retest noise ceiling)")
+  require("noisy" not in families or float(config.data.label_noise) > 0, "--families=noisy draws subsets by their "
+          "share of changed labels and needs a noised pool: set --config.data.label_noise (e.g. 0.3)")
   shard_i, shards = shard
   from rlsel.bench import proxy_designs
   designs = proxy_designs.parse_designs(designs if isinstance(designs, str) else ",".join(designs))
@@ -412,6 +438,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
   env_for = functools.partial(rl_env, config, pool, budget)
   score_key = jax.random.key(10_000 + seed)  # one proxy key for every subset: differences come from the subsets
   params, selectable = env_for(seed)
+  changed = changed_rows(task, pool.train.ids[selectable])
   cluster = cluster_of(params)
   num_clusters = int(np.asarray(params.sizes).shape[0])
   # Families interleaved (random 0, policy 0, skewed 0, random 1, ...) so a partial run already spans them.
@@ -427,7 +454,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
   rows, inits, missing, kept = [], {}, 0, []
   for n, (fam, i, strength) in enumerate(todo):
     stem = f"{task.name}-s{seed}-{fam}-{i:03d}"
-    pos = draw_subset(fam, i, strength, seed, params, cluster, budget)
+    pos = draw_subset(fam, i, strength, seed, params, cluster, budget, changed)
     ids = pool.train.ids[selectable[pos]]
     hist = np.bincount(cluster[pos], minlength=num_clusters)
 
@@ -457,7 +484,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
       continue
     row = {k: v for k, v in row.items() if k not in ("ids", "settings")}
     row.update(target_test_accuracy=accs, target_test_accuracy_mean=float(np.mean(accs)),
-               max_cluster_share=float(hist.max() / budget))
+               max_cluster_share=float(hist.max() / budget), changed_label_share=float(changed[pos].mean()))
     rows.append(row)
     kept.append(pos)
     if fresh:
@@ -490,6 +517,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=FAMILIES, retest
     fr = [r for r in rows if r["family"] == fam]
     fams[fam] = {**_stats([r["target_test_accuracy_mean"] for r in fr]),
                  "mean_max_cluster_share": float(np.mean([r["max_cluster_share"] for r in fr])),
+                 "mean_changed_label_share": float(np.mean([r["changed_label_share"] for r in fr])),
                  "spearman_proxy_score_vs_target_mean": spearman([r["proxy_reward_score"] for r in fr],
                                                                  [r["target_test_accuracy_mean"] for r in fr])}
   summary = {"task": task.name, "seed": seed, "budget": budget, "subsets": subsets, "retest_keys": retest,
@@ -548,11 +576,12 @@ def main(argv) -> None:
                                    if s["subsets_missing"] else ""))
   print(f"  target test accuracy (mean over keys) {s['target_test_accuracy_range'][0]:.4f} .. "
         f"{s['target_test_accuracy_range'][1]:.4f}")
-  print("\n| family | subsets | target acc mean | target acc std | max cluster share | Spearman(proxy, target) |")
-  print("|---|---|---|---|---|---|")
+  print("\n| family | subsets | target acc mean | target acc std | max cluster share | changed labels | "
+        "Spearman(proxy, target) |")
+  print("|---|---|---|---|---|---|---|")
   for name, f in s["families"].items():
     print(f"| {name} | {f['n']} | {f['target_mean']:.4f} | {f['target_std']:.4f} | {f['mean_max_cluster_share']:.3f} "
-          f"| {_fmt(f['spearman_proxy_score_vs_target_mean'])} |")
+          f"| {f['mean_changed_label_share']:.3f} | {_fmt(f['spearman_proxy_score_vs_target_mean'])} |")
   print()
   if s["retest_keys"] >= 2:
     print(f"  target test-retest (key 0 vs key 1): Pearson r = {_fmt(s['test_retest_pearson'])}, "
