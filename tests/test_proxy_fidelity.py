@@ -367,9 +367,9 @@ def test_noisy_family_draws_its_share_of_changed_labels_and_needs_a_noised_pool(
   from rlsel.data import noise
   clean = harness.load_task_for_run(cfg, str(tmp_path / "clean"))
   ids = np.asarray(clean.dataset["train"]["id"], np.int64)
-  assert not pf.changed_rows(clean, ids).any()
+  assert not noise.changed_mask(clean, ids).any()
   cfg.data.label_noise = 0.3
   noised = harness.load_task_for_run(cfg, str(tmp_path / "noised"))
-  mask = pf.changed_rows(noised, ids[::-1])
+  mask = noise.changed_mask(noised, ids[::-1])
   want = set(noise.load_record(str(tmp_path / "noised"), noised.name)["changed_ids"]["train"])
   assert set(ids[::-1][mask].tolist()) == want and mask.mean() == pytest.approx(0.3, abs=0.01)

@@ -19,7 +19,7 @@ class ClusterContextDense(nn.Module):
   """Dense([h; ctx]) for every cluster without materialising the concatenation: h [..., C, A] @ kernel[:A] plus
   ctx [..., B] @ kernel[A:] computed once per observation, not once per cluster. The same params ("kernel" [A+B, F],
   "bias" [F]) and the same initialisation as `nn.Dense` on the concatenation, so the function is unchanged; the
-  per-cluster FLOPs fall by A·F·2/((A+B)·F·2) of the old head."""
+  head's per-cluster FLOPs fall by the share B/(A+B)."""
   features: int
 
   @nn.compact

@@ -279,17 +279,6 @@ def draw_subset(family: str, index: int, strength, seed: int, env_params, cluste
   return pos
 
 
-def changed_rows(task, ids):
-  """[len(ids)] bool: which of the pool rows `ids` had their label changed by the pool's noise (`data.label_noise`;
-  the noised split keeps the given label in `original_label`). All False on a clean pool."""
-  import numpy as np
-  train = task.dataset["train"]
-  if "original_label" not in train.column_names:
-    return np.zeros(len(ids), bool)
-  flipped = np.asarray(train["label"]) != np.asarray(train["original_label"])
-  return np.isin(np.asarray(ids, np.int64), np.asarray(train["id"], np.int64)[flipped])
-
-
 def _target_accuracy(config, pool, test, ids, seed: int, key_index: int, name: str, inits: dict = None) -> dict:
   """The main command's fine-tune and test evaluation of the target on `ids` with key set `key_index`
   (0: the same keys as a cell of run seed `seed`). `inits` caches (module, initial params) per key set: they do not
@@ -438,7 +427,8 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
   env_for = functools.partial(rl_env, config, pool, budget)
   score_key = jax.random.key(10_000 + seed)  # one proxy key for every subset: differences come from the subsets
   params, selectable = env_for(seed)
-  changed = changed_rows(task, pool.train.ids[selectable])
+  from rlsel.data.noise import changed_mask
+  changed = changed_mask(task, pool.train.ids[selectable])
   cluster = cluster_of(params)
   num_clusters = int(np.asarray(params.sizes).shape[0])
   # Families interleaved (random 0, policy 0, skewed 0, random 1, ...) so a partial run already spans them.

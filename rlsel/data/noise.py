@@ -146,6 +146,16 @@ def apply(task, config, workdir, embeddings=None):
   return TaskData(task.name, datasets.DatasetDict(out), task.label_names, task.features_name)
 
 
+def changed_mask(task, ids) -> np.ndarray:
+  """[len(ids)] bool: which pool rows `ids` had their label changed by the noise (the noised split keeps the given
+  label in `original_label`); all False on a clean pool."""
+  train = task.dataset["train"]
+  if "original_label" not in train.column_names:
+    return np.zeros(len(ids), bool)
+  flipped = np.asarray(train["label"]) != np.asarray(train["original_label"])
+  return np.isin(np.asarray(ids, np.int64), np.asarray(train["id"], np.int64)[flipped])
+
+
 def noise_rates(task, ids) -> dict:
   """`pool_noise_rate` and `selected_noise_rate` (shares of the pool and of `ids` whose label was changed), and the
   mean annotator confidence of both where the task has a `confidence` column."""
@@ -154,7 +164,7 @@ def noise_rates(task, ids) -> dict:
   chosen = np.isin(pool_ids, np.asarray(ids, np.int64))
   out = {"pool_noise_rate": 0.0, "selected_noise_rate": 0.0}
   if "original_label" in train.column_names:
-    flipped = np.asarray(train["label"]) != np.asarray(train["original_label"])
+    flipped = changed_mask(task, pool_ids)
     out = {"pool_noise_rate": float(flipped.mean()), "selected_noise_rate": float(flipped[chosen].mean())}
   if "confidence" in train.column_names:
     conf = np.asarray(train["confidence"], np.float64)
