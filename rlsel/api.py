@@ -130,4 +130,4 @@ def embed(dataset, text_column: str = "text", text_pair_column: str = "", config
   name = f"{DATASET_TASK}-{content_fingerprint(texts, pairs, np.zeros(len(texts), np.int64))}"
   with _workdir(workdir) as wd:
     return features.cached_embeddings(wd, name, "all", np.arange(len(texts)), toks, int(cfg.features.max_length),
-                                      int(cfg.features.batch_size))
+                                      int(cfg.features.batch_size), int(cfg.features.length_multiple))

@@ -54,10 +54,35 @@ def cache_path(workdir: str, task: str, split: str, max_length: int, ids: np.nda
   return pathlib.Path(workdir) / "features" / f"{task}-{split}-{ENCODER_NAME}-len{max_length}-{fp}.npy"
 
 
-def embed_tokens(tokens: dict, batch_size: int, desc: str = "embedding", encoder=None) -> np.ndarray:
+def length_sorted_batches(attention_mask: np.ndarray, batch_size: int, multiple: int):
+  """Yields (positions int [batch_size], real rows, columns): fixed-size batches of rows sorted by token extent, cut
+  to the batch's longest extent rounded up to `multiple` (at most the full width), so short texts do not pay for
+  padding columns. Padded batch positions repeat the batch's first row (jitted shapes stay fixed: one compile per
+  width). `multiple=0` keeps the full width and the original order. The extent is the last attended column + 1, so
+  left-padded (decoder) rows keep their full width and nothing attended is ever cut."""
+  if batch_size < 1 or multiple < 0:
+    raise UserError(f"batch_size={batch_size} must be >= 1 and length multiple={multiple} >= 0")
+  mask = np.asarray(attention_mask)
+  n, width = mask.shape
+  if multiple == 0:
+    order, extent = np.arange(n), np.full(n, width)
+  else:
+    attended = mask != 0
+    extent = np.where(attended.any(1), width - np.argmax(attended[:, ::-1], axis=1), 1)
+    order = np.argsort(extent, kind="stable")
+  for start in range(0, n, batch_size):
+    rows = order[start:start + batch_size]
+    cols = width if multiple == 0 else min(width, int(-(-extent[rows].max() // multiple) * multiple))
+    pos = np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
+    yield pos, len(rows), cols
+
+
+def embed_tokens(tokens: dict, batch_size: int, desc: str = "embedding", encoder=None,
+                 length_multiple: int = 0) -> np.ndarray:
   """Mean-pooled encoder features, float32 [n, hidden], in jitted fixed-size batches with a progress bar. `encoder`
   is (Encoder module, params); default the frozen pretrained MiniLM (the pool features). A fine-tuned target's
-  encoder gives task-adapted features."""
+  encoder gives task-adapted features. `length_multiple > 0` runs length-sorted batches cut to their longest text
+  (`length_sorted_batches`): the same features up to float rounding, about 0.7x the time on rt."""
   import jax
   import jax.numpy as jnp
   from rlsel.target import model as target_model
@@ -74,25 +99,18 @@ def embed_tokens(tokens: dict, batch_size: int, desc: str = "embedding", encoder
   n = tokens["input_ids"].shape[0]
   out = np.zeros((n, module.config.hidden_size), np.float32)
   bar = progress.bar(n, desc)
-  for start in range(0, n, batch_size):
-    stop = min(n, start + batch_size)
-    batch = [_pad_rows(tokens[k][start:stop], batch_size) for k in ("input_ids", "attention_mask", "token_type_ids")]
-    out[start:stop] = np.asarray(forward(params, *batch))[: stop - start]
-    bar.update(stop - start)
+  for pos, real, cols in length_sorted_batches(tokens["attention_mask"], batch_size, length_multiple):
+    batch = [tokens[k][pos, :cols] for k in ("input_ids", "attention_mask", "token_type_ids")]
+    out[pos[:real]] = np.asarray(forward(params, *batch))[:real]
+    bar.update(real)
   bar.close()
   return out
 
 
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-  """Pads the leading axis with zero rows to a fixed size so the jitted forward compiles once."""
-  if x.shape[0] == rows:
-    return x
-  return np.concatenate([x, np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)])
-
-
 def cached_embeddings(workdir: str, task: str, split: str, ids: np.ndarray, tokens: dict, max_length: int,
-                      batch_size: int) -> np.ndarray:
-  """Loads the split's features from the workdir cache, computing and saving them on a miss."""
+                      batch_size: int, length_multiple: int = 0) -> np.ndarray:
+  """Loads the split's features from the workdir cache, computing and saving them on a miss (`embed_tokens`; the
+  length multiple changes only the speed, not the cache key)."""
   path = cache_path(workdir, task, split, max_length, ids)
   if path.exists():
     try:
@@ -103,7 +121,7 @@ def cached_embeddings(workdir: str, task: str, split: str, ids: np.ndarray, toke
       pass
     print(f"[features] ignoring unreadable cache {path}; recomputing", flush=True)
   t0 = time.time()
-  emb = embed_tokens(tokens, batch_size, desc=f"embedding {task}/{split}")
+  emb = embed_tokens(tokens, batch_size, desc=f"embedding {task}/{split}", length_multiple=length_multiple)
   os.makedirs(path.parent, exist_ok=True)
   atomic_save_npy(path, emb)
   print(f"[features] {task}/{split}: {emb.shape[0]} examples embedded in {time.time() - t0:.1f}s -> {path}", flush=True)

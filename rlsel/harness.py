@@ -34,7 +34,8 @@ def split_from(task, split: str, config, workdir):
   feature_toks = ((lambda: toks) if target_model.shares_feature_tokens(config)
                   else (lambda: features.tokenize(texts, pairs, config.features.max_length)))
   embed = lambda: features.cached_embeddings(workdir, task.cache_name, split, ids, feature_toks(),
-                                             config.features.max_length, config.features.batch_size)
+                                             config.features.max_length, config.features.batch_size,
+                                             config.features.length_multiple)
   return selbase.Split(ids, labels, toks["input_ids"], toks["attention_mask"], toks["token_type_ids"], embed)
 
 
@@ -179,7 +180,8 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
                       fingerprint(config.target, config.finetune, config.features, name, ids))
   result = ft.finetune(jax.random.fold_in(root, 2), config, module, params, subset, pool.validation,
                        log_prefix=f"{name} finetune", checkpointer=ckpt, mesh=mesh)
-  probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size, mesh=mesh)
+  probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size, mesh=mesh,
+                           length_multiple=config.features.length_multiple)
   m = ft.metrics(test.labels, probs, pool.num_classes)
   row.update({
       "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"], "val_accuracy": result.val_accuracy,

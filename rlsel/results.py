@@ -26,7 +26,7 @@ def cell_key(row) -> tuple:
 # Config fields that only choose which cells run (task, selectors, seeds, budgets) or how they run (devices,
 # logging, checkpoint cadence): cells that differ only in these can share one results.json.
 RUN_ONLY_FIELDS = ("task", "tasks", "selectors", "seeds", "budget", "sweep", "mesh", "distributed", "rl.log_every",
-                   "rl.checkpoint_every", "selection.progress")
+                   "rl.checkpoint_every", "selection.progress", "features.length_multiple")
 # Sections every cell reads (the split, the tokens, the target and its fine-tune); a selector adds its own
 # (`Selector.config_sections`).
 COMMON_SECTIONS = ("data", "features", "target", "finetune")

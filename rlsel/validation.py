@@ -71,6 +71,9 @@ def validate_settings(config) -> None:
   require(0 <= fc.warmup_fraction < 1, f"finetune.warmup_fraction={fc.warmup_fraction} must be in [0, 1)")
   _positive_int(config.features.batch_size, "features.batch_size")
   require(config.features.max_length >= 4, f"features.max_length={config.features.max_length} must be at least 4")
+  lm = config.features.length_multiple
+  require(isinstance(lm, int) and not isinstance(lm, bool) and lm >= 0,
+          f"features.length_multiple={lm!r} must be an integer >= 0 (0 keeps the full width)")
   from rlsel.target import model as target_model
   target_model.validate(config)
   dc = config.data

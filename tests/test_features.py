@@ -2,8 +2,10 @@
 
 import chex
 import numpy as np
+import pytest
 
 from rlsel import features
+from rlsel.errors import UserError
 
 
 def test_tokenize_shapes_and_special_tokens():
@@ -30,3 +32,34 @@ def test_embeddings_cached_in_workdir(tmp_path, monkeypatch):
   monkeypatch.setattr(features, "embed_tokens", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
   np.testing.assert_array_equal(features.cached_embeddings(str(tmp_path), "t", "train", ids, toks, 16, 2), emb)
   assert features.cache_path(str(tmp_path), "t", "train", 32, ids) != features.cache_path(str(tmp_path), "t", "train", 16, ids)
+
+
+def test_length_sorted_batches_cover_every_row_once_and_never_cut_an_attended_column():
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(1, 41, 37)
+  mask = (np.arange(40)[None] < lengths[:, None]).astype(np.int32)
+  mask[3] = 0  # an empty row still gets a place
+  mask[5, :] = 0
+  mask[5, -7:] = 1  # a left-padded row keeps its full width
+  seen, widths = [], []
+  for pos, real, cols in features.length_sorted_batches(mask, 8, 16):
+    chex.assert_shape(pos, (8,))
+    assert cols % 16 == 0 or cols == 40
+    assert not mask[pos[:real], cols:].any()  # nothing attended lies beyond the cut
+    assert (pos[real:] == pos[0]).all()  # padding repeats the batch's first row
+    seen.extend(pos[:real].tolist())
+    widths.append(cols)
+  assert sorted(seen) == list(range(37))
+  assert widths == sorted(widths) and widths[0] < 40 and widths[-1] == 40
+  full = list(features.length_sorted_batches(mask, 8, 0))
+  assert [c for _, _, c in full] == [40] * 5 and np.concatenate([p[:r] for p, r, _ in full]).tolist() == list(range(37))
+  with pytest.raises(UserError, match="length multiple"):
+    next(features.length_sorted_batches(mask, 8, -1))
+
+
+def test_length_sorted_embeddings_equal_full_width():
+  texts = ["good", "a bad film with a plot nobody could follow", "fine", "an actor", "ok " * 30]
+  toks = features.tokenize(texts, None, 48)
+  full = features.embed_tokens(toks, 2)
+  cut = features.embed_tokens(toks, 2, length_multiple=8)
+  np.testing.assert_allclose(cut, full, atol=1e-5)

@@ -72,8 +72,8 @@ def test_grpo_raises_the_expected_reward_of_the_prompts_it_trains_on():
   before_reward = float(policy.rollout(params, train, every, 32, jax.random.key(99)).rewards.mean())
   after_reward = float(policy.rollout(after, train, every, 32, jax.random.key(99)).rewards.mean())
   print("GRPO sampled train reward", round(before_reward, 3), "->", round(after_reward, 3), "test accuracy history:",
-        [round(h["test_accuracy"], 3) for h in row["history"]], "s/step gen", round(row["generation_seconds_per_step"], 4),
-        "update", round(row["update_seconds_per_step"], 4))
+        [round(h["test_accuracy"], 3) for h in row["history"]],
+        "s/step gen", round(row["generation_seconds_per_step"], 4), "update", round(row["update_seconds_per_step"], 4))
   assert 0.0 < before_reward < 0.9  # the warm-up leaves room to improve
   assert after_reward >= before_reward + 0.03
   assert policy.accuracy(after, train, 150) > policy.accuracy(params, train, 150)  # greedy decoding follows

@@ -167,7 +167,8 @@ def adapted_embeddings(ctx: Context) -> dict:
   out = {}
   for split, data in (("train", pool.train), ("validation", pool.validation)):
     toks = {"input_ids": data.input_ids, "attention_mask": data.attention_mask, "token_type_ids": data.token_type_ids}
-    out[split] = features.embed_tokens(toks, int(config.features.batch_size), f"adapted embedding {split}", encoder)
+    out[split] = features.embed_tokens(toks, int(config.features.batch_size), f"adapted embedding {split}", encoder,
+                                       int(config.features.length_multiple))
     atomic_save_npy(pathlib.Path(f"{stem}-{split}.npy"), out[split])
   meta = {**warm, "settings": settings, "embed_seconds": time.time() - t0}
   atomic_write_json(stem.with_suffix(".json"), meta)

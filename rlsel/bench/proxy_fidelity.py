@@ -295,7 +295,8 @@ def _target_accuracy(config, pool, test, ids, seed: int, key_index: int, name: s
   module, params = inits[key_index]
   subset = pool.train.take(pool.train.positions_of(ids))
   result = ft.finetune(k_ft, config, module, params, subset, pool.validation, log_prefix=f"{name} finetune")
-  probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size)
+  probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size,
+                           length_multiple=config.features.length_multiple)
   return {"target_test_accuracy": ft.metrics(test.labels, probs, pool.num_classes)["accuracy"],
           "finetune_seconds": result.seconds}
 

@@ -125,16 +125,18 @@ def place_params(mesh, tree, min_size: int):
   return sharding.replicate(mesh, tree)
 
 
-def predict_proba(module, params, split: Split, batch_size: int, eval_fn=None, mesh=None) -> np.ndarray:
-  """Class probabilities float32 [n, C] in fixed-size jitted batches (the last one padded); split over `mesh`."""
+def predict_proba(module, params, split: Split, batch_size: int, eval_fn=None, mesh=None,
+                  length_multiple: int = 0) -> np.ndarray:
+  """Class probabilities float32 [n, C] in fixed-size jitted batches (the last one padded); split over `mesh`.
+  `length_multiple > 0` sorts rows by length and cuts each batch's padding columns (`features.length_sorted_batches`):
+  the same probabilities up to float rounding, one compile per width."""
+  from rlsel import features
   eval_fn = eval_fn or make_eval_fn(module)
-  n = len(split)
-  out = []
-  for start in range(0, n, batch_size):
-    pos = np.arange(start, start + batch_size) % max(n, 1)
-    ids, mask, types, _ = _place_batch(mesh, _batch(split, pos))
-    out.append(np.asarray(eval_fn(params, ids, mask, types))[: min(batch_size, n - start)])
-  return np.concatenate(out) if out else np.zeros((0, module.num_classes), np.float32)
+  out = np.zeros((len(split), module.num_classes), np.float32)
+  for pos, real, cols in features.length_sorted_batches(split.attention_mask, batch_size, length_multiple):
+    ids, mask, types = _place_batch(mesh, tuple(a[:, :cols] for a in _batch(split, pos)[:3]))
+    out[pos[:real]] = np.asarray(eval_fn(params, ids, mask, types))[:real]
+  return out
 
 
 def metrics(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
@@ -194,8 +196,9 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   stream = np.concatenate([rng.permutation(n) for _ in range(int(np.ceil(planned * bs / n)) + 1)])
 
   def evaluate(p):
-    return metrics(validation.labels, predict_proba(module, lora.combine(p, frozen), validation, fc.eval_batch_size,
-                                                    eval_fn, mesh), module.num_classes)["accuracy"]
+    probs = predict_proba(module, lora.combine(p, frozen), validation, fc.eval_batch_size, eval_fn, mesh,
+                          config.features.length_multiple)
+    return metrics(validation.labels, probs, module.num_classes)["accuracy"]
 
   t0 = time.time()
   best_acc, best_step, best_params, bad_evals, history, losses = -1.0, 0, params, 0, [], []
