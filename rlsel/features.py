@@ -18,6 +18,22 @@ from rlsel.errors import UserError
 from rlsel.io import atomic_save_npy
 
 ENCODER_NAME = "all-MiniLM-L6-v2"
+# Fields of the `features` config section that change only the speed, never a number: left out of fingerprints and
+# cell identities, so work saved before such a field existed (or under another value) stays valid.
+SPEED_ONLY_FIELDS = ("length_multiple",)
+
+
+def identity(features_config):
+  """The `features` section without its speed-only fields, for fingerprints of saved work."""
+  import json
+  import ml_collections
+  out = ml_collections.ConfigDict()
+  # field by field in the section's own order (keys() and to_dict() sort; to_json, which fingerprints read, does not),
+  # so the fingerprint equals the one made before the speed-only fields existed
+  for k, v in json.loads(features_config.to_json()).items():
+    if k not in SPEED_ONLY_FIELDS:
+      out[k] = v
+  return out
 
 
 @functools.lru_cache(maxsize=4)

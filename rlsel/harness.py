@@ -177,7 +177,7 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
   subset = pool.train.take(pool.train.positions_of(ids))
   module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))
   ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints" / f"{progress.stem}-finetune",
-                      fingerprint(config.target, config.finetune, config.features, name, ids))
+                      fingerprint(config.target, config.finetune, features.identity(config.features), name, ids))
   result = ft.finetune(jax.random.fold_in(root, 2), config, module, params, subset, pool.validation,
                        log_prefix=f"{name} finetune", checkpointer=ckpt, mesh=mesh)
   probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size, mesh=mesh,

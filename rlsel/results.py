@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 
+from rlsel import features
 from rlsel.configlib import flat_items
 from rlsel.io import atomic_write_json, atomic_write_text
 
@@ -26,7 +27,8 @@ def cell_key(row) -> tuple:
 # Config fields that only choose which cells run (task, selectors, seeds, budgets) or how they run (devices,
 # logging, checkpoint cadence): cells that differ only in these can share one results.json.
 RUN_ONLY_FIELDS = ("task", "tasks", "selectors", "seeds", "budget", "sweep", "mesh", "distributed", "rl.log_every",
-                   "rl.checkpoint_every", "selection.progress", "features.length_multiple")
+                   "rl.checkpoint_every", "selection.progress",
+                   *(f"features.{f}" for f in features.SPEED_ONLY_FIELDS))
 # Sections every cell reads (the split, the tokens, the target and its fine-tune); a selector adds its own
 # (`Selector.config_sections`).
 COMMON_SECTIONS = ("data", "features", "target", "finetune")

@@ -63,3 +63,22 @@ def test_length_sorted_embeddings_equal_full_width():
   full = features.embed_tokens(toks, 2)
   cut = features.embed_tokens(toks, 2, length_multiple=8)
   np.testing.assert_allclose(cut, full, atol=1e-5)
+
+
+def test_speed_only_fields_leave_fingerprints_and_cell_identities_alone():
+  """Work saved before `length_multiple` existed, or under another value, keeps its fingerprint and cell id."""
+  import ml_collections
+  from rlsel import results
+  from rlsel.checkpoint import fingerprint
+  from rlsel.configlib import base_config
+  c = base_config()
+  before = ml_collections.ConfigDict()  # the section as it was: fields in their own order
+  before.max_length, before.batch_size = c.features.max_length, c.features.batch_size
+  assert fingerprint(features.identity(c.features)) == fingerprint(before)
+  other = base_config()
+  other.features.length_multiple = 0
+  assert fingerprint(features.identity(other.features)) == fingerprint(features.identity(c.features))
+  assert results.config_id(other, "random") == results.config_id(c, "random")
+  other.features.max_length = 32  # a field that changes numbers still changes both
+  assert fingerprint(features.identity(other.features)) != fingerprint(features.identity(c.features))
+  assert results.config_id(other, "random") != results.config_id(c, "random")

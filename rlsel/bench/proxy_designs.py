@@ -107,13 +107,15 @@ def warmed_target(ctx: Context):
   from flax import serialization
 
   from rlsel.checkpoint import fingerprint
+  from rlsel import features
   from rlsel.io import atomic_write_bytes, atomic_write_json
   from rlsel.selectors.basic import stratified_sample
   from rlsel.target import finetune as ft
   from rlsel.target import model as target_model
 
   config, pool = ctx.config, ctx.pool
-  settings = fingerprint(config.task, config.data, config.features, config.target, config.finetune, config.budget,
+  settings = fingerprint(config.task, config.data, features.identity(config.features), config.target, config.finetune,
+                         config.budget,
                          config.proxy.reward_fraction, ctx.seed, "warmed-v1")
   stem = ctx.out_dir / f"warmed-{pool.task}-s{ctx.seed}"
   root = jax.random.fold_in(jax.random.key(ctx.seed), _WARMUP_TAG)

@@ -392,7 +392,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
   import jax
   import numpy as np
 
-  from rlsel import harness, results
+  from rlsel import features, harness, results
   from rlsel.checkpoint import fingerprint
   from rlsel.errors import require
   from rlsel.io import atomic_write_json
@@ -439,9 +439,9 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
         f"{params.proxy.rx.shape[0]}, {num_clusters} clusters; {subsets} subsets ("
         + ", ".join(f"{n} {f}" for f, n in counts.items()) + f") x {retest} fine-tune key set(s)", flush=True)
   # What each saved file depends on: a file from other settings is refused rather than mixed in.
-  subset_settings = fingerprint(config.task, config.data, config.features, config.budget, subset_proxy_fields(config),
+  subset_settings = fingerprint(config.task, config.data, features.identity(config.features), config.budget, subset_proxy_fields(config),
                                 config.kmeans, config.rl.chunk, config.rl.episode_steps, seed)
-  target_settings = fingerprint(config.task, config.data, config.features, config.target, config.finetune, seed)
+  target_settings = fingerprint(config.task, config.data, features.identity(config.features), config.target, config.finetune, seed)
   rows, inits, missing, kept = [], {}, 0, []
   for n, (fam, i, strength) in enumerate(todo):
     stem = f"{task.name}-s{seed}-{fam}-{i:03d}"

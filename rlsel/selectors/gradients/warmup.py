@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rlsel import features
 from rlsel.selectors.base import Split
 from rlsel.selectors.gradients.model import ModelFns, batch_of, target_model_fns
 from rlsel.selectors.gradients.params import select_paths
@@ -135,7 +136,8 @@ class WarmedSelector:
     from rlsel.checkpoint import fingerprint
     s = self.config.selection
     key = jax.random.fold_in(key, _WARMUP_STREAM)
-    tag = fingerprint(id(self.model_factory), self.config.target, self.config.features, s.warmup_fraction,
+    tag = fingerprint(id(self.model_factory), self.config.target, features.identity(self.config.features),
+                      s.warmup_fraction,
                       s.warmup_epochs, s.warmup_steps, s.warmup_checkpoints, s.train_batch_size, s.learning_rate, s.schedule_warmup_fraction,
                       adam_hparams(s), s.param_scope, s.last_k, tuple(s.head_patterns), s.layer_pattern,
                       np.asarray(jax.random.key_data(key)), np.asarray(pool.train.ids), np.asarray(pool.train.labels))
