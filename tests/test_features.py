@@ -82,3 +82,15 @@ def test_speed_only_fields_leave_fingerprints_and_cell_identities_alone():
   other.features.max_length = 32  # a field that changes numbers still changes both
   assert fingerprint(features.identity(other.features)) != fingerprint(features.identity(c.features))
   assert results.config_id(other, "random") != results.config_id(c, "random")
+
+
+def test_eval_padding_benchmark_compares_both_widths_on_a_real_task(debug_config):
+  from rlsel.bench import eval_padding
+  out = eval_padding.run(debug_config, rows=24, repeats=1)
+  assert [r["what"] for r in out["rows"]] == ["pool embedding", "target probabilities (validation)"]
+  assert out["multiple"] == debug_config.features.length_multiple > 0
+  for r in out["rows"]:
+    assert r["rows"] > 0 and r["full_seconds"] > 0 and r["cut_seconds"] > 0
+    assert r["ratio"] == pytest.approx(r["cut_seconds"] / r["full_seconds"])
+    assert r["max_abs_difference"] < 1e-4  # the same numbers either way
+  assert 1 <= out["mean_tokens_validation"] <= out["max_length"]
