@@ -48,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.features.max_length = 48         # tokens per example for the target and the frozen encoder
   c.features.batch_size = 256        # frozen-encoder batch when embedding the pool
   c.features.length_multiple = 16    # evaluation batches sorted by length, cut to a multiple of this (0 = full
-                                     # width): the same numbers in ~0.7x the embedding time on rt; speed only
+                                     # width): the same numbers in 0.7-0.9x the evaluation time on rt; speed only
 
   c.target = ml_collections.ConfigDict()
   c.target.kind = "minilm"           # "minilm": pretrained all-MiniLM-L6-v2; "tiny": small random-init BERT (tests);

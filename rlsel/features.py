@@ -98,7 +98,7 @@ def embed_tokens(tokens: dict, batch_size: int, desc: str = "embedding", encoder
   """Mean-pooled encoder features, float32 [n, hidden], in jitted fixed-size batches with a progress bar. `encoder`
   is (Encoder module, params); default the frozen pretrained MiniLM (the pool features). A fine-tuned target's
   encoder gives task-adapted features. `length_multiple > 0` runs length-sorted batches cut to their longest text
-  (`length_sorted_batches`): the same features up to float rounding, about 0.7x the time on rt."""
+  (`length_sorted_batches`): the same features up to float rounding, 0.7-0.9x the time on rt."""
   import jax
   import jax.numpy as jnp
   from rlsel.target import model as target_model

@@ -45,6 +45,7 @@ def run(config, rows: int, repeats: int) -> dict:
   from rlsel import features
   from rlsel.data import load_task
   from rlsel.errors import require
+  from rlsel.selectors.base import Split
   from rlsel.target import finetune as ft
   from rlsel.target import model as target_model
 
@@ -62,7 +63,6 @@ def run(config, rows: int, repeats: int) -> dict:
   emb = _timed(lambda m: features.embed_tokens(pool_toks, int(config.features.batch_size), "embedding",
                                                length_multiple=m), repeats, (0, multiple))
   val = tokens("validation")
-  from rlsel.selectors.base import Split
   n_val = val["input_ids"].shape[0]
   split = Split(np.arange(n_val), np.zeros(n_val, np.int32), val["input_ids"], val["attention_mask"],
                 val["token_type_ids"])

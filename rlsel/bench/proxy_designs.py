@@ -115,8 +115,7 @@ def warmed_target(ctx: Context):
 
   config, pool = ctx.config, ctx.pool
   settings = fingerprint(config.task, config.data, features.identity(config.features), config.target, config.finetune,
-                         config.budget,
-                         config.proxy.reward_fraction, ctx.seed, "warmed-v1")
+                         config.budget, config.proxy.reward_fraction, ctx.seed, "warmed-v1")
   stem = ctx.out_dir / f"warmed-{pool.task}-s{ctx.seed}"
   root = jax.random.fold_in(jax.random.key(ctx.seed), _WARMUP_TAG)
   module, params = target_model.build(config, pool.num_classes, key=jax.random.fold_in(root, 1))

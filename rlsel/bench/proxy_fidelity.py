@@ -439,9 +439,10 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
         f"{params.proxy.rx.shape[0]}, {num_clusters} clusters; {subsets} subsets ("
         + ", ".join(f"{n} {f}" for f, n in counts.items()) + f") x {retest} fine-tune key set(s)", flush=True)
   # What each saved file depends on: a file from other settings is refused rather than mixed in.
-  subset_settings = fingerprint(config.task, config.data, features.identity(config.features), config.budget, subset_proxy_fields(config),
+  feature_settings = features.identity(config.features)
+  subset_settings = fingerprint(config.task, config.data, feature_settings, config.budget, subset_proxy_fields(config),
                                 config.kmeans, config.rl.chunk, config.rl.episode_steps, seed)
-  target_settings = fingerprint(config.task, config.data, features.identity(config.features), config.target, config.finetune, seed)
+  target_settings = fingerprint(config.task, config.data, feature_settings, config.target, config.finetune, seed)
   rows, inits, missing, kept = [], {}, 0, []
   for n, (fam, i, strength) in enumerate(todo):
     stem = f"{task.name}-s{seed}-{fam}-{i:03d}"

@@ -137,8 +137,8 @@ class WarmedSelector:
     s = self.config.selection
     key = jax.random.fold_in(key, _WARMUP_STREAM)
     tag = fingerprint(id(self.model_factory), self.config.target, features.identity(self.config.features),
-                      s.warmup_fraction,
-                      s.warmup_epochs, s.warmup_steps, s.warmup_checkpoints, s.train_batch_size, s.learning_rate, s.schedule_warmup_fraction,
+                      s.warmup_fraction, s.warmup_epochs, s.warmup_steps, s.warmup_checkpoints, s.train_batch_size,
+                      s.learning_rate, s.schedule_warmup_fraction,
                       adam_hparams(s), s.param_scope, s.last_k, tuple(s.head_patterns), s.layer_pattern,
                       np.asarray(jax.random.key_data(key)), np.asarray(pool.train.ids), np.asarray(pool.train.labels))
     reused = tag in _WARM_CACHE
