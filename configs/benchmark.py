@@ -23,39 +23,34 @@ from a copy of this grid's results.json; finished cells are skipped):
 Rademacher projection, a 4-epoch warm-up with a checkpoint per epoch; with it the same selectors give the "before"
 column of issue 20. Its selection section differs, so it needs its own workdir.
 
-Fine-tune: MiniLM-L6 at 40 tokens, validation every 40 steps with patience 3. A subset plans at least
-`MIN_STEPS` steps (chosen on validation accuracy by `python -m rlsel.bench.steps_curve`; see benchmarks/RESULTS.md),
-full data at most `FULL_CAP` (0.6 epoch on rt, 0.2 on tweets: the cap is recorded in results.json).
+Fine-tune: the protocol of `rlsel.configlib.protocol_config` (shared with the main job, configs/glue.py): MiniLM-L6
+at 40 tokens, validation every 40 steps with patience 3; a subset plans at least 200 steps (chosen on validation
+accuracy by `python -m rlsel.bench.steps_curve`; see benchmarks/RESULTS.md), full data at most 200 (0.6 epoch on rt,
+0.2 on tweets: the cap is recorded in results.json).
 
 `:legacy` is the grid of the archived tables in benchmarks/RESULTS.md (11 selectors, seeds 0 and 1, 3 epochs, a
 budget sweep), for reproducing them; kcenter and cluster_balanced now keep per-label quotas there too.
 """
 
-from rlsel.configlib import base_config
+from rlsel.configlib import protocol_config
 
 SELECTORS = ("full", "random", "cluster_stratified", "ccs", "label_clean", "kcenter", "rl_ppo", "climb")
 TASKS = ("rt", "tweets")
 MORE_TASKS = ("rt_subj", "bbc")
 SEEDS = (0, 1, 2, 3, 4)
 MORE_SEEDS = (0, 1, 2)
-MIN_STEPS = 200   # subset fine-tunes: at least this many steps (early stopping still in charge)
-FULL_CAP = 200    # at most this many steps (what full data gets)
 LITERATURE_SELECTORS = ("random", "less", "learnalign", "cropi", "dots")
 LEGACY_SELECTORS = ("full", "random", "rl_ppo", "rl_dqn", "less", "learnalign", "cropi", "dots", "kcenter", "entropy",
                     "cluster_balanced")
 
 
 def get_config(arg: str = None):
-  c = base_config()
+  c = protocol_config()
   c.task = TASKS[0]
   c.tasks = TASKS
   c.selectors = SELECTORS
   c.seeds = SEEDS
   c.budget = 0.05
-  c.features.max_length = 40
-  c.finetune.min_steps = MIN_STEPS
-  c.finetune.max_steps = FULL_CAP
-  c.finetune.eval_every = 40
   if arg == "more":
     c.task, c.tasks, c.seeds = MORE_TASKS[0], MORE_TASKS, MORE_SEEDS
   elif arg == "quick":

@@ -12,23 +12,22 @@ One variant per workdir (the noise is part of every cell's data settings):
 - `tweets_trusted`: the `tweets` pool as it is (crowd labels), judged on validation and test tweets every
   annotator agreed on (confidence 1.0); rows report each selection's mean annotator confidence.
 Selectors full, random, label_clean, cluster_stratified, rl_ppo and climb at 5%, and random and rl_ppo at 1/16 of
-the pool, seeds 0-4, paired as in configs/benchmark.py (same fine-tune protocol: subsets at least `MIN_STEPS` steps,
-full data at most `FULL_CAP`). The RL environment clusters within each label (`kmeans.stratified`), so an action
-means "this label in this region" and a region whose labels disagree with its neighbours can be avoided.
+the pool, seeds 0-4, paired as in configs/benchmark.py (the same fine-tune protocol,
+`rlsel.configlib.protocol_config`: subsets at least 200 steps, full data at most 200). The RL environment clusters
+within each label (`kmeans.stratified`), so an action means "this label in this region" and a region whose labels
+disagree with its neighbours can be avoided.
 Each row carries `pool_noise_rate` and `selected_noise_rate`; `DIR/noise/<task>.json` lists the changed ids.
 
 Cell times: not yet measured under this config (a 5% `rt` cell under the benchmark protocol took about 7 minutes
 on one busy core, full data about 7.5; 2026-12-02).
 """
 
-from rlsel.configlib import base_config
+from rlsel.configlib import protocol_config
 
 SELECTORS = ("full", "random", "label_clean", "cluster_stratified", "rl_ppo", "climb")
 SWEEP_SELECTORS = ("random", "rl_ppo")
 SWEEP_BUDGETS = (0.0625,)   # 1/16 of the pool, where the paper saw its largest gains
 SEEDS = (0, 1, 2, 3, 4)
-MIN_STEPS = 200             # as configs/benchmark.py: subsets train at least this many steps
-FULL_CAP = 200              # full data at most this many
 VARIANTS = {  # name -> (task, label_noise, noise_kind)
     "rt_sym20": ("rt", 0.2, "symmetric"),
     "rt_sym40": ("rt", 0.4, "symmetric"),
@@ -42,7 +41,7 @@ def get_config(arg: str = None):
     raise ValueError(f"configs/noisy.py needs a variant, e.g. configs/noisy.py:rt_sym40; choose from "
                      f"{', '.join(VARIANTS)}")
   task, rate, kind = VARIANTS[arg]
-  c = base_config()
+  c = protocol_config()
   c.task = task
   c.selectors = SELECTORS
   c.seeds = SEEDS
@@ -51,9 +50,5 @@ def get_config(arg: str = None):
   c.sweep.selectors = SWEEP_SELECTORS
   c.data.label_noise = rate
   c.data.noise_kind = kind
-  c.features.max_length = 40
-  c.finetune.min_steps = MIN_STEPS
-  c.finetune.max_steps = FULL_CAP
-  c.finetune.eval_every = 40
   c.kmeans.stratified = True
   return c

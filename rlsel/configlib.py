@@ -1,7 +1,8 @@
 """The base run config: every field rlsel reads, with its default and meaning.
 
-`configs/*.py` start from `base_config()` and change what their experiment needs; the result is locked by
-`rlsel.main`, so a misspelt override (`--config.budgte=0.1`) fails instead of being ignored. Modules never mutate it.
+`configs/*.py` start from `base_config()` (or `protocol_config()`, the selector-comparison protocol) and change what
+their experiment needs; the result is locked by `rlsel.main`, so a misspelt override (`--config.budgte=0.1`) fails
+instead of being ignored. Modules never mutate it.
 """
 
 import ml_collections
@@ -238,6 +239,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.climb.bc_demos = 4               # rl_ppo_warm: best distinct allocations whose round-robin episodes are cloned
   c.climb.bc_steps = 200             # rl_ppo_warm: full-batch Adam steps of behaviour cloning
   c.climb.bc_lr = 3e-3               # rl_ppo_warm: behaviour-cloning Adam learning rate
+  return c
+
+
+def protocol_config() -> ml_collections.ConfigDict:
+  """`base_config()` with the fine-tune protocol every selector comparison uses (issue 15, benchmarks/RESULTS.md).
+
+  Shared by the main job (configs/glue.py), the benchmark grid (configs/benchmark.py) and the noisy pools
+  (configs/noisy.py), so the main job's cells are the benchmark's seed-0 cells of `rt`. A subset trains at least
+  `finetune.min_steps` = 200 steps (chosen on validation accuracy by `python -m rlsel.bench.steps_curve`, random 5% on
+  rt and tweets, 3 paired seeds: validation flat from 200 to 400 steps), full data at most `finetune.max_steps` = 200
+  (0.6 epoch of rt); 40 tokens and validation every 40 steps keep the main job within 15 minutes on 2 cores.
+  """
+  c = base_config()
+  c.features.max_length = 40
+  c.finetune.min_steps = 200
+  c.finetune.max_steps = 200
+  c.finetune.eval_every = 40
   return c
 
 

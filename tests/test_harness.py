@@ -19,6 +19,27 @@ def test_benchmark_grid_under_the_protocol():
   assert main.finetune.min_steps > 0 and main.finetune.min_steps <= main.finetune.max_steps
 
 
+def test_main_job_cells_are_the_benchmark_seed_0_cells(tmp_path):
+  """The main job runs under the benchmark's fine-tune protocol, so its cells are the committed grid's seed-0 rt
+  cells (the same cell ids, and settings that the committed rows' saved configs accept): its results can be read
+  against that table, and a workdir seeded with the committed rows skips them."""
+  import json, pathlib, shutil
+  glue, bench = load_config("glue"), load_config("benchmark")
+  committed = pathlib.Path(__file__).parent.parent / "benchmarks" / "benchmark_protocol"
+  rows = [r for r in json.loads((committed / "results.json").read_text()) if r["task"] == "rt" and r["seed"] == 0]
+  shutil.copytree(committed / "configs", tmp_path / "configs")
+  assert {s: results.config_id(glue, s) for s in glue.selectors} == {s: results.config_id(bench, s)
+                                                                       for s in glue.selectors}
+  rows = [r for r in rows if r["selector"] in ("full", "random")]   # the committed rl_ppo rows are its version 1
+  assert len(rows) == 2
+  results.check_same_config(tmp_path, rows, glue, ("full", "random"))   # raises on a field a cell reads
+  assert (glue.finetune.min_steps, glue.finetune.max_steps, glue.features.max_length) == (200, 200, 40)
+  glue.unlock()
+  glue.features.max_length = 48    # the old main-job setting is another experiment
+  with pytest.raises(Exception, match="different settings"):
+    results.check_same_config(tmp_path, rows, glue, ("full", "random"))
+
+
 def test_literature_variants_pair_with_the_grid():
   """The literature grid reuses the main grid's random cells (same cell ids); the 'before' variant changes only the
   gradient settings, so its literature cells are other cells and its random cells the same."""

@@ -81,11 +81,25 @@ def test_whole_pool_budget(pool):
 
 
 def test_config_sections():
-  want = {"cluster_stratified": ("selection", "kmeans.batch_size"), "ccs": ("selection",),
-          "label_clean": ("selection",), "kcenter": ("selection",), "entropy": ("selection",),
-          "cluster_balanced": ("selection", "kmeans.batch_size")}
+  """Each baseline's cell identity covers the fields it reads, not the whole selection section: the gradient
+  selectors' settings changing leaves a label_clean cell valid, its probe's folds changing does not."""
+  from rlsel import results
+  probe = ("selection.probe_steps", "selection.probe_learning_rate", "selection.probe_l2")
+  clusters = ("selection.kmeans_clusters", "selection.kmeans_iters", "kmeans.batch_size")
+  want = {"cluster_stratified": clusters, "ccs": probe + ("selection.probe_folds", "selection.ccs_beta",
+                                                         "selection.ccs_bins"),
+          "label_clean": probe + ("selection.probe_folds", "selection.clean_filter_by"),
+          "kcenter": ("selection.label_balanced",), "entropy": probe + ("selection.label_balanced",),
+          "cluster_balanced": clusters + ("selection.label_balanced",)}
   for name, sections in want.items():
     assert base.make(name, small_config()).config_sections == sections
+  c = small_config()
+  before = {name: results.config_id(c, name) for name in want}
+  c.selection.projection_dim, c.selection.param_scope = 64, "head"
+  assert {name: results.config_id(c, name) for name in want} == before
+  c.selection.probe_folds = 3
+  after = {name: results.config_id(c, name) for name in want}
+  assert [n for n in want if after[n] != before[n]] == ["ccs", "label_clean"]
   for name in ("cluster_stratified", "ccs", "label_clean"):
     assert base.selector_class(name).__module__ == "rlsel.selectors.coverage" and name in base.names()
 

@@ -24,8 +24,10 @@ import numpy as np
 from rlsel.errors import UserError, require
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 from rlsel.selectors.basic import label_quotas, numpy_rng
-from rlsel.selectors.heuristics import fit_probe, pool_clusters, probe_log_probs
+from rlsel.selectors.heuristics import CLUSTER_FIELDS, PROBE_FIELDS, fit_probe, pool_clusters, probe_log_probs
 
+# What ccs and label_clean read besides their own fields: the out-of-fold probe's settings (cell identity).
+OOF_PROBE_FIELDS = PROBE_FIELDS + ("selection.probe_folds",)
 # cleanlab.filter.find_label_issues's `filter_by` choices (selection.clean_filter_by must be one of them).
 CLEAN_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
                  "low_normalized_margin", "low_self_confidence")
@@ -90,7 +92,7 @@ def nested_quotas(labels: np.ndarray, clusters: np.ndarray, n: int) -> dict:
 class ClusterStratified(Selector):
   """k-means over the pool embeddings, then a random take from every (cluster, label) stratum in proportion to its
   size: coverage follows the pool's density (a dense cluster gets more) and the label shares are the pool's."""
-  config_sections = ("selection", "kmeans.batch_size")
+  config_sections = CLUSTER_FIELDS
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     t0 = time.time()
@@ -168,7 +170,7 @@ class CCS(Selector):
   selection.ccs_beta share, stratify the rest into selection.ccs_bins equal-width difficulty bins, allocate by
   Algorithm 1, sample uniformly within each bin.
   """
-  config_sections = ("selection",)
+  config_sections = OOF_PROBE_FIELDS + ("selection.ccs_beta", "selection.ccs_bins")
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
@@ -207,7 +209,7 @@ class LabelClean(Selector):
   """Confident learning (cleanlab `find_label_issues`, filter_by=selection.clean_filter_by) on the out-of-fold probe's
   probabilities; the flagged examples are dropped and a stratified random sample of the budget is drawn from the
   rest (`clean_positions`)."""
-  config_sections = ("selection",)
+  config_sections = OOF_PROBE_FIELDS + ("selection.clean_filter_by",)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     try:

@@ -106,6 +106,12 @@ def kmeans_assign(key, x: np.ndarray, k: int, iters: int, batch: int) -> np.ndar
   return np.asarray(assign)
 
 
+# The fields a cell's identity covers (results.result_config): what each selector reads, not the whole `selection`
+# section, so a change to the gradient selectors' settings leaves these cells valid.
+PROBE_FIELDS = ("selection.probe_steps", "selection.probe_learning_rate", "selection.probe_l2")
+CLUSTER_FIELDS = ("selection.kmeans_clusters", "selection.kmeans_iters", "kmeans.batch_size")
+
+
 def pool_clusters(key, pool: Pool, config):
   """(assignment [n], k): k-means of the pool embeddings with k = selection.kmeans_clusters (at most the pool),
   selection.kmeans_iters Lloyd steps and kmeans.batch_size rows per distance batch."""
@@ -118,7 +124,7 @@ def pool_clusters(key, pool: Pool, config):
 class KCenter(Selector):
   """Greedy k-center coreset on the pool embeddings; with selection.label_balanced, run within each label for that
   label's quota (pool proportions), each label from its own random first centre."""
-  config_sections = ("selection",)
+  config_sections = ("selection.label_balanced",)
   version = 2  # 2: per-label quotas (2026-12-01)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
@@ -143,7 +149,7 @@ class KCenter(Selector):
 class Entropy(Selector):
   """Highest predictive entropy of a linear probe on embeddings trained on the validation split (not the target
   model: cheap, and it does not spend pool labels)."""
-  config_sections = ("selection",)
+  config_sections = PROBE_FIELDS + ("selection.label_balanced",)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
@@ -165,7 +171,7 @@ class ClusterBalanced(Selector):
   """k-means over the pool embeddings, then an equal random take from every cluster. With selection.label_balanced,
   one global k-means still, but each label's quota (pool proportions) is spread equally over the clusters holding
   that label's examples."""
-  config_sections = ("selection", "kmeans.batch_size")
+  config_sections = CLUSTER_FIELDS + ("selection.label_balanced",)
   version = 2  # 2: per-label quotas (2026-12-01)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
