@@ -180,12 +180,14 @@ def run_cell(config, workdir, task, pool, test, selector_name: str, seed: int, f
                       fingerprint(config.target, config.finetune, features.identity(config.features), name, ids))
   result = ft.finetune(jax.random.fold_in(root, 2), config, module, params, subset, pool.validation,
                        log_prefix=f"{name} finetune", checkpointer=ckpt, mesh=mesh)
+  t_test = time.time()
   probs = ft.predict_proba(module, result.params, test, config.finetune.eval_batch_size, mesh=mesh,
                            length_multiple=config.features.length_multiple)
   m = ft.metrics(test.labels, probs, pool.num_classes)
   row.update({
       "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"], "val_accuracy": result.val_accuracy,
       "finetune_seconds": float(result.seconds), "finetune_steps": result.steps,
+      "validation_seconds": float(result.validation_seconds), "test_seconds": time.time() - t_test,
       "planned_steps": result.planned_steps, "best_step": result.best_step, "tokens": int(result.tokens),
       "flops": float(result.flops),
   })

@@ -19,6 +19,7 @@ def test_debug_run_end_to_end_and_resume(tmp_path):
               "select_seconds", "finetune_seconds"):
       assert k in row
     assert 0.0 <= row["test_accuracy"] <= 1.0
+    assert 0.0 < row["validation_seconds"] < row["finetune_seconds"] and row["test_seconds"] > 0.0
     name = f"{row['selector']}-{row['task']}-{row['seed']}"
     ids = json.loads((wd / "selections" / f"{name}.json").read_text())
     assert ids == sorted(ids) and len(ids) == len(set(ids)) == row["n_selected"]

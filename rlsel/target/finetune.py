@@ -41,6 +41,7 @@ class FinetuneResult(NamedTuple):
   flops: float            # estimated FLOPs of training plus validation evaluations
   val_accuracy: float     # of the kept parameters
   history: list           # [(step, train_loss, val_accuracy)]
+  validation_seconds: float = 0.0  # the part of `seconds` spent in validation passes (first one compiles)
 
 
 def decay_mask(params):
@@ -195,9 +196,13 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   rng = numpy_rng(order_key)
   stream = np.concatenate([rng.permutation(n) for _ in range(int(np.ceil(planned * bs / n)) + 1)])
 
+  val_seconds = [0.0]
+
   def evaluate(p):
+    t_eval = time.time()
     probs = predict_proba(module, lora.combine(p, frozen), validation, fc.eval_batch_size, eval_fn, mesh,
                           config.features.length_multiple)
+    val_seconds[0] += time.time() - t_eval
     return metrics(validation.labels, probs, module.num_classes)["accuracy"]
 
   t0 = time.time()
@@ -213,6 +218,7 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
       key = jax.random.wrap_key_data(state["key"])
       best_acc, best_step, bad_evals = meta["best_acc"], meta["best_step"], meta["bad_evals"]
       history, elapsed_before, start = [tuple(h) for h in meta["history"]], meta["seconds"], meta["step"] + 1
+      val_seconds[0] = float(meta.get("validation_seconds", 0.0))
       print(f"[{log_prefix}] resuming from the checkpoint at step {meta['step']}", flush=True)
   bar = progress.bar(planned - start + 1, log_prefix, unit="steps")
   step = start - 1
@@ -239,7 +245,8 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
         checkpointer.save(step, {"params": params, "opt_state": opt_state, "best_params": best_params,
                                  "key": jax.random.key_data(key)},
                           {"step": step, "best_acc": best_acc, "best_step": best_step, "bad_evals": bad_evals,
-                           "history": history, "seconds": elapsed_before + time.time() - t0})
+                           "history": history, "seconds": elapsed_before + time.time() - t0,
+                           "validation_seconds": val_seconds[0]})
         print(f"[{log_prefix}] checkpoint saved at step {step}", flush=True)
       if bad_evals >= fc.patience:
         print(f"[{log_prefix}] early stop at step {step}: no validation gain in {fc.patience} evaluations", flush=True)
@@ -253,4 +260,4 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   flops = (train_flops_factor(params, frozen) * per_token * tokens
            + per_token * len(history) * len(validation) * length)
   return FinetuneResult(lora.combine(best_params, frozen), step, best_step, planned, seconds, tokens, flops, best_acc,
-                        history)
+                        history, val_seconds[0])
