@@ -249,7 +249,8 @@ def protocol_config() -> ml_collections.ConfigDict:
   (configs/noisy.py), so the main job's cells are the benchmark's seed-0 cells of `rt`. A subset trains at least
   `finetune.min_steps` = 200 steps (chosen on validation accuracy by `python -m rlsel.bench.steps_curve`, random 5% on
   rt and tweets, 3 paired seeds: validation flat from 200 to 400 steps), full data at most `finetune.max_steps` = 200
-  (0.6 epoch of rt); 40 tokens and validation every 40 steps keep the main job within 15 minutes on 2 cores.
+  (0.6 epoch of rt); 40 tokens and validation every 40 steps cut the main job's time (whether it ends within 15
+  minutes on 2 cores is not yet measured on a normal machine: benchmarks/RESULTS.md).
   """
   c = base_config()
   c.features.max_length = 40

@@ -41,7 +41,8 @@ def tokenizer(max_length: int):
   """The MiniLM WordPiece tokenizer (uncased, 30,522 tokens), truncating and padding to `max_length`."""
   from tokenizers import Tokenizer
   if max_length < 4:
-    raise UserError(f"features.max_length={max_length} is too short; use at least 4 (40 fits 88% of rt and 75% of tweets whole)")
+    raise UserError(f"features.max_length={max_length} is too short; use at least 4 "
+                    "(40 fits 88% of rt and 75% of tweets whole)")
   tok = Tokenizer.from_file(str(assets.minilm_dir() / "tokenizer.json"))
   tok.enable_truncation(max_length=max_length)
   tok.enable_padding(length=max_length, pad_id=0, pad_token="[PAD]")
