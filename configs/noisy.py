@@ -11,8 +11,8 @@ One variant per workdir (the noise is part of every cell's data settings):
   are the likeliest to change);
 - `tweets_trusted`: the `tweets` pool as it is (crowd labels), judged on validation and test tweets every
   annotator agreed on (confidence 1.0); rows report each selection's mean annotator confidence.
-Selectors full, random, label_clean, cluster_stratified, rl_ppo and climb at 5%, and random and rl_ppo at 1/16 of
-the pool, seeds 0-4, paired as in configs/benchmark.py (the same fine-tune protocol,
+Selectors full, random, label_clean, label_confident, cluster_stratified, rl_ppo and climb at 5%, and random and
+rl_ppo at 1/16 of the pool, seeds 0-4, paired as in configs/benchmark.py (the same fine-tune protocol,
 `rlsel.configlib.protocol_config`: subsets at least 200 steps, full data at most 200). The RL environment clusters
 within each label (`kmeans.stratified`), so an action means "this label in this region" and a region whose labels
 disagree with its neighbours can be avoided.
@@ -24,7 +24,7 @@ on one busy core, full data about 7.5; 2026-12-02).
 
 from rlsel.configlib import protocol_config
 
-SELECTORS = ("full", "random", "label_clean", "cluster_stratified", "rl_ppo", "climb")
+SELECTORS = ("full", "random", "label_clean", "label_confident", "cluster_stratified", "rl_ppo", "climb")
 SWEEP_SELECTORS = ("random", "rl_ppo")
 SWEEP_BUDGETS = (0.0625,)   # 1/16 of the pool, where the paper saw its largest gains
 SEEDS = (0, 1, 2, 3, 4)

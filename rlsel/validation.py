@@ -103,15 +103,16 @@ def check_sections(config, selectors) -> None:
 
 
 def _check_selection(config, selectors) -> None:
-  """Settings of the coverage/cleaning baselines that are asked for, and cleanlab installed for label_clean."""
+  """Settings of the coverage/cleaning baselines that are asked for, and cleanlab installed for the cleaning ones."""
   s = config.selection
-  if "label_clean" in selectors:
+  cleaning = [name for name in ("label_clean", "label_confident") if name in selectors]
+  if cleaning:
     require(importlib.util.find_spec("cleanlab") is not None,
-            "selector label_clean needs cleanlab: pip install cleanlab (or pip install -e .[clean])")
+            f"selector {cleaning[0]} needs cleanlab: pip install cleanlab (or pip install -e .[clean])")
     from rlsel.selectors.coverage import CLEAN_FILTERS
     require(s.clean_filter_by in CLEAN_FILTERS,
             f"selection.clean_filter_by={s.clean_filter_by!r} must be one of {', '.join(CLEAN_FILTERS)}")
-  if "ccs" in selectors or "label_clean" in selectors:
+  if "ccs" in selectors or cleaning:
     require(isinstance(s.probe_folds, int) and not isinstance(s.probe_folds, bool) and s.probe_folds >= 2,
             f"selection.probe_folds={s.probe_folds!r} must be an integer of at least 2, e.g. "
             "--config.selection.probe_folds=5")

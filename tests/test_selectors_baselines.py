@@ -15,8 +15,8 @@ from rlsel.selectors.basic import label_quotas, numpy_rng
 
 from tests.conftest import synthetic_pool
 
-BASELINES = ["cluster_stratified", "ccs", "label_clean", "kcenter", "cluster_balanced"]
-LABEL_BALANCED = ["cluster_stratified", "label_clean", "kcenter", "cluster_balanced"]
+BASELINES = ["cluster_stratified", "ccs", "label_clean", "label_confident", "kcenter", "cluster_balanced"]
+LABEL_BALANCED = ["cluster_stratified", "label_clean", "label_confident", "kcenter", "cluster_balanced"]
 
 
 def small_config(**selection):
@@ -290,6 +290,32 @@ def test_clean_positions_tops_up_with_most_confident_flagged():
   pos = coverage.clean_positions(np.random.default_rng(0), labels, flagged, confidence, 5)  # quotas: 3 and 2
   picked1 = sorted(pos[labels[pos] == 1].tolist())
   assert picked1 == [7, 9] and (labels[pos] == 0).sum() == 3 and not flagged[pos[labels[pos] == 0]].any()
+
+
+def test_label_confident_is_cleaner_than_label_clean_with_the_same_flags():
+  """Same probe and flags (same key), so the two differ only in the pick: the most confident unflagged rows of each
+  class carry fewer flipped labels than a random unflagged sample, and the label shares are still exact."""
+  pool, flipped = noisy_pool(n=600, flip_rate=0.4, seed=1)
+  budget = 60
+  picked = {}
+  for name in ("label_clean", "label_confident"):
+    ids, info = base.make(name, small_config()).select(jax.random.key(5), pool, budget)
+    picked[name] = (pool.train.positions_of(ids), info)
+  (pos_r, info_r), (pos_c, info_c) = picked["label_clean"], picked["label_confident"]
+  assert info_r["flagged"] == info_c["flagged"] and info_c["selected_flagged"] == 0
+  assert flipped[pos_c].mean() < flipped[pos_r].mean()
+  assert info_c["mean_confidence"] > info_r["mean_confidence"]
+  classes, take = label_quotas(pool.train.labels, budget)
+  np.testing.assert_array_equal(np.bincount(pool.train.labels[pos_c], minlength=3)[classes], take)
+
+
+def test_confident_positions_ranks_unflagged_by_confidence_then_flagged():
+  labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+  flagged = np.array([0, 0, 1, 0, 1, 1, 1, 0], bool)
+  confidence = np.array([.6, .9, .99, .7, .95, .8, .5, .3])
+  pos = coverage.confident_positions(labels, flagged, confidence, 6)  # quotas 3 and 3
+  assert pos[labels[pos] == 0].tolist() == [1, 3, 0]  # the flagged .99 row is not taken while unflagged rows remain
+  assert pos[labels[pos] == 1].tolist() == [7, 4, 5]  # class 1 has one unflagged row: then flagged by confidence
 
 
 def test_label_clean_without_cleanlab(pool, monkeypatch, debug_config):

@@ -162,6 +162,7 @@ _MODULES = {
     "cluster_stratified": "rlsel.selectors.coverage",
     "ccs": "rlsel.selectors.coverage",
     "label_clean": "rlsel.selectors.coverage",
+    "label_confident": "rlsel.selectors.coverage",
     "rl_ppo": "rlsel.selectors.rl",
     "rl_dqn": "rlsel.selectors.rl",
     "rl_reinforce": "rlsel.selectors.rl",

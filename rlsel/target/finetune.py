@@ -199,6 +199,7 @@ def finetune(key, config, module, params, train: Split, validation: Split, log_p
   val_seconds = [0.0]
 
   def evaluate(p):
+    jax.block_until_ready(p)  # the queued train steps finish first, so their time is not counted as validation
     t_eval = time.time()
     probs = predict_proba(module, lora.combine(p, frozen), validation, fc.eval_batch_size, eval_fn, mesh,
                           config.features.length_multiple)
