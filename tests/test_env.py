@@ -105,6 +105,28 @@ def test_episode_order_is_random_per_episode():
   assert len({o.tobytes() for o in orders}) > 1
 
 
+def test_priority_order_hands_out_each_clusters_best_rows_first_in_every_episode():
+  rng = np.random.default_rng(4)
+  assign = np.repeat(np.arange(3), [5, 6, 7])
+  priority = rng.random(18)
+  params = env.make_params(feats=np.zeros((3, 2)), assign=assign, budget=9, chunk=3, reward=env.ToyReward(),
+                           priority=priority)
+  assert not params.shuffle
+  order = np.asarray(params.order)
+  for k, size in enumerate([5, 6, 7]):
+    rows = order[k, :size]
+    assert set(rows) == set(np.flatnonzero(assign == k)) and np.all(np.diff(priority[rows]) <= 0)
+  for seed in range(3):  # no per-episode shuffle: the first step of cluster 2 takes its three best rows
+    state, _ = _RESET(jax.random.PRNGKey(seed), params)
+    np.testing.assert_array_equal(np.asarray(state.order), order)
+    state, *_ = _STEP(jax.random.PRNGKey(9), state, jnp.int32(2), params)
+    best = np.flatnonzero(assign == 2)[np.argsort(-priority[assign == 2])[:3]]
+    assert set(np.flatnonzero(np.asarray(state.mask))) == set(best)
+  with pytest.raises(ValueError, match="finite"):
+    env.make_params(feats=np.zeros((3, 2)), assign=assign, budget=9, chunk=3, reward=env.ToyReward(),
+                    priority=np.full(18, np.nan))
+
+
 def test_end_reward_and_subsample():
   params = _proxy_params(timing="end", subsample=10)
   recs = _run_episode(params, seed=2, extra_steps=0)

@@ -205,3 +205,34 @@ def test_balanced_log_loss_is_the_mean_of_class_means():
   # The plain score is the mean over rows, so a class with more rows weighs more.
   plain = spec.replace(score="neg_log_loss")
   assert float(proxy_lib.score(plain, params, x, y)) == pytest.approx(per.mean(), rel=1e-5)
+
+
+def test_confident_within_order_takes_cleaner_rows_from_a_noisy_pool():
+  """rl.within_order="confident": every cluster hands out its rows by the out-of-fold probe's probability of the
+  given label, so a random policy's episode carries fewer flipped labels than under the random order; a bad value
+  is one clear error before any work."""
+  from rlsel import env as env_lib, validation
+  from tests.test_selectors_baselines import noisy_pool
+  pool, flipped = noisy_pool(n=400, flip_rate=0.4, seed=2)
+  rates = {}
+  for order in ("random", "confident"):
+    cfg = tiny_rl_config()
+    cfg.rl.within_order = order
+    params, selectable, _ = build_env(jax.random.PRNGKey(3), cfg, pool.train.embeddings, pool.train.labels,
+                                      pool.num_classes, 60, tokens=pool.train.input_ids)
+    assert params.shuffle == (order == "random")
+    taken = []
+    for seed in range(3):  # uniform random valid actions until the budget is met
+      key = jax.random.PRNGKey(seed)
+      state, obs = env_lib.reset(key, params)
+      while not bool(state.done):
+        key, ka, ks = jax.random.split(key, 3)
+        a = jax.random.categorical(ka, jnp.where(obs.action_mask, 0.0, -1e9))
+        state, obs, *_ = env_lib.step(ks, state, a, params)
+      taken.append(flipped[selectable[np.flatnonzero(np.asarray(state.mask))]].mean())
+    rates[order] = float(np.mean(taken))
+  assert rates["confident"] < 0.6 * rates["random"], rates
+  cfg = tiny_rl_config()
+  cfg.selectors, cfg.rl.within_order = ("rl_ppo",), "cleanest"
+  with pytest.raises(UserError, match="rl.within_order"):
+    validation.validate_settings(cfg)

@@ -188,3 +188,7 @@ def validate(config) -> None:
   for f in ("ent_coef", "vf_coef"):
     require_number(rl_cfg[f], f"rl.{f}", low=0)
   require_number(rl_cfg.surrogate_share, "rl.surrogate_share", low=0, high=1, low_open=True)
+  from rlsel.env.build import WITHIN_ORDERS
+  from rlsel.errors import require
+  require(rl_cfg.within_order in WITHIN_ORDERS,
+          f"rl.within_order={rl_cfg.within_order!r} must be one of {', '.join(WITHIN_ORDERS)}")

@@ -17,6 +17,12 @@ from rlsel.errors import require
 from rlsel.selectors.basic import numpy_rng, stratified_sample
 
 _STD_EPS = 1e-6  # added to per-dimension std before dividing (constant dimensions)
+# rl.within_order: the order a cluster hands out its rows ("confident": `label_confidence`, highest first).
+WITHIN_ORDERS = ("random", "confident")
+# Config fields a selector on the environment reads (its cell identity): the environment's sections, plus the
+# out-of-fold probe behind rl.within_order="confident".
+ENV_SECTIONS = ("kmeans", "proxy", "rl", "selection.probe_steps", "selection.probe_learning_rate",
+                "selection.probe_l2", "selection.probe_folds")
 
 
 def standardise(x: np.ndarray, reference: np.ndarray = None) -> np.ndarray:
@@ -46,6 +52,16 @@ def split_reward(rng: np.random.Generator, config, labels: np.ndarray) -> tuple:
   selectable, reward = stratified_fractions(np.asarray(labels, np.int32), (frac,), int(rng.integers(2**31)))
   require(reward.shape[0] > 0, "the reward split is empty; raise --config.proxy.reward_fraction")
   return selectable, reward
+
+
+def label_confidence(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """Each row's out-of-fold linear-probe probability of its given label [n] (`coverage.oof_probe_probs` with the
+  selection.probe_* settings): low where the label disagrees with what its neighbours' labels predict."""
+  from rlsel.selectors import coverage
+  s = config.selection
+  probs = coverage.oof_probe_probs(key, embeddings, labels, num_classes, int(s.probe_folds), int(s.probe_steps),
+                                   float(s.probe_learning_rate), float(s.probe_l2))
+  return probs[np.arange(labels.shape[0]), labels]
 
 
 def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int, budget: int,
@@ -90,7 +106,13 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   loss, ent = proxy_lib.loss_and_entropy(spec, init, data.x, data.y)
   feats = kmeans_lib.cluster_features(assign, cents, sy, num_classes, np.asarray(loss), np.asarray(ent))
   chunk, whole = env_lib.resolve_chunk(config.rl.chunk, budget, config.rl.episode_steps)
+  order = str(config.rl.within_order)
+  require(order in WITHIN_ORDERS, f"rl.within_order={order!r} must be one of {', '.join(WITHIN_ORDERS)}")
+  priority = None
+  if order == "confident":  # its own key: the random-order environment's draws are unchanged
+    priority = label_confidence(jax.random.fold_in(key, 1), config, np.asarray(embeddings)[selectable], sy,
+                                num_classes)
   params = env_lib.make_params(feats=feats, assign=assign, budget=budget, chunk=chunk, whole=whole,
                                reward=proxy_reward(config.proxy), timing=str(config.proxy.reward_timing),
-                               proxy_spec=spec, proxy_data=data)
+                               proxy_spec=spec, proxy_data=data, priority=priority)
   return params, selectable, sample

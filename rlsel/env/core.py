@@ -1,7 +1,7 @@
 """The environment's dynamics, pure and functional (gymnax/Jumanji style): `make_params`, `reset`, `step`, `score`.
 
 An action names a cluster; the step adds that cluster's next `chunk` not-yet-selected examples (in a per-episode
-random order) or, with `whole=True`, the whole cluster. The episode ends when exactly `budget` examples are chosen
+random order, or best first by a fixed per-row priority when `make_params` is given one) or, with `whole=True`, the whole cluster. The episode ends when exactly `budget` examples are chosen
 (the last chunk is cut). Episodes have a fixed length bound `max_steps`; steps after the end are no-ops with zero
 reward, so a batch of episodes runs under `vmap` with no auto-reset branch.
 
@@ -36,8 +36,10 @@ def episode_bound(sizes: np.ndarray, budget: int, chunk: int, whole: bool) -> in
 
 def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, whole: bool = False,
                 timing: str = "step", proxy_spec=None, proxy_data=None, values=None,
-                surrogate_params=None) -> EnvParams:
-  """Builds EnvParams from cluster features [C, F], the cluster id of each selectable row [N] and the reward."""
+                surrogate_params=None, priority=None) -> EnvParams:
+  """Builds EnvParams from cluster features [C, F], the cluster id of each selectable row [N] and the reward.
+  `priority` [N] (optional): each cluster hands out its rows by decreasing priority (ties in row order) in every
+  episode, instead of a fresh random order per episode."""
   assign = np.asarray(assign, np.int64)
   feats = np.asarray(feats, np.float32)
   c, n = feats.shape[0], assign.shape[0]
@@ -57,7 +59,14 @@ def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, who
     raise UserError(f"rl.chunk={chunk} must be a positive number of examples, 'auto' or 'cluster'")
   width = int(sizes.max()) + chunk  # padded so a dynamic slice of `chunk` never clamps
   order = np.full((c, width), -1, np.int32)
-  by = np.argsort(assign, kind="stable")
+  if priority is None:
+    by = np.argsort(assign, kind="stable")
+  else:
+    priority = np.asarray(priority, np.float64)
+    chex.assert_shape(priority, (n,))
+    if not np.isfinite(priority).all():
+      raise ValueError("every row's priority must be finite")
+    by = np.lexsort((-priority, assign))  # by cluster, then best first
   starts = np.concatenate([[0], np.cumsum(sizes)])
   for k in range(c):
     order[k, :sizes[k]] = by[starts[k]:starts[k + 1]]
@@ -66,7 +75,7 @@ def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, who
       values=jnp.asarray(np.zeros(c) if values is None else values, jnp.float32),
       proxy=proxy_data, surrogate=surrogate_params, num_rows=n, budget=int(budget), chunk=int(chunk),
       whole=bool(whole), max_steps=episode_bound(sizes, budget, chunk, whole), reward=reward, timing=timing,
-      proxy_spec=proxy_spec)
+      proxy_spec=proxy_spec, shuffle=priority is None)
 
 
 def resolve_chunk(chunk, budget: int, episode_steps: int):
@@ -94,9 +103,10 @@ def score(state: EnvState, params: EnvParams) -> jnp.ndarray:
 
 def reset(key: jax.Array, params: EnvParams):
   k_perm, k_rows, k_proxy = jax.random.split(key, 3)
-  valid = params.order >= 0
-  u = jnp.where(valid, jax.random.uniform(k_perm, params.order.shape), 2.0)
-  order = jnp.take_along_axis(params.order, jnp.argsort(u, axis=1), axis=1)
+  order = params.order
+  if params.shuffle:
+    u = jnp.where(order >= 0, jax.random.uniform(k_perm, order.shape), 2.0)
+    order = jnp.take_along_axis(order, jnp.argsort(u, axis=1), axis=1)
   if params.proxy is not None:
     rows = proxy_lib.reward_rows(k_rows, params.proxy_spec, params.proxy)
   else:

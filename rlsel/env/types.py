@@ -13,7 +13,8 @@ from rlsel import proxy as proxy_lib
 class EnvParams:
   """The fixed pool. Arrays: feats [C, F], sizes [C], order [C, W] (pool rows per cluster, -1 padded),
   values [C] (toy reward only), proxy data, surrogate params. The rest is static, the reward included (a hashable
-  `rlsel.env.rewards.RewardFn`)."""
+  `rlsel.env.rewards.RewardFn`). `shuffle`: every episode takes a cluster's rows in a fresh random order; False
+  keeps `order` (rows ranked by a priority, best first)."""
   feats: jnp.ndarray
   sizes: jnp.ndarray
   order: jnp.ndarray
@@ -28,6 +29,7 @@ class EnvParams:
   reward: Any = struct.field(pytree_node=False)    # a RewardFn (rlsel/env/rewards.py)
   timing: str = struct.field(pytree_node=False)
   proxy_spec: Optional[proxy_lib.ProxySpec] = struct.field(pytree_node=False, default=None)
+  shuffle: bool = struct.field(pytree_node=False, default=True)
 
 
 @struct.dataclass

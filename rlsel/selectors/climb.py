@@ -36,7 +36,7 @@ import numpy as np
 from rlsel import env as env_lib
 from rlsel import proxy as proxy_lib
 from rlsel import surrogate as surrogate_lib
-from rlsel.env.build import build_env
+from rlsel.env.build import ENV_SECTIONS, build_env
 from rlsel.errors import require
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 from rlsel.selectors.basic import numpy_rng, top_up
@@ -246,7 +246,7 @@ def selected_positions(config, key, alloc, env_params, budget: int) -> np.ndarra
 @register("climb")
 class ClimbSelector(Selector):
   """Mixture search over clusters scored by the fine-tuned proxy; see the module docstring."""
-  config_sections = ("kmeans", "proxy", "rl", "climb")  # the RL selectors' environment, plus the search
+  config_sections = ENV_SECTIONS + ("climb",)  # the RL selectors' environment, plus the search
   version = 2  # 2: the answer is the best mean of the top allocations re-scored with fresh proxy keys (2026-12-02)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:

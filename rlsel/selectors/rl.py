@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlsel import proxy as proxy_lib
-from rlsel.env.build import build_env
+from rlsel.env.build import ENV_SECTIONS, build_env
 from rlsel.errors import UserError
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, positions_of, register
 from rlsel.selectors.basic import numpy_rng, top_up
@@ -147,7 +147,7 @@ def score_ids(key, env_params, selectable_ids: np.ndarray, ids) -> float:
 class RLSelector(Selector):
   """Trains an RL agent on the pool's selection environment; see the module docstring."""
   algo = "ppo"
-  config_sections = ("kmeans", "proxy", "rl")
+  config_sections = ENV_SECTIONS
   version = 2  # 2: the final pick re-scores the greedy and best sampled episodes with fresh proxy keys (2026-12-02)
 
   def _train(self, key, env_params, checkpoint_dir) -> tuple:

@@ -17,6 +17,7 @@ from rlsel import env as env_lib
 from rlsel.agents import bc, networks
 from rlsel.selectors import climb as climb_sel
 from rlsel.selectors.base import register
+from rlsel.env.build import ENV_SECTIONS
 from rlsel.selectors.rl import FAST_COMPILE, RLSelector
 
 
@@ -44,7 +45,7 @@ _JITS = {fast: (jax.jit(_clone_impl, static_argnums=(1, 2, 3, 4), compiler_optio
 class WarmPPOSelector(RLSelector):
   """PPO warm-started by behaviour cloning of a short climb search; see the module docstring."""
   algo = "ppo"
-  config_sections = ("kmeans", "proxy", "rl", "climb")
+  config_sections = ENV_SECTIONS + ("climb",)
 
   def _train(self, key, env_params, checkpoint_dir) -> tuple:
     cfg = self.config
