@@ -16,10 +16,13 @@ rl_ppo at 1/16 of the pool, seeds 0-4, paired as in configs/benchmark.py (the sa
 `rlsel.configlib.protocol_config`: subsets at least 200 steps, full data at most 200). The RL environment clusters
 within each label (`kmeans.stratified`), so an action means "this label in this region" and a region whose labels
 disagree with its neighbours can be avoided.
+Each cluster hands out its rows best first by an out-of-fold linear probe's probability of their given label
+(`rl.within_order="confident"`; chosen on validation on rt_sym40, seeds 0-4: benchmarks/RESULTS.md, "Noisy pool"), so
+a chunk brings a region's most trustworthy labels rather than a random draw of them.
 Each row carries `pool_noise_rate` and `selected_noise_rate`; `DIR/noise/<task>.json` lists the changed ids.
 
-Cell times: not yet measured under this config (a 5% `rt` cell under the benchmark protocol took about 7 minutes
-on one busy core, full data about 7.5; 2026-12-02).
+Cell times (rt_sym40, 2026-12-03, one process per core, both cores busy): a 5% cell's fine-tune 445-650 s, full
+data 578 s; selection: rl_ppo 113 s, label_confident 20-25 s, label_clean 17-28 s.
 """
 
 from rlsel.configlib import protocol_config
@@ -51,4 +54,5 @@ def get_config(arg: str = None):
   c.data.label_noise = rate
   c.data.noise_kind = kind
   c.kmeans.stratified = True
+  c.rl.within_order = "confident"
   return c
