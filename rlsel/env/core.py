@@ -1,9 +1,10 @@
 """The environment's dynamics, pure and functional (gymnax/Jumanji style): `make_params`, `reset`, `step`, `score`.
 
 An action names a cluster; the step adds that cluster's next `chunk` not-yet-selected examples (in a per-episode
-random order, or best first by a fixed per-row priority when `make_params` is given one) or, with `whole=True`, the whole cluster. The episode ends when exactly `budget` examples are chosen
-(the last chunk is cut). Episodes have a fixed length bound `max_steps`; steps after the end are no-ops with zero
-reward, so a batch of episodes runs under `vmap` with no auto-reset branch.
+random order, or best first by a fixed per-row priority when `make_params` is given one) or, with `whole=True`, the
+whole cluster. The episode ends when exactly `budget` examples are chosen (the last chunk is cut). Episodes have a
+fixed length bound `max_steps`; steps after the end are no-ops with zero reward, so a batch of episodes runs under
+`vmap` with no auto-reset branch.
 
 Chunk mode masks clusters with fewer than a full chunk left (unless none has a full chunk), which makes every
 episode exactly ceil(budget / chunk) steps whenever the pool has slack (see `episode_bound`).

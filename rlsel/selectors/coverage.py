@@ -12,9 +12,9 @@ coverage-centric coreset selection (CCS) and confident-learning label cleaning.
   probability of their given label (`confident_positions`): a cleaner subset than a random unflagged one (on `rt`
   with 40% symmetric noise, ~0.16 of its labels wrong against ~0.29), at the price of easier examples.
 
-`ccs`, `label_clean` and `label_confident` read an out-of-fold linear probe (`oof_probe_probs`): every pool row's class
-probabilities come from a softmax regression that never saw that row, so a probe that memorises its training rows
-cannot make a mislabelled example look easy.
+`ccs`, `label_clean` and `label_confident` read an out-of-fold linear probe (`oof_probe_probs`): every pool row's
+class probabilities come from a softmax regression that never saw that row, so a probe that memorises its training
+rows cannot make a mislabelled example look easy.
 """
 
 import time
