@@ -215,6 +215,7 @@ def test_confident_within_order_takes_cleaner_rows_from_a_noisy_pool():
   from tests.test_selectors_baselines import noisy_pool
   pool, flipped = noisy_pool(n=400, flip_rate=0.4, seed=2)
   rates = {}
+  reset, step = jax.jit(env_lib.reset), jax.jit(env_lib.step)
   for order in ("random", "confident"):
     cfg = tiny_rl_config()
     cfg.rl.within_order = order
@@ -224,11 +225,11 @@ def test_confident_within_order_takes_cleaner_rows_from_a_noisy_pool():
     taken = []
     for seed in range(3):  # uniform random valid actions until the budget is met
       key = jax.random.PRNGKey(seed)
-      state, obs = env_lib.reset(key, params)
+      state, obs = reset(key, params)
       while not bool(state.done):
         key, ka, ks = jax.random.split(key, 3)
         a = jax.random.categorical(ka, jnp.where(obs.action_mask, 0.0, -1e9))
-        state, obs, *_ = env_lib.step(ks, state, a, params)
+        state, obs, *_ = step(ks, state, a, params)
       taken.append(flipped[selectable[np.flatnonzero(np.asarray(state.mask))]].mean())
     rates[order] = float(np.mean(taken))
   assert rates["confident"] < 0.6 * rates["random"], rates

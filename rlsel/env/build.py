@@ -55,12 +55,10 @@ def split_reward(rng: np.random.Generator, config, labels: np.ndarray) -> tuple:
 
 
 def label_confidence(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-  """Each row's out-of-fold linear-probe probability of its given label [n] (`coverage.oof_probe_probs` with the
-  selection.probe_* settings): low where the label disagrees with what its neighbours' labels predict."""
+  """Each row's out-of-fold linear-probe probability of its given label [n] (`coverage.configured_oof_probs`): low
+  where the label disagrees with what its neighbours' labels predict."""
   from rlsel.selectors import coverage
-  s = config.selection
-  probs = coverage.oof_probe_probs(key, embeddings, labels, num_classes, int(s.probe_folds), int(s.probe_steps),
-                                   float(s.probe_learning_rate), float(s.probe_l2))
+  probs = coverage.configured_oof_probs(key, config, embeddings, labels, num_classes)
   return probs[np.arange(labels.shape[0]), labels]
 
 

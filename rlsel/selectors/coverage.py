@@ -71,11 +71,16 @@ def oof_probe_probs(key, x: np.ndarray, y: np.ndarray, num_classes: int, folds: 
   return probs
 
 
-def _pool_oof_probs(key, pool: Pool, config) -> np.ndarray:
-  """`oof_probe_probs` of the pool's embeddings and labels with the selection.probe_* settings."""
+def configured_oof_probs(key, config, x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
+  """`oof_probe_probs` with the selection.probe_* settings (the cleaning baselines and the RL environment's
+  rl.within_order="confident" share them)."""
   s = config.selection
-  return oof_probe_probs(key, pool.train.embeddings, pool.train.labels, pool.num_classes, int(s.probe_folds),
-                         int(s.probe_steps), float(s.probe_learning_rate), float(s.probe_l2))
+  return oof_probe_probs(key, x, y, num_classes, int(s.probe_folds), int(s.probe_steps),
+                         float(s.probe_learning_rate), float(s.probe_l2))
+
+
+def _pool_oof_probs(key, pool: Pool, config) -> np.ndarray:
+  return configured_oof_probs(key, config, pool.train.embeddings, pool.train.labels, pool.num_classes)
 
 
 def nested_quotas(labels: np.ndarray, clusters: np.ndarray, n: int) -> dict:

@@ -15,9 +15,9 @@ import numpy as np
 
 from rlsel import env as env_lib
 from rlsel.agents import bc, networks
+from rlsel.env.build import ENV_SECTIONS
 from rlsel.selectors import climb as climb_sel
 from rlsel.selectors.base import register
-from rlsel.env.build import ENV_SECTIONS
 from rlsel.selectors.rl import FAST_COMPILE, RLSelector
 
 
