@@ -124,6 +124,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.episode_steps = 40            # steps per episode for chunk="auto"
   c.rl.within_order = "random"       # order a cluster hands out its rows: "random" (fresh per episode) or "confident"
                                      # (highest out-of-fold probe probability of the given label first; noisy pools)
+  c.rl.confident_pool = 0.0          # m >= 1: only the m x budget rows of highest such probability (per class, in the
+                                     # pool's label shares) are selectable; 0 = every row outside the reward split
   c.rl.num_envs = 16                 # parallel episodes per update (vmap)
   c.rl.num_updates = 30              # PPO / REINFORCE updates; DQN rollout rounds
   c.rl.update_epochs = 4             # PPO epochs per update

@@ -237,3 +237,29 @@ def test_confident_within_order_takes_cleaner_rows_from_a_noisy_pool():
   cfg.selectors, cfg.rl.within_order = ("rl_ppo",), "cleanest"
   with pytest.raises(UserError, match="rl.within_order"):
     validation.validate_settings(cfg)
+
+
+def test_confident_pool_keeps_only_the_surest_rows_selectable():
+  """rl.confident_pool = m: the environment's selectable rows are the m x budget rows of highest out-of-fold
+  probability of their given label, each class in its pool share, so they carry far fewer flipped labels than the
+  pool; 0 keeps every row outside the reward split; a value in (0, 1) is one clear error before any work."""
+  from rlsel import validation
+  from tests.test_selectors_baselines import noisy_pool
+  pool, flipped = noisy_pool(n=400, flip_rate=0.4, seed=2)
+  key, budget = jax.random.PRNGKey(3), 40
+  cfg = tiny_rl_config()
+  _, every, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  cfg.rl.confident_pool = 2.5
+  params, kept, sample = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  assert kept.shape == (100,) and params.num_rows == 100 and np.isin(kept, every).all()
+  assert np.unique(kept).shape == kept.shape and sample.max() < 100
+  shares = np.bincount(pool.train.labels[kept], minlength=pool.num_classes) / 100
+  pool_shares = np.bincount(pool.train.labels[every], minlength=pool.num_classes) / every.shape[0]
+  np.testing.assert_allclose(shares, pool_shares, atol=0.02)
+  assert flipped[kept].mean() < 0.5 * flipped[every].mean(), (flipped[kept].mean(), flipped[every].mean())
+  assert params.shuffle  # the filter does not change the within-cluster order
+  for bad in (0.5, -1.0):
+    cfg = tiny_rl_config()
+    cfg.selectors, cfg.rl.confident_pool = ("rl_ppo",), bad
+    with pytest.raises(UserError, match="rl.confident_pool"):
+      validation.validate_settings(cfg)

@@ -192,3 +192,6 @@ def validate(config) -> None:
   from rlsel.errors import require
   require(rl_cfg.within_order in WITHIN_ORDERS,
           f"rl.within_order={rl_cfg.within_order!r} must be one of {', '.join(WITHIN_ORDERS)}")
+  require_number(rl_cfg.confident_pool, "rl.confident_pool", low=0)
+  require(float(rl_cfg.confident_pool) == 0 or float(rl_cfg.confident_pool) >= 1,
+          f"rl.confident_pool={rl_cfg.confident_pool} must be 0 (off) or >= 1 (a multiple of the budget)")

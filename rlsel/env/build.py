@@ -25,6 +25,15 @@ ENV_SECTIONS = ("kmeans", "proxy", "rl", "selection.probe_steps", "selection.pro
                 "selection.probe_l2", "selection.probe_folds")
 
 
+def confident_subset(labels: np.ndarray, confidence: np.ndarray, multiple: float, budget: int) -> np.ndarray:
+  """Sorted positions of the ceil(`multiple` * `budget`) rows (all rows if fewer) of highest `confidence`, each class
+  in its share of `labels` (`coverage.confident_positions`): rl.confident_pool's selectable rows."""
+  from rlsel.selectors import coverage
+  labels = np.asarray(labels)
+  n = min(labels.shape[0], int(np.ceil(float(multiple) * budget)))
+  return np.sort(coverage.confident_positions(labels, np.zeros(labels.shape[0], bool), confidence, n))
+
+
 def standardise(x: np.ndarray, reference: np.ndarray = None) -> np.ndarray:
   """Per-dimension z-scores over sqrt(d) (rows of norm ~1): the proxy trains at one learning rate without blowing up.
   The mean and std are `reference`'s (default: `x`'s own; e.g. the pool's, to put test rows in the proxy's space).
@@ -65,14 +74,27 @@ def label_confidence(key, config, embeddings: np.ndarray, labels: np.ndarray, nu
 def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int, budget: int,
               tokens: np.ndarray = None):
   """Reward split, clusters, initial proxy and EnvParams for a pool. Returns (env_params, selectable positions,
-  the random budget-sized sample behind the initial proxy). `tokens` [n, L] (pad 0): needed by the transformer
-  proxy, which trains on them; clusters always come from the embeddings."""
+  the random budget-sized sample behind the initial proxy). With rl.confident_pool = m > 0 only the m x budget rows
+  the out-of-fold probe is surest carry their given label (`confident_subset`) are selectable. `tokens` [n, L]
+  (pad 0): needed by the transformer proxy, which trains on them; clusters always come from the embeddings."""
   labels = np.asarray(labels, np.int32)
   rng = numpy_rng(key)
   selectable, reward = split_reward(rng, config, labels)
   require(budget <= selectable.shape[0],
           f"the budget of {budget} examples exceeds the {selectable.shape[0]} selectable examples (the reward split "
           f"holds {reward.shape[0]}); lower --config.budget or --config.proxy.reward_fraction")
+  order = str(config.rl.within_order)
+  require(order in WITHIN_ORDERS, f"rl.within_order={order!r} must be one of {', '.join(WITHIN_ORDERS)}")
+  multiple = float(config.rl.confident_pool)
+  require(multiple == 0 or multiple >= 1, f"rl.confident_pool={multiple} must be 0 (off) or >= 1 (a multiple of the "
+          "budget), e.g. --config.rl.confident_pool=2")
+  priority = None
+  if order == "confident" or multiple > 0:  # its own key: the other draws of the environment are unchanged
+    priority = label_confidence(jax.random.fold_in(key, 1), config, np.asarray(embeddings)[selectable],
+                                labels[selectable], num_classes)
+  if multiple > 0:
+    keep = confident_subset(labels[selectable], priority, multiple, budget)
+    selectable, priority = selectable[keep], priority[keep]
   x = standardise(embeddings)
   dim = int(config.proxy.pca_dim)
   require(dim >= 0, f"proxy.pca_dim={dim} must be >= 0 (0 = no projection)")
@@ -104,13 +126,7 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   loss, ent = proxy_lib.loss_and_entropy(spec, init, data.x, data.y)
   feats = kmeans_lib.cluster_features(assign, cents, sy, num_classes, np.asarray(loss), np.asarray(ent))
   chunk, whole = env_lib.resolve_chunk(config.rl.chunk, budget, config.rl.episode_steps)
-  order = str(config.rl.within_order)
-  require(order in WITHIN_ORDERS, f"rl.within_order={order!r} must be one of {', '.join(WITHIN_ORDERS)}")
-  priority = None
-  if order == "confident":  # its own key: the random-order environment's draws are unchanged
-    priority = label_confidence(jax.random.fold_in(key, 1), config, np.asarray(embeddings)[selectable], sy,
-                                num_classes)
   params = env_lib.make_params(feats=feats, assign=assign, budget=budget, chunk=chunk, whole=whole,
                                reward=proxy_reward(config.proxy), timing=str(config.proxy.reward_timing),
-                               proxy_spec=spec, proxy_data=data, priority=priority)
+                               proxy_spec=spec, proxy_data=data, priority=priority if order == "confident" else None)
   return params, selectable, sample
