@@ -114,6 +114,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.proxy.score = "neg_log_loss"     # on the reward split: "neg_log_loss", "accuracy" or "balanced_neg_log_loss"
   c.proxy.reward_timing = "step"     # "step": reward = change in score each step; "end": final - initial score at the end
   c.proxy.reward_fraction = 0.2      # share of the pool carved out (stratified) as the reward split; never selectable
+  c.proxy.reward_trusted = 1.0       # <1: the reward split keeps this share of its rows (per class), those a probe fit
+                                     # on the selectable rows is surest carry their given label (noisy pools)
   c.proxy.reward_subsample = 0       # >0: a fresh random subsample of this many reward examples per episode
   c.proxy.init_steps = 100           # steps of the initial proxy (random budget-sized sample) behind cluster features
   c.proxy.rescore_keys = 4           # fresh proxy keys averaged to re-score final candidates (no winner's curse)

@@ -324,4 +324,5 @@ def validate(config) -> None:
     require_int(p[f], f"proxy.{f}", low=0)
   require_number(p.learning_rate, "proxy.learning_rate", low=0, low_open=True)
   require_number(p.reward_fraction, "proxy.reward_fraction", low=0, high=1, low_open=True, high_open=True)
+  require_number(p.reward_trusted, "proxy.reward_trusted", low=0, high=1, low_open=True)
   spec_from_config(config, 2)  # the transformer proxy's layer count against the target's

@@ -263,3 +263,29 @@ def test_confident_pool_keeps_only_the_surest_rows_selectable():
     cfg.selectors, cfg.rl.confident_pool = ("rl_ppo",), bad
     with pytest.raises(UserError, match="rl.confident_pool"):
       validation.validate_settings(cfg)
+
+
+def test_trusted_reward_split_keeps_the_rows_a_probe_trusts():
+  """proxy.reward_trusted = q: the reward split keeps each class's q share of its rows, those a probe fit on the
+  selectable rows is surest carry their given label, so it holds far fewer flipped labels; 1 keeps it whole; a value
+  outside (0, 1] is one clear error before any work."""
+  from rlsel import validation
+  from rlsel.env.build import split_reward, trusted_reward_rows
+  from rlsel.selectors.basic import numpy_rng
+  from tests.test_selectors_baselines import noisy_pool
+  pool, flipped = noisy_pool(n=400, flip_rate=0.4, seed=2)
+  key, budget = jax.random.PRNGKey(3), 40
+  cfg = tiny_rl_config()
+  whole, _, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  cfg.proxy.reward_trusted = 0.5
+  half, _, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  assert half.proxy.ry.shape[0] == -(-whole.proxy.ry.shape[0] // 2)
+  selectable, reward = split_reward(numpy_rng(key), cfg, pool.train.labels)
+  kept = trusted_reward_rows(cfg, pool.train.embeddings, pool.train.labels, selectable, reward, pool.num_classes)
+  assert np.isin(kept, reward).all() and np.array_equal(pool.train.labels[kept], np.asarray(half.proxy.ry))
+  assert flipped[kept].mean() < 0.5 * flipped[reward].mean(), (flipped[kept].mean(), flipped[reward].mean())
+  for bad in (0.0, 1.5):
+    cfg = tiny_rl_config()
+    cfg.selectors, cfg.proxy.reward_trusted = ("rl_ppo",), bad
+    with pytest.raises(UserError, match="proxy.reward_trusted"):
+      validation.validate_settings(cfg)

@@ -71,11 +71,28 @@ def label_confidence(key, config, embeddings: np.ndarray, labels: np.ndarray, nu
   return probs[np.arange(labels.shape[0]), labels]
 
 
+def trusted_reward_rows(config, embeddings: np.ndarray, labels: np.ndarray, selectable: np.ndarray,
+                        reward: np.ndarray, num_classes: int) -> np.ndarray:
+  """The reward split's positions that proxy.reward_trusted keeps: each class's share of the rows a linear probe fit
+  on the selectable rows (selection.probe_* settings) gives the highest probability of their given label. On a noisy
+  pool a reward split with wrong labels pays a proxy for hedging (log-loss) rather than for being right."""
+  from rlsel.selectors import heuristics
+  s = config.selection
+  params, mean, std = heuristics.fit_probe(jnp.asarray(embeddings[selectable]), jnp.asarray(labels[selectable]),
+                                           num_classes=num_classes, steps=int(s.probe_steps),
+                                           lr=float(s.probe_learning_rate), l2=float(s.probe_l2))
+  logp = np.asarray(heuristics.probe_log_probs(params, mean, std, jnp.asarray(embeddings[reward])))
+  confidence = logp[np.arange(reward.shape[0]), labels[reward]]
+  keep = confident_subset(labels[reward], confidence, float(config.proxy.reward_trusted), reward.shape[0])
+  return reward[keep]
+
+
 def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int, budget: int,
               tokens: np.ndarray = None):
   """Reward split, clusters, initial proxy and EnvParams for a pool. Returns (env_params, selectable positions,
   the random budget-sized sample behind the initial proxy). With rl.confident_pool = m > 0 only the m x budget rows
-  the out-of-fold probe is surest carry their given label (`confident_subset`) are selectable. `tokens` [n, L]
+  the out-of-fold probe is surest carry their given label (`confident_subset`) are selectable; with
+  proxy.reward_trusted < 1 the reward split keeps its most trusted rows (`trusted_reward_rows`). `tokens` [n, L]
   (pad 0): needed by the transformer proxy, which trains on them; clusters always come from the embeddings."""
   labels = np.asarray(labels, np.int32)
   rng = numpy_rng(key)
@@ -83,6 +100,10 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   require(budget <= selectable.shape[0],
           f"the budget of {budget} examples exceeds the {selectable.shape[0]} selectable examples (the reward split "
           f"holds {reward.shape[0]}); lower --config.budget or --config.proxy.reward_fraction")
+  trusted = float(config.proxy.reward_trusted)
+  require(0 < trusted <= 1, f"proxy.reward_trusted={trusted} must be in (0, 1], e.g. --config.proxy.reward_trusted=0.5")
+  if trusted < 1:
+    reward = trusted_reward_rows(config, np.asarray(embeddings), labels, selectable, reward, num_classes)
   order = str(config.rl.within_order)
   require(order in WITHIN_ORDERS, f"rl.within_order={order!r} must be one of {', '.join(WITHIN_ORDERS)}")
   multiple = float(config.rl.confident_pool)
