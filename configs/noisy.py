@@ -19,6 +19,10 @@ disagree with its neighbours can be avoided.
 Each cluster hands out its rows best first by an out-of-fold linear probe's probability of their given label
 (`rl.within_order="confident"`; chosen on validation on rt_sym40, seeds 0-4: benchmarks/RESULTS.md, "Noisy pool"), so
 a chunk brings a region's most trustworthy labels rather than a random draw of them.
+Only the 2 x budget rows of highest such probability (each class in its pool share) are selectable by the RL
+environment (`rl.confident_pool=2`), clustered into 32 label-stratified clusters (a cluster then holds ~2.5 chunks);
+chosen on validation on rt_sym40, seeds 0-1, against confident_pool 4 with 64 clusters and against a reward split
+kept to its most trusted half (`proxy.reward_trusted=0.5`, with log-loss or accuracy): benchmarks/RESULTS.md.
 Each row carries `pool_noise_rate` and `selected_noise_rate`; `DIR/noise/<task>.json` lists the changed ids.
 
 Cell times (rt_sym40, 2026-12-03, one process per core, both cores busy): a 5% cell's fine-tune 445-650 s, full
@@ -55,4 +59,6 @@ def get_config(arg: str = None):
   c.data.noise_kind = kind
   c.kmeans.stratified = True
   c.rl.within_order = "confident"
+  c.rl.confident_pool = 2.0
+  c.kmeans.num_clusters = 32
   return c
