@@ -23,6 +23,12 @@ Only the 2 x budget rows of highest such probability (each class in its pool sha
 environment (`rl.confident_pool=2`), clustered into 32 label-stratified clusters (a cluster then holds ~2.5 chunks);
 chosen on validation on rt_sym40, seeds 0-1, against confident_pool 4 with 64 clusters and against a reward split
 kept to its most trusted half (`proxy.reward_trusted=0.5`, with log-loss or accuracy): benchmarks/RESULTS.md.
+The proxy's reward is scored on the (clean) validation split (`proxy.reward_source="validation"`; every pool row
+outside the confident pool's filter is then a candidate): on a noisy pool, log-loss on a reward split carved from the
+pool scores a clean subset below a noisy one. Chosen on rt_sym40, select-only, seeds 5-7 (not the benchmark's
+seeds), by the selection's share of changed labels: 0.143 against 0.191 for the pool's reward split (accuracy there
+0.167, accuracy on validation 0.142); benchmarks/RESULTS.md, "Noisy pool". The target early-stops on the same
+validation rows, so rl_ppo's and climb's val_accuracy here is not an unbiased check: compare them on test.
 Each row carries `pool_noise_rate` and `selected_noise_rate`; `DIR/noise/<task>.json` lists the changed ids.
 
 Cell times (rt_sym40, 2026-12-03, one process per core, both cores busy): a 5% cell's fine-tune 445-650 s, full
@@ -61,4 +67,5 @@ def get_config(arg: str = None):
   c.rl.within_order = "confident"
   c.rl.confident_pool = 2.0
   c.kmeans.num_clusters = 32
+  c.proxy.reward_source = "validation"
   return c

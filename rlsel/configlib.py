@@ -113,6 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.proxy.learning_rate = 0.05       # Adam
   c.proxy.score = "neg_log_loss"     # on the reward split: "neg_log_loss", "accuracy" or "balanced_neg_log_loss"
   c.proxy.reward_timing = "step"     # "step": reward = change in score each step; "end": final - initial score at the end
+  c.proxy.reward_source = "pool"     # "pool": the reward split is carved from the pool; "validation": the validation split
   c.proxy.reward_fraction = 0.2      # share of the pool carved out (stratified) as the reward split; never selectable
   c.proxy.reward_trusted = 1.0       # <1: the reward split keeps this share of its rows (per class), those a probe fit
                                      # on the selectable rows is surest carry their given label (noisy pools)

@@ -30,6 +30,10 @@ from rlsel.errors import UserError
 
 SCORES = ("neg_log_loss", "accuracy", "balanced_neg_log_loss")
 KINDS = ("head", "transformer")
+# proxy.reward_source: "pool" = a stratified proxy.reward_fraction of the pool, never selectable; "validation" = the
+# task's validation split (every pool row selectable; clean where the pool is noisy, but the target's early stopping
+# reads the same rows).
+REWARD_SOURCES = ("pool", "validation")
 
 
 @struct.dataclass
@@ -313,11 +317,12 @@ def step_bytes(spec: ProxySpec, dim: int, steps: int, rows: int, episodes: int, 
 def validate(config) -> None:
   """Checks `config.proxy` before any work (rlsel.validation calls it when a chosen selector reads the proxy)."""
   from rlsel.env import TIMINGS
-  from rlsel.errors import require_choice, require_int, require_number
+  from rlsel.errors import require, require_choice, require_int, require_number
   p = config.proxy
   require_choice(p.kind, "proxy.kind", KINDS)
   require_choice(p.score, "proxy.score", SCORES)
   require_choice(p.reward_timing, "proxy.reward_timing", TIMINGS)
+  require_choice(p.reward_source, "proxy.reward_source", REWARD_SOURCES)
   for f in ("steps", "batch_size", "init_steps", "transformer_layers", "rescore_keys"):
     require_int(p[f], f"proxy.{f}", low=1)
   for f in ("hidden", "reward_subsample", "pca_dim", "incremental_steps"):
@@ -325,4 +330,7 @@ def validate(config) -> None:
   require_number(p.learning_rate, "proxy.learning_rate", low=0, low_open=True)
   require_number(p.reward_fraction, "proxy.reward_fraction", low=0, high=1, low_open=True, high_open=True)
   require_number(p.reward_trusted, "proxy.reward_trusted", low=0, high=1, low_open=True)
+  require(p.reward_source == "pool" or float(p.reward_trusted) == 1.0,
+          f"proxy.reward_trusted={p.reward_trusted} thins a reward split carved from the pool; with "
+          "proxy.reward_source='validation' leave it at 1")
   spec_from_config(config, 2)  # the transformer proxy's layer count against the target's

@@ -289,3 +289,43 @@ def test_trusted_reward_split_keeps_the_rows_a_probe_trusts():
     cfg.selectors, cfg.proxy.reward_trusted = ("rl_ppo",), bad
     with pytest.raises(UserError, match="proxy.reward_trusted"):
       validation.validate_settings(cfg)
+
+
+def test_validation_reward_split_is_the_validation_split_and_ranks_a_clean_subset_first():
+  """proxy.reward_source='validation': the validation rows, put in the pool's feature space (standardised with the
+  pool's statistics, projected on the pool's components), are the reward split and every pool row is selectable. On
+  a noisy pool with a clean validation split that reward prefers the clean rows to the flipped ones; thinning it
+  (reward_trusted) or an unknown source is one clear error before any work."""
+  from rlsel import proxy as proxy_lib
+  from rlsel import validation
+  from rlsel.env.build import build_pool_env, standardise
+  from tests.test_selectors_baselines import noisy_pool
+  pool, flipped = noisy_pool(n=400, flip_rate=0.4, seed=2)
+  x, y = pool.train.embeddings, pool.train.labels
+  centres = np.stack([x[~flipped & (y == c)].mean(0) for c in range(pool.num_classes)])
+  rng = np.random.default_rng(7)
+  vy = rng.integers(0, pool.num_classes, 150).astype(np.int32)
+  pool.validation.labels = vy
+  pool.validation.__dict__["embeddings"] = (centres[vy] + rng.normal(size=(150, x.shape[1]))).astype(np.float32)
+  cfg = tiny_rl_config()
+  cfg.proxy.reward_source = "validation"
+  key, budget = jax.random.PRNGKey(3), 40
+  params, selectable, _ = build_pool_env(key, cfg, pool, budget)
+  np.testing.assert_array_equal(selectable, np.arange(400))
+  np.testing.assert_array_equal(np.asarray(params.proxy.ry), vy)
+  np.testing.assert_allclose(np.asarray(params.proxy.rx), standardise(pool.validation.embeddings, reference=x),
+                             atol=1e-5)
+  clean, dirty = np.flatnonzero(~flipped)[:60], np.flatnonzero(flipped)[:60]
+  scores = [[proxy_lib.score_positions(jax.random.PRNGKey(k), params.proxy_spec, params.proxy, rows)
+             for k in range(2)] for rows in (clean, dirty)]
+  assert min(scores[0]) > max(scores[1]) + 0.1, scores
+  cfg.proxy.pca_dim = 4  # held-out rows follow the pool's projection
+  params, _, _ = build_pool_env(key, cfg, pool, budget)
+  assert params.proxy.rx.shape == (150, 4) and params.proxy.x.shape == (400, 4)
+  for field, bad, match in (("reward_trusted", 0.5, "reward_source='validation'"),
+                            ("reward_source", "test", "proxy.reward_source")):
+    cfg = tiny_rl_config()
+    cfg.selectors, cfg.proxy.reward_source = ("rl_ppo",), "validation"
+    cfg.proxy[field] = bad
+    with pytest.raises(UserError, match=match):
+      validation.validate_settings(cfg)

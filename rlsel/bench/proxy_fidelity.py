@@ -191,11 +191,10 @@ def rl_env(config, pool, budget: int, run_seed: int):
   derives in the main command (fold_in(root, 0), then the first of four splits, as RLSelector.select)."""
   import jax
 
-  from rlsel.env.build import build_env
+  from rlsel.env.build import build_pool_env
   from rlsel.selectors.rl import select_keys
   k_env = select_keys(jax.random.fold_in(jax.random.key(run_seed), 0)).env
-  params, selectable, _ = build_env(k_env, config, pool.train.embeddings, pool.train.labels, pool.num_classes,
-                                    budget, tokens=pool.train.input_ids)
+  params, selectable, _ = build_pool_env(k_env, config, pool, budget)
   return params, selectable
 
 

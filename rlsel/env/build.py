@@ -4,6 +4,8 @@
 (proxy_fidelity, throughput, memory) call, so they all see the same reward split and clusters for a key.
 """
 
+from typing import NamedTuple, Optional
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,11 +48,15 @@ def standardise(x: np.ndarray, reference: np.ndarray = None) -> np.ndarray:
   return out
 
 
-def pca(x: np.ndarray, dim: int) -> np.ndarray:
-  """Projection on the top `dim` principal components (from the d x d covariance; no n x n array)."""
-  xc = x - x.mean(0)
+def pca(x: np.ndarray, dim: int, *others: np.ndarray):
+  """Projection on the top `dim` principal components of `x` (from the d x d covariance; no n x n array); `others`
+  (e.g. held-out rows) are projected on the same components, and then the result is a tuple (x's first)."""
+  mean = x.mean(0)
+  xc = x - mean
   _, vecs = np.linalg.eigh(xc.T @ xc)
-  return (xc @ vecs[:, ::-1][:, :dim]).astype(np.float32)
+  basis = vecs[:, ::-1][:, :dim]
+  out = tuple(((a - mean) @ basis).astype(np.float32) for a in (x,) + others)
+  return out if others else out[0]
 
 
 def split_reward(rng: np.random.Generator, config, labels: np.ndarray) -> tuple:
@@ -87,21 +93,54 @@ def trusted_reward_rows(config, embeddings: np.ndarray, labels: np.ndarray, sele
   return reward[keep]
 
 
+class HeldOut(NamedTuple):
+  """Rows outside the pool that can serve as the reward split (proxy.reward_source="validation"): the validation
+  split's embeddings [m, d], labels [m] and, for the transformer proxy, tokens [m, L] (pad 0)."""
+  embeddings: np.ndarray
+  labels: np.ndarray
+  tokens: Optional[np.ndarray] = None
+
+
+def build_pool_env(key, config, pool, budget: int):
+  """`build_env` on a selector's `Pool` (rlsel.selectors.base): its training split is the pool, and its validation
+  split is the reward split when proxy.reward_source="validation"."""
+  held = None
+  if str(config.proxy.reward_source) == "validation":
+    v = pool.validation
+    require(v is not None and len(v) > 0, "proxy.reward_source='validation' needs a validation split; this task has "
+            "none (use --config.proxy.reward_source=pool)")
+    held = HeldOut(embeddings=v.embeddings, labels=v.labels, tokens=v.input_ids)
+  return build_env(key, config, pool.train.embeddings, pool.train.labels, pool.num_classes, budget,
+                   tokens=pool.train.input_ids, held_out=held)
+
+
 def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int, budget: int,
-              tokens: np.ndarray = None):
+              tokens: np.ndarray = None, held_out: HeldOut = None):
   """Reward split, clusters, initial proxy and EnvParams for a pool. Returns (env_params, selectable positions,
-  the random budget-sized sample behind the initial proxy). With rl.confident_pool = m > 0 only the m x budget rows
-  the out-of-fold probe is surest carry their given label (`confident_subset`) are selectable; with
-  proxy.reward_trusted < 1 the reward split keeps its most trusted rows (`trusted_reward_rows`). `tokens` [n, L]
-  (pad 0): needed by the transformer proxy, which trains on them; clusters always come from the embeddings."""
+  the random budget-sized sample behind the initial proxy). The reward split is a stratified share of the pool
+  (proxy.reward_source="pool") or `held_out` ("validation"; every pool row is then selectable, and the held-out rows
+  are put in the pool's feature space). With rl.confident_pool = m > 0 only the m x budget rows the out-of-fold
+  probe is surest carry their given label (`confident_subset`) are selectable; with proxy.reward_trusted < 1 the
+  reward split keeps its most trusted rows (`trusted_reward_rows`). `tokens` [n, L] (pad 0): needed by the
+  transformer proxy, which trains on them; clusters always come from the embeddings."""
   labels = np.asarray(labels, np.int32)
   rng = numpy_rng(key)
-  selectable, reward = split_reward(rng, config, labels)
+  source = str(config.proxy.reward_source)
+  require(source in proxy_lib.REWARD_SOURCES,
+          f"proxy.reward_source={source!r} must be one of {', '.join(proxy_lib.REWARD_SOURCES)}")
+  if source == "validation":
+    require(held_out is not None, "proxy.reward_source='validation' needs the validation split; this caller passes "
+            "the pool only")
+    selectable, reward = np.arange(labels.shape[0]), None
+  else:
+    selectable, reward = split_reward(rng, config, labels)
   require(budget <= selectable.shape[0],
           f"the budget of {budget} examples exceeds the {selectable.shape[0]} selectable examples (the reward split "
-          f"holds {reward.shape[0]}); lower --config.budget or --config.proxy.reward_fraction")
+          f"holds {0 if reward is None else reward.shape[0]}); lower --config.budget or --config.proxy.reward_fraction")
   trusted = float(config.proxy.reward_trusted)
   require(0 < trusted <= 1, f"proxy.reward_trusted={trusted} must be in (0, 1], e.g. --config.proxy.reward_trusted=0.5")
+  require(reward is not None or trusted == 1, f"proxy.reward_trusted={trusted} thins a reward split carved from the "
+          "pool; with proxy.reward_source='validation' leave it at 1")
   if trusted < 1:
     reward = trusted_reward_rows(config, np.asarray(embeddings), labels, selectable, reward, num_classes)
   order = str(config.rl.within_order)
@@ -117,18 +156,30 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
     keep = confident_subset(labels[selectable], priority, multiple, budget)
     selectable, priority = selectable[keep], priority[keep]
   x = standardise(embeddings)
+  hx = None if reward is not None else standardise(held_out.embeddings, reference=embeddings)
   dim = int(config.proxy.pca_dim)
   require(dim >= 0, f"proxy.pca_dim={dim} must be >= 0 (0 = no projection)")
   if 0 < dim < x.shape[1]:
-    x = standardise(pca(x, dim))
-  sx, rx, sy = jnp.asarray(x[selectable]), jnp.asarray(x[reward]), labels[selectable]
-  del x  # from here on only the device copies (shared by k-means and the proxy) hold the pool
+    if hx is None:
+      x = standardise(pca(x, dim))
+    else:
+      x, hx = pca(x, dim, hx)
+      x, hx = standardise(x), standardise(hx, reference=x)
+  sx, sy = jnp.asarray(x[selectable]), labels[selectable]
+  rx = jnp.asarray(x[reward]) if reward is not None else jnp.asarray(hx)
+  ry = labels[reward] if reward is not None else np.asarray(held_out.labels, np.int32)
+  del x, hx  # from here on only the device copies (shared by k-means and the proxy) hold the pool
   spec = proxy_lib.spec_from_config(config, num_classes)
   px, prx = sx, rx
   if spec.kind == "transformer":
     require(tokens is not None, "proxy.kind='transformer' needs the pool's tokens; this caller passes embeddings only")
     tokens = np.asarray(tokens, np.int32)
-    px, prx = jnp.asarray(tokens[selectable]), jnp.asarray(tokens[reward])
+    px = jnp.asarray(tokens[selectable])
+    if reward is not None:
+      prx = jnp.asarray(tokens[reward])
+    else:
+      require(held_out.tokens is not None, "proxy.kind='transformer' needs the validation split's tokens")
+      prx = jnp.asarray(np.asarray(held_out.tokens, np.int32))
   k_km, k_init, k_fit = jax.random.split(key, 3)
 
   k = int(min(int(config.kmeans.num_clusters), selectable.shape[0]))
@@ -140,7 +191,7 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
     cents, assign = kmeans_lib.kmeans(k_km, sx, k, int(config.kmeans.iters), int(config.kmeans.batch_size))
   cents, assign = kmeans_lib.compact(np.asarray(assign), np.asarray(cents))
 
-  data = proxy_lib.ProxyData(x=px, y=jnp.asarray(sy), rx=prx, ry=jnp.asarray(labels[reward]),
+  data = proxy_lib.ProxyData(x=px, y=jnp.asarray(sy), rx=prx, ry=jnp.asarray(ry),
                              init_params=proxy_lib.init_params(k_init, spec, px.shape[1]))
   sample = stratified_sample(rng, sy, budget)
   init = proxy_lib.fit_initial(k_fit, spec, data, sample, int(config.proxy.init_steps))

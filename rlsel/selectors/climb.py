@@ -36,7 +36,7 @@ import numpy as np
 from rlsel import env as env_lib
 from rlsel import proxy as proxy_lib
 from rlsel import surrogate as surrogate_lib
-from rlsel.env.build import ENV_SECTIONS, build_env
+from rlsel.env.build import ENV_SECTIONS, build_pool_env
 from rlsel.errors import require
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 from rlsel.selectors.basic import numpy_rng, top_up
@@ -253,8 +253,7 @@ class ClimbSelector(Selector):
     cfg = self.config
     t0 = time.time()
     k_env, k_search, k_final, k_score = jax.random.split(key, 4)
-    params, selectable, sample = build_env(k_env, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes,
-                                           budget, tokens=pool.train.input_ids)
+    params, selectable, sample = build_pool_env(k_env, cfg, pool, budget)
     t_env = time.time()
     out = search(cfg, k_search, params)
     t_search = time.time()

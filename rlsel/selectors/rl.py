@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlsel import proxy as proxy_lib
-from rlsel.env.build import ENV_SECTIONS, build_env
+from rlsel.env.build import ENV_SECTIONS, build_pool_env
 from rlsel.errors import UserError
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, positions_of, register
 from rlsel.selectors.basic import numpy_rng, top_up
@@ -196,8 +196,7 @@ class RLSelector(Selector):
     cfg = self.config
     t0 = time.time()
     k_env, k_train, k_greedy, k_score = select_keys(key)
-    params, selectable, sample = build_env(k_env, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes,
-                                           budget, tokens=pool.train.input_ids)
+    params, selectable, sample = build_pool_env(k_env, cfg, pool, budget)
     t_env = time.time()
     _agent(self.algo)  # a clear error for an unknown algorithm, before tracing
     greedy_jit = _PROGRAMS[bool(cfg.rl.fast_compile)].greedy
