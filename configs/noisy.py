@@ -32,7 +32,8 @@ validation rows, so rl_ppo's and climb's val_accuracy here is not an unbiased ch
 Each row carries `pool_noise_rate` and `selected_noise_rate`; `DIR/noise/<task>.json` lists the changed ids.
 
 Cell times (rt_sym40, 2026-12-03, one process per core, both cores busy): a 5% cell's fine-tune 445-650 s, full
-data 578 s; selection: rl_ppo 113 s, label_confident 20-25 s, label_clean 17-28 s.
+data 578 s; selection: rl_ppo 72-102 s (reward on validation, session 16), label_confident 20-25 s, label_clean
+17-28 s.
 """
 
 from rlsel.configlib import protocol_config
