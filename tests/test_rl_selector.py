@@ -24,6 +24,7 @@ def test_rl_ppo_returns_budget_of_unique_ids_deterministically(tmp_path):
   # 2 updates x 2 episodes, plus the greedy episode on the learning curve after the last update (rl.greedy_every).
   assert np.isfinite(info["reward_score"]) and info["real_proxy_evals"] == (2 * 2 + 1) * info["episode_steps"]
   assert len(info["curves"]["mean_return"]) == 2
+  assert info["reward_source"] == "pool" and info["proxy_score"] == "neg_log_loss"  # which reward the row used
   greedy = info["curves"]["greedy_return"]
   assert greedy[0] is None and np.isfinite(greedy[1])
   assert any(p.name.startswith("events") for p in (tmp_path / "tb").iterdir())

@@ -272,6 +272,7 @@ class ClimbSelector(Selector):
         "random_reward_score": score(sample), "search_best_score": float(np.max(out["scores"])),
         "allocation": alloc.tolist(), "num_clusters": int(params.sizes.shape[0]), "chunk": params.chunk,
         "selectable": int(selectable.shape[0]), "reward_split": int(params.proxy.rx.shape[0]),
+        "reward_source": str(cfg.proxy.reward_source), "proxy_score": params.proxy_spec.score,
         "env_seconds": t_env - t0, "search_seconds": t_search - t_env, "select_seconds": time.time() - t0,
         "curves": {k: v.tolist() for k, v in out["metrics"].items() if v.ndim == 1},
     }

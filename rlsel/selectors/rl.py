@@ -216,6 +216,7 @@ class RLSelector(Selector):
     metrics = {k: np.asarray(v) for k, v in out["metrics"].items()}
     info = {
         "algo": self.algo, "reward": repr(params.reward), "proxy_score": params.proxy_spec.score,
+        "reward_source": str(cfg.proxy.reward_source),
         "chosen": pick, "reward_score": scores[pick], "candidate_scores": scores,
         "candidate_rescored_mean": {n: r["mean"] for n, r in rescored.items()},
         "candidate_train_scores": train_scores, "rescore_keys": int(cfg.proxy.rescore_keys),
