@@ -3,6 +3,7 @@
 import json
 import math
 import pathlib
+import tempfile
 
 import numpy as np
 
@@ -122,7 +123,10 @@ def check_same_config(workdir, rows, config, selectors=None) -> dict:
 
 
 def load_rows(workdir) -> list:
-  path = pathlib.Path(workdir) / "results.json"
+  """The rows of `workdir/results.json` ([] if there is none yet); `workdir` may also name a rows file itself."""
+  path = pathlib.Path(workdir)
+  if not path.is_file():
+    path = path / "results.json"
   if not path.exists():
     return []
   rows = json.loads(path.read_text())
@@ -159,24 +163,27 @@ def _pm(mean_std) -> str:
 REFERENCES = ("random", "full")  # every selector is compared with these, seed by seed
 
 
-def paired(rows, metric: str = "test_accuracy") -> list:
+def paired(rows, metric: str = "test_accuracy", references=REFERENCES, selectors=None) -> list:
   """One entry per (task, budget, selector, reference): `metric` of the selector minus the reference's over the
   seeds both have (the reference at the same budget; `full` at any), with a 95% paired-t interval, wins / ties /
   losses and a verdict (rlsel.stats.paired_difference). Seeds are paired: a seed fixes the split, the head
-  initialisation, the dropout keys and the data-order stream, so only the subset differs."""
+  initialisation, the dropout keys and the data-order stream, so only the subset differs. `selectors` (default all)
+  limits the rows compared; a seed where either side lacks `metric` is left out."""
   from rlsel.stats import paired_difference
   by_cell = {cell_key(r): r for r in evaluated(rows)}
   out = []
-  groups = sorted({(r["task"], cell_key(r)[3], r["selector"]) for r in evaluated(rows)})
+  groups = sorted({(r["task"], cell_key(r)[3], r["selector"]) for r in evaluated(rows)
+                   if selectors is None or r["selector"] in selectors})
   for task, budget, sel in groups:
-    for ref in REFERENCES:
+    for ref in references:
       if sel == ref or (ref == "random" and sel == "full"):
         continue
       pairs = []
       for seed in sorted({k[2] for k in by_cell if k[:2] == (sel, task) and k[3] == budget}):
         ref_row = by_cell.get((ref, task, seed, 1.0 if ref == "full" else budget))
-        if ref_row is not None:
-          pairs.append((by_cell[(sel, task, seed, budget)][metric], ref_row[metric], seed))
+        a = by_cell[(sel, task, seed, budget)].get(metric)
+        if ref_row is not None and a is not None and ref_row.get(metric) is not None:
+          pairs.append((a, ref_row[metric], seed))
       if not pairs:
         continue
       a, b, seeds = zip(*pairs)
@@ -314,8 +321,67 @@ def merge(out, sources) -> list:
   return rows
 
 
+ACCURACY_METRICS = ("test_accuracy", "test_macro_f1", "val_accuracy")  # higher is better
+
+
+def _source_rows(source: str) -> list:
+  """The rows of a workdir, a rows file, or an archive (`{"note": ..., "rows": [...]}`, as in `benchmarks/`);
+  `PATH@TAG` renames each row's selector to `selector@TAG` (to compare a selector with an archived run of itself,
+  e.g. `benchmarks/x/results_old.json@old`)."""
+  from rlsel.errors import require
+  path, at, tag = source.rpartition("@")
+  if not at or not tag or "/" in tag:
+    path, tag = source, None
+  p = pathlib.Path(path)
+  require(p.is_file() or (p / "results.json").is_file(), f"{path}: neither a results file nor a workdir holding "
+          "results.json")
+  data = json.loads(p.read_text()) if p.is_file() else None
+  if isinstance(data, dict) and isinstance(data.get("rows"), list):  # an archive: check its rows like a workdir's
+    with tempfile.TemporaryDirectory() as tmp:
+      (pathlib.Path(tmp) / "results.json").write_text(json.dumps(data["rows"]))
+      rows = load_rows(tmp)
+  else:
+    rows = load_rows(p)
+  return [dict(r, selector=f"{r['selector']}@{tag}") for r in rows] if tag else rows
+
+
+def compare(sources, reference: str, selectors=None, metric: str = "test_accuracy") -> list:
+  """Paired comparisons of `selectors` (default: every other selector) against any `reference` selector over the
+  rows of `sources` (workdirs or rows files, `PATH@TAG` to tag one): `paired` with that one reference. A cell in two
+  sources must have the same result there. Bad names, a metric no row has, or a conflict raise UserError."""
+  from rlsel.errors import UserError, require
+  require(sources, "name at least one workdir or results file")
+  rows, origin = [], {}
+  for source in sources:
+    for r in _source_rows(source):
+      key = cell_key(r)
+      if key in origin:
+        first = rows[origin[key][1]]
+        if any(first.get(k) != r.get(k) for k in _MERGE_SAME):
+          raise UserError(f"cell {key} has different results in {origin[key][0]} and {source}; tag one source with "
+                          "@TAG to compare them")
+        continue
+      origin[key] = (source, len(rows))
+      rows.append(r)
+  present = sorted({r["selector"] for r in rows})
+  for name in (reference, *(selectors or ())):
+    require(name in present, f"no rows of selector {name!r}; the sources hold {', '.join(present) or 'no rows'}")
+  numeric = sorted({k for r in evaluated(rows) for k, v in r.items() if isinstance(v, (int, float))
+                    and not isinstance(v, bool)})
+  require(metric in numeric, f"metric {metric!r} is not a number in any evaluated row; choose from "
+          f"{', '.join(numeric)}")
+  entries = paired(rows, metric, references=(reference,), selectors=selectors)
+  if metric not in ACCURACY_METRICS:  # "better" would presume that higher is better
+    entries = [dict(e, verdict={"better": "higher", "worse": "lower"}.get(e["verdict"], e["verdict"]))
+               for e in entries]
+  if not entries:
+    raise UserError(f"no seed has both a compared selector and {reference!r} at the same task and budget")
+  return entries
+
+
 def main(argv=None) -> int:
-  """`python -m rlsel.results merge OUT SOURCE [SOURCE ...]`."""
+  """`python -m rlsel.results merge OUT SOURCE [SOURCE ...]` or
+  `python -m rlsel.results compare SOURCE [SOURCE ...] --reference SEL [--selectors A,B] [--metric M]`."""
   import argparse
   import sys
   from rlsel.errors import UserError
@@ -324,8 +390,21 @@ def main(argv=None) -> int:
   m = sub.add_parser("merge", help="merge the results of several workdirs (cells run in parallel) into OUT")
   m.add_argument("out", help="the workdir to write (created if missing; may be one of the sources)")
   m.add_argument("sources", nargs="+", help="workdirs holding results.json")
+  c = sub.add_parser("compare", help="paired differences of selectors against any reference selector")
+  c.add_argument("sources", nargs="+", help="workdirs or results .json files; PATH@TAG renames that source's "
+                 "selectors to SELECTOR@TAG")
+  c.add_argument("--reference", required=True, help="the selector every other one is compared with, seed by seed")
+  c.add_argument("--selectors", default=None, help="comma-separated selectors to compare (default: all others)")
+  c.add_argument("--metric", default="test_accuracy", help="a numeric row field (default test_accuracy)")
   args = parser.parse_args(argv)
   try:
+    if args.command == "compare":
+      names = [n for n in (args.selectors or "").split(",") if n] or None
+      entries = compare(args.sources, args.reference, names, args.metric)
+      print(f"{args.metric}: selector minus {args.reference}, seed by seed; differences x 100; 95% paired-t "
+            "interval over seeds")
+      print(paired_table(entries))
+      return 0
     rows = merge(args.out, args.sources)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)

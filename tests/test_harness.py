@@ -243,6 +243,41 @@ def test_paired_comparisons_and_forest_plot(tmp_path):
   assert [p.name for p in paths] == ["paired_rt.png"] and paths[0].read_bytes()[:4] == b"\x89PNG"
 
 
+def test_compare_against_any_reference_and_an_archived_run(tmp_path, capsys):
+  """`compare` pairs seed by seed against the named reference, reads archives tagged with @TAG, and names bad
+  input in one line."""
+  import json
+  rows = _rows()
+  results.write(tmp_path / "w", rows)
+  acc = {(r["selector"], r["seed"], r["budget"]): r["test_accuracy"] for r in rows}
+  (e,) = results.compare([str(tmp_path / "w")], "kcenter", ["random"])[:1]
+  assert (e["selector"], e["reference"], e["budget"]) == ("random", "kcenter", 0.05)
+  assert e["mean_diff"] == pytest.approx(np.mean([acc[("random", s, 0.05)] - acc[("kcenter", s, 0.05)]
+                                                  for s in (0, 1)]))
+  # An archive of an older run of kcenter, compared with today's under a tag.
+  old = [dict(r, test_accuracy=r["test_accuracy"] - 0.01 * (1 + r["seed"]))
+         for r in rows if r["selector"] == "kcenter"]
+  (tmp_path / "old.json").write_text(json.dumps({"note": "archived", "rows": old}))
+  entries = results.compare([str(tmp_path / "w"), f"{tmp_path / 'old.json'}@old"], "kcenter@old", ["kcenter"])
+  assert [(x["budget"], x["n"]) for x in entries] == [(0.05, 2), (0.1, 2)]
+  assert entries[0]["mean_diff"] == pytest.approx(0.015) and entries[0]["wins"] == 2
+  # A metric where lower may be better gets a neutral verdict; accuracy keeps better / worse.
+  noisy = [dict(r, selected_noise_rate=0.4 if r["selector"] == "random" else 0.1 + 0.01 * r["seed"]) for r in rows]
+  results.write(tmp_path / "n", noisy)
+  (e,) = results.compare([str(tmp_path / "n")], "random", ["kcenter"], "selected_noise_rate")[:1]
+  assert e["verdict"] == "lower" and e["losses"] == 2
+  results.write(tmp_path / "c", [dict(rows[0], test_accuracy=0.123)])
+  assert results.main(["compare", str(tmp_path / "w"), "--reference", "random", "--selectors", "kcenter"]) == 0
+  out = capsys.readouterr().out
+  assert out.startswith("test_accuracy: selector minus random") and "| rt | 0.05 | kcenter | random | 2 |" in out
+  for argv, message in (([str(tmp_path / "w"), "--reference", "rndom"], "no rows of selector 'rndom'"),
+                        ([str(tmp_path / "w"), "--reference", "random", "--metric", "foo"], "metric 'foo'"),
+                        ([str(tmp_path / "nowhere"), "--reference", "random"], "neither a results file"),
+                        ([str(tmp_path / "w"), str(tmp_path / "c"), "--reference", "random"], "different results")):
+    assert results.main(["compare", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_paired_difference_verdicts():
   from rlsel.stats import paired_difference
   better = paired_difference([0.75, 0.76, 0.77, 0.76], [0.70, 0.72, 0.71, 0.70])
