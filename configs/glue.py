@@ -20,8 +20,8 @@ steps and a 300-step full-data cap, the defaults of this file before 2026-12-03;
 --config.features.max_length=48 --config.finetune.max_steps=300 --config.finetune.eval_every=50 to reproduce
 figures measured with them.)
 
-Default selectors: full, random and rl_ppo (2026-12-03: 28.6 minutes on 2 cores of a machine 1.7x slower than that
-of 2026-12-01, an estimated 15-17 there; benchmarks/RESULTS.md); add others with
+Default selectors: full, random and rl_ppo (15 min 2 s on 2 quiet cores on 2026-12-04; 28.6 minutes on 2026-12-03
+on a machine 1.8x slower; benchmarks/RESULTS.md); add others with
 --config.selectors=full,random,rl_ppo,rl_dqn,climb,rl_ppo_warm.
 """
 
