@@ -33,7 +33,8 @@ Each row carries `pool_noise_rate` and `selected_noise_rate`; `DIR/noise/<task>.
 
 Cell times (rt_sym40, 2026-12-03, one process per core, both cores busy): a 5% cell's fine-tune 445-650 s, full
 data 578 s; selection: rl_ppo 72-102 s (reward on validation, session 16), label_confident 20-25 s, label_clean
-17-28 s.
+17-28 s. rt_inst30 (2026-12-04, one process per core, a machine about 1.8x faster): fine-tune 285-465 s, full
+data 378-449 s; selection rl_ppo 62-79 s, label_confident 13-14 s.
 """
 
 from rlsel.configlib import protocol_config
