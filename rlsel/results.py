@@ -3,7 +3,6 @@
 import json
 import math
 import pathlib
-import tempfile
 
 import numpy as np
 
@@ -129,7 +128,10 @@ def load_rows(workdir) -> list:
     path = path / "results.json"
   if not path.exists():
     return []
-  rows = json.loads(path.read_text())
+  return _checked_rows(json.loads(path.read_text()), path)
+
+
+def _checked_rows(rows, path) -> list:
   if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in REQUIRED) for r in rows):
     from rlsel.errors import UserError
     raise UserError(f"{path} is not an rlsel results file; move it away or use another --workdir")
@@ -336,10 +338,8 @@ def _source_rows(source: str) -> list:
   require(p.is_file() or (p / "results.json").is_file(), f"{path}: neither a results file nor a workdir holding "
           "results.json")
   data = json.loads(p.read_text()) if p.is_file() else None
-  if isinstance(data, dict) and isinstance(data.get("rows"), list):  # an archive: check its rows like a workdir's
-    with tempfile.TemporaryDirectory() as tmp:
-      (pathlib.Path(tmp) / "results.json").write_text(json.dumps(data["rows"]))
-      rows = load_rows(tmp)
+  if isinstance(data, dict) and "rows" in data:  # an archive
+    rows = _checked_rows(data["rows"], p)
   else:
     rows = load_rows(p)
   return [dict(r, selector=f"{r['selector']}@{tag}") for r in rows] if tag else rows
