@@ -280,6 +280,24 @@ def _check_mergeable(found) -> None:
 _MERGE_SAME = ("n_selected", "test_accuracy", "test_macro_f1", "val_accuracy")  # equal for one cell
 
 
+def _union(found, remedy: str) -> list:
+  """The rows of (source, row) pairs, one per cell: a cell found in several sources with the same result is kept once;
+  with different results it raises UserError, ending with `remedy`."""
+  from rlsel.errors import UserError
+  rows, origin = [], {}
+  for s, r in found:
+    key = cell_key(r)
+    if key in origin:
+      first = rows[origin[key][1]]
+      if any(first.get(k) != r.get(k) for k in _MERGE_SAME):
+        raise UserError(f"cell {key} has different results in {origin[key][0]} and {s} (acc "
+                        f"{first['test_accuracy']} vs {r['test_accuracy']}); {remedy}")
+      continue
+    origin[key] = (s, len(rows))
+    rows.append(r)
+  return rows
+
+
 def merge(out, sources) -> list:
   """Merges the results of several workdirs into `out` (which may be one of them, and whose own rows are kept):
   rows, `configs/` and `selections/`, then rewrites `results.json`, `results.md` and the accuracy-against-budget plots.
@@ -290,7 +308,7 @@ def merge(out, sources) -> list:
   the pool's embeddings and are not redrawn; rerunning `rlsel.main` on `out` with the merged config does that.
   """
   import shutil
-  from rlsel.errors import UserError, require
+  from rlsel.errors import require
   out = pathlib.Path(out)
   sources = [pathlib.Path(s) for s in sources]
   require(sources, "name at least one source workdir to merge")
@@ -299,17 +317,7 @@ def merge(out, sources) -> list:
   found = [(s, r) for s in dict.fromkeys([out] + sources if (out / "results.json").exists() else sources)
            for r in load_rows(s)]
   _check_mergeable(found)
-  rows, origin = [], {}
-  for s, r in found:
-    key = cell_key(r)
-    if key in origin:
-      first = rows[origin[key][1]]
-      if any(first.get(k) != r.get(k) for k in _MERGE_SAME):
-        raise UserError(f"cell {key} has different results in {origin[key][0]} and {s} (acc "
-                        f"{first['test_accuracy']} vs {r['test_accuracy']}); remove it from one of them first")
-      continue
-    origin[key] = (s, len(rows))
-    rows.append(r)
+  rows = _union(found, "remove it from one of them first")
   for s in sources:
     if s.resolve() == out.resolve():
       continue
@@ -351,18 +359,8 @@ def compare(sources, reference: str, selectors=None, metric: str = "test_accurac
   sources must have the same result there. Bad names, a metric no row has, or a conflict raise UserError."""
   from rlsel.errors import UserError, require
   require(sources, "name at least one workdir or results file")
-  rows, origin = [], {}
-  for source in sources:
-    for r in _source_rows(source):
-      key = cell_key(r)
-      if key in origin:
-        first = rows[origin[key][1]]
-        if any(first.get(k) != r.get(k) for k in _MERGE_SAME):
-          raise UserError(f"cell {key} has different results in {origin[key][0]} and {source}; tag one source with "
-                          "@TAG to compare them")
-        continue
-      origin[key] = (source, len(rows))
-      rows.append(r)
+  rows = _union([(source, r) for source in sources for r in _source_rows(source)], "tag one source with @TAG to "
+                "compare them")
   present = sorted({r["selector"] for r in rows})
   for name in (reference, *(selectors or ())):
     require(name in present, f"no rows of selector {name!r}; the sources hold {', '.join(present) or 'no rows'}")
