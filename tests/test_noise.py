@@ -114,8 +114,8 @@ def test_tweets_keep_confidence_and_tweets_trusted_judges_on_agreed_tweets():
 def test_noisy_config_variants():
   for arg in ("rt_sym20", "rt_sym40", "rt_inst30", "tweets_trusted"):
     c = load_config("noisy", arg)
-    assert c.kmeans.stratified and c.rl.within_order == "confident"
-    assert c.rl.confident_pool == 2 and c.kmeans.num_clusters == 32 and c.proxy.reward_source == "validation"
+    assert c.kmeans.stratified and c.rl.within_order == "random"
+    assert c.rl.confident_pool == 4 and c.kmeans.num_clusters == 64 and c.proxy.reward_source == "validation"
     assert set(c.selectors) >= {"full", "random", "label_clean", "label_confident", "rl_ppo", "climb"}
   assert load_config("noisy", "rt_sym40").data.label_noise == 0.4
   with pytest.raises(ValueError, match="needs a variant"):
