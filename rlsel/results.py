@@ -207,20 +207,40 @@ def paired_table(entries) -> str:
   return "\n".join(lines)
 
 
+# Optional columns of the summary, shown where some row carries the field (noisy pools, tweets' crowd confidence):
+# (header, field, format of one value).
+EXTRA_SUMMARY = (("pool noise", "pool_noise_rate", "{:.3f}"), ("selected noise", "selected_noise_rate", "{:.3f}"),
+                 ("selected confidence", "selected_mean_confidence", "{:.3f}"))
+
+
+def _span(values, fmt: str) -> str:
+  """"0.182 (0.150-0.216)" over the seeds, one value bare, "—" where no row has it."""
+  v = [x for x in values if x is not None and math.isfinite(x)]
+  if not v:
+    return "—"
+  lo, hi, mean = min(v), max(v), float(np.mean(v))
+  return fmt.format(mean) if lo == hi else f"{fmt.format(mean)} ({fmt.format(lo)}-{fmt.format(hi)})"
+
+
 def summary(rows) -> str:
-  """Means ± sample standard deviations over seeds, per (selector, task, budget)."""
+  """Means ± sample standard deviations over seeds, per (selector, task, budget); noise rates and crowd confidence
+  (mean and range over seeds) where the rows carry them."""
   groups = {}
   for r in rows:
     groups.setdefault((r["task"], cell_key(r)[3], r["selector"]), []).append(r)
-  lines = ["| task | budget | selector | seeds | examples | test acc | macro-F1 | select s | finetune s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  extra = [(h, k, f) for h, k, f in EXTRA_SUMMARY if any(r.get(k) is not None for r in rows)]
+  heads = ["task", "budget", "selector", "seeds", "examples", "test acc", "macro-F1", "select s", "finetune s"]
+  heads += [h for h, _, _ in extra]
+  lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
   for (task, budget, sel), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
     ev = evaluated(rs)
     acc = _pm(_mean_std([r["test_accuracy"] for r in ev])) if ev else "—"
     f1 = _pm(_mean_std([r["test_macro_f1"] for r in ev])) if ev else "—"
     ss, fs = _mean_std([r["select_seconds"] for r in rs]), _mean_std([r["finetune_seconds"] for r in rs])
     n = int(round(np.mean([r["n_selected"] for r in rs])))
-    lines.append(f"| {task} | {budget:g} | {sel} | {len(rs)} | {n} | {acc} | {f1} | {ss[0]:.1f} | {fs[0]:.1f} |")
+    cells = [task, f"{budget:g}", sel, str(len(rs)), str(n), acc, f1, f"{ss[0]:.1f}", f"{fs[0]:.1f}"]
+    cells += [_span([r.get(k) for r in rs], f) for _, k, f in extra]
+    lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 

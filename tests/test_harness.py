@@ -97,6 +97,24 @@ def test_results_files_and_plot(tmp_path):
   assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_summary_shows_noise_rates_and_confidence_only_where_rows_carry_them():
+  """A noisy pool's summary gives each selector's selected noise (mean and range over seeds) beside the pool's."""
+  rows = _rows()
+  assert "noise" not in results.summary(rows) and "confidence" not in results.summary(rows)
+  noisy = [dict(r, pool_noise_rate=0.4,
+                selected_noise_rate=(0.1 + 0.1 * r["seed"] if r["selector"] == "kcenter" else 0.4)) for r in rows]
+  noisy[0]["selected_noise_rate"] = None  # a row of older code without the field leaves the others' mean alone
+  md = results.summary(noisy)
+  head = md.splitlines()[0]
+  assert head.endswith("| pool noise | selected noise |") and "confidence" not in head
+  line = next(x for x in md.splitlines() if "| 0.05 | kcenter |" in x)
+  assert line.endswith("| 0.400 | 0.150 (0.100-0.200) |")
+  full = next(x for x in md.splitlines() if "| full |" in x)
+  assert full.endswith("| 0.400 | 0.400 |")
+  conf = [dict(r, selected_mean_confidence=0.9) for r in rows]
+  assert results.summary(conf).splitlines()[0].endswith("| selected confidence |")
+
+
 def test_merge_workdirs(tmp_path):
   """Cells run in parallel workdirs merge into one table; a baseline copied into each is kept once."""
   rows = [dict(r, config_id="abc") for r in _rows()]
