@@ -129,6 +129,8 @@ def base_config() -> ml_collections.ConfigDict:
                                      # (highest out-of-fold probe probability of the given label first; noisy pools)
   c.rl.confident_pool = 0.0          # m >= 1: only the m x budget rows of highest such probability (per class, in the
                                      # pool's label shares) are selectable; 0 = every row outside the reward split
+  c.rl.drop_label_issues = False     # True: rows confident learning flags as likely mislabelled (label_clean's flags,
+                                     # selection.clean_filter_by) are not selectable (applied before rl.confident_pool)
   c.rl.num_envs = 16                 # parallel episodes per update (vmap)
   c.rl.num_updates = 30              # PPO / REINFORCE updates; DQN rollout rounds
   c.rl.update_epochs = 4             # PPO epochs per update

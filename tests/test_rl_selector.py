@@ -266,6 +266,32 @@ def test_confident_pool_keeps_only_the_surest_rows_selectable():
       validation.validate_settings(cfg)
 
 
+def test_drop_label_issues_leaves_confident_learnings_flagged_rows_out():
+  """rl.drop_label_issues: the selectable rows are those outside the reward split that `label_clean`'s confident
+  learning does not flag (the same out-of-fold probe, selection.clean_filter_by), so far fewer flipped labels; with
+  rl.confident_pool the surest rows are taken from what is left."""
+  pytest.importorskip("cleanlab")
+  from rlsel.env.build import label_confidence
+  from rlsel.selectors.coverage import label_issues
+  from tests.test_selectors_baselines import noisy_pool
+  pool, flipped = noisy_pool(n=400, flip_rate=0.3, seed=2)
+  key, budget = jax.random.PRNGKey(3), 40
+  cfg = tiny_rl_config()
+  _, every, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  cfg.rl.drop_label_issues = True
+  params, kept, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  _, probs = label_confidence(jax.random.fold_in(key, 1), cfg, pool.train.embeddings[every], pool.train.labels[every],
+                              pool.num_classes)
+  flags = label_issues(pool.train.labels[every], probs, cfg.selection.clean_filter_by, "test")
+  assert 0 < flags.sum() < every.shape[0] - budget
+  np.testing.assert_array_equal(kept, every[~flags])
+  assert params.num_rows == kept.shape[0]
+  assert flipped[kept].mean() < 0.6 * flipped[every].mean(), (flipped[kept].mean(), flipped[every].mean())
+  cfg.rl.confident_pool = 2.0
+  _, both, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  assert both.shape == (80,) and np.isin(both, kept).all()
+
+
 def test_trusted_reward_split_keeps_the_rows_a_probe_trusts():
   """proxy.reward_trusted = q: the reward split keeps each class's q share of its rows, those a probe fit on the
   selectable rows is surest carry their given label, so it holds far fewer flipped labels; 1 keeps it whole; a value

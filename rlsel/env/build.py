@@ -24,7 +24,7 @@ WITHIN_ORDERS = ("random", "confident")
 # Config fields a selector on the environment reads (its cell identity): the environment's sections, plus the
 # out-of-fold probe behind rl.within_order="confident".
 ENV_SECTIONS = ("kmeans", "proxy", "rl", "selection.probe_steps", "selection.probe_learning_rate",
-                "selection.probe_l2", "selection.probe_folds")
+                "selection.probe_l2", "selection.probe_folds", "selection.clean_filter_by")
 
 
 def confident_subset(labels: np.ndarray, confidence: np.ndarray, multiple: float, budget: int) -> np.ndarray:
@@ -69,12 +69,12 @@ def split_reward(rng: np.random.Generator, config, labels: np.ndarray) -> tuple:
   return selectable, reward
 
 
-def label_confidence(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-  """Each row's out-of-fold linear-probe probability of its given label [n] (`coverage.configured_oof_probs`): low
-  where the label disagrees with what its neighbours' labels predict."""
+def label_confidence(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int):
+  """(each row's out-of-fold linear-probe probability of its given label [n], the probe's probabilities [n, C])
+  (`coverage.configured_oof_probs`): low where the label disagrees with what its neighbours' labels predict."""
   from rlsel.selectors import coverage
   probs = coverage.configured_oof_probs(key, config, embeddings, labels, num_classes)
-  return probs[np.arange(labels.shape[0]), labels]
+  return probs[np.arange(labels.shape[0]), labels], probs
 
 
 def trusted_reward_rows(config, embeddings: np.ndarray, labels: np.ndarray, selectable: np.ndarray,
@@ -119,7 +119,9 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   """Reward split, clusters, initial proxy and EnvParams for a pool. Returns (env_params, selectable positions,
   the random budget-sized sample behind the initial proxy). The reward split is a stratified share of the pool
   (proxy.reward_source="pool") or `held_out` ("validation"; every pool row is then selectable, and the held-out rows
-  are put in the pool's feature space). With rl.confident_pool = m > 0 only the m x budget rows the out-of-fold
+  are put in the pool's feature space). With rl.drop_label_issues the rows confident learning flags as likely
+  mislabelled (`label_clean`'s flags on the same out-of-fold probe) are not selectable. With rl.confident_pool = m > 0
+  only the m x budget rows the out-of-fold
   probe is surest carry their given label (`confident_subset`) are selectable; with proxy.reward_trusted < 1 the
   reward split keeps its most trusted rows (`trusted_reward_rows`). `tokens` [n, L] (pad 0): needed by the
   transformer proxy, which trains on them; clusters always come from the embeddings."""
@@ -148,10 +150,17 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   multiple = float(config.rl.confident_pool)
   require(multiple == 0 or multiple >= 1, f"rl.confident_pool={multiple} must be 0 (off) or >= 1 (a multiple of the "
           "budget), e.g. --config.rl.confident_pool=2")
+  drop = bool(config.rl.drop_label_issues)
   priority = None
-  if order == "confident" or multiple > 0:  # its own key: the other draws of the environment are unchanged
-    priority = label_confidence(jax.random.fold_in(key, 1), config, np.asarray(embeddings)[selectable],
-                                labels[selectable], num_classes)
+  if order == "confident" or multiple > 0 or drop:  # its own key: the other draws of the environment are unchanged
+    priority, probs = label_confidence(jax.random.fold_in(key, 1), config, np.asarray(embeddings)[selectable],
+                                       labels[selectable], num_classes)
+  if drop:
+    from rlsel.selectors.coverage import label_issues
+    clean = ~label_issues(labels[selectable], probs, str(config.selection.clean_filter_by), "rl.drop_label_issues")
+    require(budget <= int(clean.sum()), f"the budget of {budget} examples exceeds the {int(clean.sum())} selectable "
+            "examples confident learning does not flag; lower --config.budget or drop --config.rl.drop_label_issues")
+    selectable, priority = selectable[clean], priority[clean]
   if multiple > 0:
     keep = confident_subset(labels[selectable], priority, multiple, budget)
     selectable, priority = selectable[keep], priority[keep]

@@ -79,6 +79,21 @@ def configured_oof_probs(key, config, x: np.ndarray, y: np.ndarray, num_classes:
                          float(s.probe_learning_rate), float(s.probe_l2))
 
 
+def label_issues(labels: np.ndarray, probs: np.ndarray, filter_by: str, who: str) -> np.ndarray:
+  """Confident learning's flags [n] bool (cleanlab `find_label_issues`, `filter_by`) on out-of-fold probabilities
+  [n, C]: the rows most likely mislabelled. `who` names the caller in the one-line error when cleanlab is missing."""
+  require(filter_by in CLEAN_FILTERS, f"selection.clean_filter_by={filter_by!r} must be one of "
+          f"{', '.join(CLEAN_FILTERS)}")
+  try:
+    import cleanlab.filter
+  except ImportError:
+    raise UserError(f"{who} needs cleanlab: pip install cleanlab (or pip install -e .[clean])") from None
+  chex.assert_rank([labels, probs], [1, 2])
+  # n_jobs=1: no worker processes forked from a process running JAX (cleanlab's result does not depend on it).
+  return np.asarray(cleanlab.filter.find_label_issues(np.asarray(labels), np.asarray(probs), filter_by=filter_by,
+                                                      n_jobs=1), bool)
+
+
 def _pool_oof_probs(key, pool: Pool, config) -> np.ndarray:
   return configured_oof_probs(key, config, pool.train.embeddings, pool.train.labels, pool.num_classes)
 
@@ -237,20 +252,12 @@ class LabelClean(Selector):
     return clean_positions(rng, labels, flagged, confidence, budget)
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
-    try:
-      import cleanlab.filter
-    except ImportError:
-      raise UserError(f"{self.name} needs cleanlab: pip install cleanlab (or pip install -e .[clean])") from None
     s = self.config.selection
-    require(s.clean_filter_by in CLEAN_FILTERS,
-            f"selection.clean_filter_by={s.clean_filter_by!r} must be one of {', '.join(CLEAN_FILTERS)}")
     t0 = time.time()
     kprobe, kpick = jax.random.split(key)
     probs = _pool_oof_probs(kprobe, pool, self.config)
     labels = pool.train.labels
-    # n_jobs=1: no worker processes forked from a process running JAX (cleanlab's result does not depend on it).
-    flagged = np.asarray(cleanlab.filter.find_label_issues(labels, probs, filter_by=s.clean_filter_by, n_jobs=1),
-                         bool)
+    flagged = label_issues(labels, probs, s.clean_filter_by, self.name)
     confidence = probs[np.arange(labels.shape[0]), labels]
     pos = self.pick(numpy_rng(kpick), labels, flagged, confidence, budget)
     info = {"select_seconds": time.time() - t0, "flagged": int(flagged.sum()),
