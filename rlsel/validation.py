@@ -106,6 +106,9 @@ def _check_selection(config, selectors) -> None:
   """Settings of the coverage/cleaning baselines that are asked for, and cleanlab installed for the cleaning ones."""
   s = config.selection
   cleaning = [name for name in ("label_clean", "label_confident") if name in selectors]
+  if config.rl.drop_label_issues:  # the environment's filter runs the same confident learning
+    from rlsel.selectors import base
+    cleaning += [name for name in selectors if "rl" in base.selector_class(name).config_sections]
   if cleaning:
     require(importlib.util.find_spec("cleanlab") is not None,
             f"selector {cleaning[0]} needs cleanlab: pip install cleanlab (or pip install -e .[clean])")

@@ -269,7 +269,7 @@ def test_confident_pool_keeps_only_the_surest_rows_selectable():
 def test_drop_label_issues_leaves_confident_learnings_flagged_rows_out():
   """rl.drop_label_issues: the selectable rows are those outside the reward split that `label_clean`'s confident
   learning does not flag (the same out-of-fold probe, selection.clean_filter_by), so far fewer flipped labels; with
-  rl.confident_pool the surest rows are taken from what is left."""
+  rl.confident_pool the surest rows are taken from what is left; a bad filter setting fails before any work."""
   pytest.importorskip("cleanlab")
   from rlsel.env.build import label_confidence
   from rlsel.selectors.coverage import label_issues
@@ -290,6 +290,10 @@ def test_drop_label_issues_leaves_confident_learnings_flagged_rows_out():
   cfg.rl.confident_pool = 2.0
   _, both, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
   assert both.shape == (80,) and np.isin(both, kept).all()
+  from rlsel import validation  # the filter's settings are checked before any work, as label_clean's are
+  cfg.selectors, cfg.selection.clean_filter_by = ("random", "climb"), "by_magic"
+  with pytest.raises(UserError, match="selection.clean_filter_by"):
+    validation.validate_settings(cfg)
 
 
 def test_trusted_reward_split_keeps_the_rows_a_probe_trusts():

@@ -22,7 +22,7 @@ _STD_EPS = 1e-6  # added to per-dimension std before dividing (constant dimensio
 # rl.within_order: the order a cluster hands out its rows ("confident": `label_confidence`, highest first).
 WITHIN_ORDERS = ("random", "confident")
 # Config fields a selector on the environment reads (its cell identity): the environment's sections, plus the
-# out-of-fold probe behind rl.within_order="confident".
+# out-of-fold probe behind rl.within_order="confident" and rl.confident_pool, and rl.drop_label_issues' filter.
 ENV_SECTIONS = ("kmeans", "proxy", "rl", "selection.probe_steps", "selection.probe_learning_rate",
                 "selection.probe_l2", "selection.probe_folds", "selection.clean_filter_by")
 
@@ -121,10 +121,10 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   (proxy.reward_source="pool") or `held_out` ("validation"; every pool row is then selectable, and the held-out rows
   are put in the pool's feature space). With rl.drop_label_issues the rows confident learning flags as likely
   mislabelled (`label_clean`'s flags on the same out-of-fold probe) are not selectable. With rl.confident_pool = m > 0
-  only the m x budget rows the out-of-fold
-  probe is surest carry their given label (`confident_subset`) are selectable; with proxy.reward_trusted < 1 the
-  reward split keeps its most trusted rows (`trusted_reward_rows`). `tokens` [n, L] (pad 0): needed by the
-  transformer proxy, which trains on them; clusters always come from the embeddings."""
+  only the m x budget rows the out-of-fold probe is surest carry their given label (`confident_subset`) are
+  selectable; with proxy.reward_trusted < 1 the reward split keeps its most trusted rows (`trusted_reward_rows`).
+  `tokens` [n, L] (pad 0): needed by the transformer proxy, which trains on them; clusters always come from the
+  embeddings."""
   labels = np.asarray(labels, np.int32)
   rng = numpy_rng(key)
   source = str(config.proxy.reward_source)
