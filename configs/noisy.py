@@ -39,6 +39,8 @@ data 578 s; selection: rl_ppo 72-102 s (reward on validation, session 16), label
 17-28 s. rt_inst30 (2026-12-04, one process per core, a machine about 1.8x faster): fine-tune 285-465 s, full
 data 378-449 s; selection rl_ppo 62-79 s, label_confident 13-14 s. This environment (2026-12-06, one process per
 core, a slower machine): rl_ppo selection 78-85 s, its fine-tune 399-498 s, on rt_inst30 and rt_sym40 alike.
+rt_sym20 (2026-12-06, session 20, one process per core): fine-tune 312-491 s (5% and full data alike); selection
+rl_ppo 66-71 s, climb 24-27 s, label_clean 12-14 s, cluster_stratified 2 s.
 """
 
 from rlsel.configlib import protocol_config
