@@ -120,11 +120,11 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   the random budget-sized sample behind the initial proxy). The reward split is a stratified share of the pool
   (proxy.reward_source="pool") or `held_out` ("validation"; every pool row is then selectable, and the held-out rows
   are put in the pool's feature space). With rl.drop_label_issues the rows confident learning flags as likely
-  mislabelled (`label_clean`'s flags on the same out-of-fold probe) are not selectable. With rl.confident_pool = m > 0
-  only the m x budget rows the out-of-fold probe is surest carry their given label (`confident_subset`) are
-  selectable; with proxy.reward_trusted < 1 the reward split keeps its most trusted rows (`trusted_reward_rows`).
-  `tokens` [n, L] (pad 0): needed by the transformer proxy, which trains on them; clusters always come from the
-  embeddings."""
+  mislabelled (`label_clean`'s confident learning with the same probe settings) are not selectable. With
+  rl.confident_pool = m > 0 only the m x budget rows the out-of-fold probe is surest carry their given label
+  (`confident_subset`) are selectable; with proxy.reward_trusted < 1 the reward split keeps its most trusted rows
+  (`trusted_reward_rows`). `tokens` [n, L] (pad 0): needed by the transformer proxy, which trains on them; clusters
+  always come from the embeddings."""
   labels = np.asarray(labels, np.int32)
   rng = numpy_rng(key)
   source = str(config.proxy.reward_source)
