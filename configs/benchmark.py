@@ -1,6 +1,5 @@
 """The selector comparison under the protocol: paired seeds, subsets trained to convergence, intervals against random.
 
-    pip install -e ".[clean]"     # label_clean needs cleanlab
     python -m rlsel.main --config=configs/benchmark.py --workdir=runs/benchmark        # rt, tweets: seeds 0-4
     python -m rlsel.main --config=configs/benchmark.py:more --workdir=runs/benchmark   # rt_subj, bbc: seeds 0-2
     python -m rlsel.main --config=configs/benchmark.py:quick --workdir=runs/bench_quick  # rt, seed 0

@@ -76,4 +76,5 @@ def get_config(arg: str = None):
   c.rl.confident_pool = 4.0
   c.kmeans.num_clusters = 64
   c.proxy.reward_source = "validation"
+  c.rl.drop_label_issues = False   # the confident pool above is this config's filter (measured without cleanlab's)
   return c

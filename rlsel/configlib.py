@@ -129,8 +129,9 @@ def base_config() -> ml_collections.ConfigDict:
                                      # (highest out-of-fold probe probability of the given label first; noisy pools)
   c.rl.confident_pool = 0.0          # m >= 1: only the m x budget rows of highest such probability (per class, in the
                                      # pool's label shares) are selectable; 0 = every row outside the reward split
-  c.rl.drop_label_issues = False     # True: rows confident learning flags as likely mislabelled (label_clean's flags,
-                                     # selection.clean_filter_by) are not selectable (applied before rl.confident_pool)
+  c.rl.drop_label_issues = False     # True (protocol_config's default): rows confident learning flags as likely
+                                     # mislabelled (label_clean's flags, selection.clean_filter_by) are not
+                                     # selectable (applied before rl.confident_pool)
   c.rl.num_envs = 16                 # parallel episodes per update (vmap)
   c.rl.num_updates = 30              # PPO / REINFORCE updates; DQN rollout rounds
   c.rl.update_epochs = 4             # PPO epochs per update
@@ -260,12 +261,16 @@ def protocol_config() -> ml_collections.ConfigDict:
   rt and tweets, 3 paired seeds: validation flat from 200 to 400 steps), full data at most `finetune.max_steps` = 200
   (0.6 epoch of rt); 40 tokens and validation every 40 steps cut the main job's time (whether it ends within 15
   minutes on 2 cores is not yet measured on a normal machine: benchmarks/RESULTS.md).
+  The RL environment leaves out the rows confident learning flags as likely mislabelled (`rl.drop_label_issues`):
+  chosen on validation, rl_ppo on rt, 5 paired seeds (2026-12-06, session 21), +1.29 points [+0.45, +2.13] against
+  the environment without it (test +0.42 [-0.66, +1.51]); benchmarks/RESULTS.md, "Selector comparison".
   """
   c = base_config()
   c.features.max_length = 40
   c.finetune.min_steps = 200
   c.finetune.max_steps = 200
   c.finetune.eval_every = 40
+  c.rl.drop_label_issues = True
   return c
 
 

@@ -111,7 +111,7 @@ def _check_selection(config, selectors) -> None:
     cleaning += [name for name in selectors if "rl" in base.selector_class(name).config_sections]
   if cleaning:
     require(importlib.util.find_spec("cleanlab") is not None,
-            f"selector {cleaning[0]} needs cleanlab: pip install cleanlab (or pip install -e .[clean])")
+            f"selector {cleaning[0]} needs cleanlab: pip install cleanlab (rlsel's install brings it)")
     from rlsel.selectors.coverage import CLEAN_FILTERS
     require(s.clean_filter_by in CLEAN_FILTERS,
             f"selection.clean_filter_by={s.clean_filter_by!r} must be one of {', '.join(CLEAN_FILTERS)}")

@@ -30,14 +30,30 @@ def test_main_job_cells_are_the_benchmark_seed_0_cells(tmp_path):
   shutil.copytree(committed / "configs", tmp_path / "configs")
   assert {s: results.config_id(glue, s) for s in glue.selectors} == {s: results.config_id(bench, s)
                                                                        for s in glue.selectors}
-  rows = [r for r in rows if r["selector"] in ("full", "random")]   # the committed rl_ppo rows are its version 1
-  assert len(rows) == 2
-  results.check_same_config(tmp_path, rows, glue, ("full", "random"))   # raises on a field a cell reads
+  rows = [r for r in rows if r["selector"] in glue.selectors]
+  assert sorted(r["selector"] for r in rows) == ["full", "random", "rl_ppo"]
+  results.check_same_config(tmp_path, rows, glue, glue.selectors)   # raises on a field a cell reads
   assert (glue.finetune.min_steps, glue.finetune.max_steps, glue.features.max_length) == (200, 200, 40)
+  assert glue.rl.drop_label_issues   # the environment filter chosen on validation (session 21)
+  rl_rows = [r for r in rows if r["selector"] == "rl_ppo"]
+  glue.unlock()
+  glue.rl.drop_label_issues = False  # the environment before it: another rl_ppo cell than the committed one
+  with pytest.raises(Exception, match="different settings"):
+    results.check_same_config(tmp_path, rl_rows, glue, ("rl_ppo",))
+  glue.rl.drop_label_issues = True
   glue.unlock()
   glue.features.max_length = 48    # the old main-job setting is another experiment
   with pytest.raises(Exception, match="different settings"):
     results.check_same_config(tmp_path, rows, glue, ("full", "random"))
+
+
+def test_noisy_configs_keep_their_measured_environment():
+  """configs/noisy.py's RL environment filters with its confident pool and was measured without the protocol's
+  confident-learning filter: every variant turns that filter off again."""
+  for variant in ("rt_sym20", "rt_sym40", "rt_inst30", "tweets_trusted"):
+    c = load_config("noisy", variant)
+    assert not c.rl.drop_label_issues and c.rl.confident_pool == 4.0, variant
+  assert load_config("benchmark").rl.drop_label_issues
 
 
 def test_literature_variants_pair_with_the_grid():

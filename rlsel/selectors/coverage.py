@@ -87,7 +87,7 @@ def label_issues(labels: np.ndarray, probs: np.ndarray, filter_by: str, who: str
   try:
     import cleanlab.filter
   except ImportError:
-    raise UserError(f"{who} needs cleanlab: pip install cleanlab (or pip install -e .[clean])") from None
+    raise UserError(f"{who} needs cleanlab: pip install cleanlab (rlsel's install brings it)") from None
   chex.assert_rank([labels, probs], [1, 2])
   # n_jobs=1: no worker processes forked from a process running JAX (cleanlab's result does not depend on it).
   return np.asarray(cleanlab.filter.find_label_issues(np.asarray(labels), np.asarray(probs), filter_by=filter_by,
