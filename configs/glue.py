@@ -22,8 +22,8 @@ figures measured with them.)
 
 rl_ppo's environment leaves out the rows confident learning flags as likely mislabelled (`rl.drop_label_issues`,
 set by protocol_config since 2026-12-06; chosen on validation).
-Default selectors: full, random and rl_ppo (15 min 2 s on 2 quiet cores on 2026-12-04, before that filter; 28.6
-minutes on 2026-12-03 on a machine 1.8x slower; benchmarks/RESULTS.md); add others with
+Default selectors: full, random and rl_ppo (13 min 19 s on 2 quiet cores on 2026-12-06 with that filter; 15 min 2 s
+on 2026-12-04 before it; 28.6 minutes on 2026-12-03 on a machine 1.8x slower; benchmarks/RESULTS.md); add others with
 --config.selectors=full,random,rl_ppo,rl_dqn,climb,rl_ppo_warm.
 """
 
