@@ -259,8 +259,8 @@ def protocol_config() -> ml_collections.ConfigDict:
   (configs/noisy.py), so the main job's cells are the benchmark's seed-0 cells of `rt`. A subset trains at least
   `finetune.min_steps` = 200 steps (chosen on validation accuracy by `python -m rlsel.bench.steps_curve`, random 5% on
   rt and tweets, 3 paired seeds: validation flat from 200 to 400 steps), full data at most `finetune.max_steps` = 200
-  (0.6 epoch of rt); 40 tokens and validation every 40 steps cut the main job's time (whether it ends within 15
-  minutes on 2 cores is not yet measured on a normal machine: benchmarks/RESULTS.md).
+  (0.6 epoch of rt); 40 tokens and validation every 40 steps cut the main job's time (13 min 19 s on 2 quiet cores
+  on 2026-12-06, 28.6 min on a machine 1.8x slower: benchmarks/RESULTS.md).
   The RL environment leaves out the rows confident learning flags as likely mislabelled (`rl.drop_label_issues`):
   chosen on validation, rl_ppo on rt, 5 paired seeds (2026-12-06, session 21), +1.29 points [+0.45, +2.13] against
   the environment without it (test +0.42 [-0.66, +1.51]); benchmarks/RESULTS.md, "Selector comparison".

@@ -41,7 +41,6 @@ def test_main_job_cells_are_the_benchmark_seed_0_cells(tmp_path):
   with pytest.raises(Exception, match="different settings"):
     results.check_same_config(tmp_path, rl_rows, glue, ("rl_ppo",))
   glue.rl.drop_label_issues = True
-  glue.unlock()
   glue.features.max_length = 48    # the old main-job setting is another experiment
   with pytest.raises(Exception, match="different settings"):
     results.check_same_config(tmp_path, rows, glue, ("full", "random"))
