@@ -132,6 +132,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.drop_label_issues = False     # True (protocol_config's default): rows confident learning flags as likely
                                      # mislabelled (label_clean's flags, selection.clean_filter_by) are not
                                      # selectable (applied before rl.confident_pool)
+  c.rl.label_quotas = False          # True: every episode keeps the pool's label proportions (each label's clusters
+                                     # share its quota, as the stratified baselines); needs kmeans.stratified=True
   c.rl.num_envs = 16                 # parallel episodes per update (vmap)
   c.rl.num_updates = 30              # PPO / REINFORCE updates; DQN rollout rounds
   c.rl.update_epochs = 4             # PPO epochs per update

@@ -86,3 +86,35 @@ def test_rl_ppo_warm_returns_budget_of_unique_valid_ids():
   assert info["ppo_real_evals"] == (2 * 2 + 1) * info["episode_steps"]  # + the greedy episode on the curve
   assert info["real_proxy_evals"] == info["climb_real_evals"] + info["ppo_real_evals"]
   assert 0.0 <= info["bc_accuracy"] <= 1.0 and np.isfinite(info["reward_score"])
+
+
+def test_label_quotas_keep_the_pools_label_proportions():
+  """rl.label_quotas (label-stratified clusters): climb's allocations give each label exactly the chunks of its
+  quota, and climb's and rl_ppo's selections hold exactly the pool's label quotas, however skewed the pool; without
+  kmeans.stratified it is one clear error before any work."""
+  from rlsel import validation
+  from rlsel.errors import UserError
+  from rlsel.selectors.basic import label_quotas
+  pool, budget = synthetic_pool(n=240), 30
+  pool.train.labels[:] = np.repeat([0, 1, 2], [150, 66, 24])      # skewed: quotas 19, 8, 3 of 30
+  cfg = _tiny_config()
+  cfg.kmeans.stratified, cfg.rl.label_quotas = True, True
+  want = label_quotas(pool.train.labels, budget)[1]
+  assert want.tolist() == [19, 8, 3]
+  for name in ("climb", "rl_ppo"):
+    ids = make(name, cfg).select(jax.random.PRNGKey(1), pool, budget).ids
+    assert ids.shape == (budget,) and np.unique(ids).shape == (budget,)
+    got = np.bincount(pool.train.labels[np.searchsorted(pool.train.ids, ids)], minlength=3)
+    np.testing.assert_array_equal(got, want, err_msg=name)
+  toy = env.toy_params(jax.random.PRNGKey(0), num_clusters=6, cluster_size=12, budget=24, chunk=4,
+                       cluster_labels=[0, 0, 0, 1, 1, 2], quota=(13, 7, 4))
+  w = jax.random.dirichlet(jax.random.PRNGKey(2), np.ones(6), (32,))
+  allocs = np.asarray(climb.allocations(w, toy))
+  assert climb.num_chunks(toy) == 4 + 2 + 1
+  np.testing.assert_array_equal(allocs @ np.eye(3)[[0, 0, 0, 1, 1, 2]], np.tile([4, 2, 1], (32, 1)))
+  final, _ = climb.play_jit(_toy_config(), jax.random.PRNGKey(3), allocs[0], toy)
+  np.testing.assert_array_equal(np.asarray(final.taken) @ np.eye(3)[[0, 0, 0, 1, 1, 2]], [13, 7, 4])
+  cfg = _tiny_config()
+  cfg.selectors, cfg.rl.label_quotas = ("climb",), True
+  with pytest.raises(UserError, match="kmeans.stratified"):
+    validation.validate_settings(cfg)

@@ -175,3 +175,54 @@ def test_bad_chunk_is_a_user_error():
     env.resolve_chunk("lots", 10, 4)
   assert env.resolve_chunk("cluster", 10, 4) == (1, True)
   assert env.resolve_chunk("auto", 10, 4) == (3, False)
+
+
+# Label quotas: 6 clusters of uneven sizes, labels 0, 0, 1, 1, 1, 2; quotas that are not multiples of the chunk.
+_QUOTA_SIZES, _QUOTA_LABELS = [5, 9, 4, 7, 12, 6], [0, 0, 1, 1, 1, 2]
+
+
+@pytest.mark.parametrize("whole,quota", [(False, (7, 9, 3)), (False, (0, 13, 6)), (True, (7, 9, 3))])
+def test_label_quotas_hold_in_every_episode(whole, quota):
+  """(0, 13, 6): a label left out, and label 2 takes all 6 rows of its one cluster (a partial chunk must follow)."""
+  params = env.toy_params(jax.random.PRNGKey(5), num_clusters=6, cluster_size=_QUOTA_SIZES, budget=sum(quota),
+                          chunk=4, whole=whole, cluster_labels=_QUOTA_LABELS, quota=quota)
+  labels = np.asarray(_QUOTA_LABELS)
+  for seed in range(4):
+    recs = _run_episode(params, seed=seed)
+    for prev, prev_obs, a, state, r, done, info in recs:
+      per_label = np.bincount(labels, weights=np.asarray(state.taken), minlength=3)
+      assert np.all(per_label <= np.asarray(quota))              # no label ever passes its quota
+      am = np.asarray(prev_obs.action_mask)
+      full = np.bincount(labels, weights=np.asarray(prev.taken), minlength=3) >= np.asarray(quota)
+      assert not np.any(am & full[labels])                       # a label whose quota is met cannot be chosen
+    last = recs[-1][3]
+    assert bool(last.done) and np.asarray(last.mask).sum() == params.budget
+    np.testing.assert_array_equal(np.bincount(labels, weights=np.asarray(last.taken), minlength=3), quota)
+    done_at = next(t for t, rec in enumerate(recs) if bool(rec[5]))
+    assert done_at < params.max_steps
+  if not whole and quota == (7, 9, 3):  # with slack in every label, exactly the sum of ceil(quota / chunk) steps
+    assert params.max_steps == 6
+
+
+def test_without_quotas_the_environment_is_unchanged():
+  """No quotas: the action mask and the steps are those of the plain budget (the existing configs' cells)."""
+  params = env.toy_params(jax.random.PRNGKey(5), num_clusters=6, cluster_size=_QUOTA_SIZES, budget=19, chunk=4)
+  assert params.quota is None and params.cluster_label is None
+  state, obs = _RESET(jax.random.PRNGKey(0), params)
+  np.testing.assert_array_equal(np.asarray(obs.action_mask), np.asarray(_QUOTA_SIZES) >= 4)
+  for a in (4, 4, 4, 1, 1):
+    state, obs, *_ = _STEP(jax.random.PRNGKey(1), state, jnp.int32(a), params)
+  assert np.asarray(state.taken).tolist() == [0, 7, 0, 0, 12, 0] and bool(state.done)  # the last chunk cut to 19
+
+
+def test_bad_label_quotas_are_clear_errors():
+  from rlsel.errors import UserError
+  kw = dict(num_clusters=6, cluster_size=_QUOTA_SIZES, chunk=4, cluster_labels=_QUOTA_LABELS)
+  with pytest.raises(UserError, match="exceed"):  # label 2 has 6 rows
+    env.toy_params(jax.random.PRNGKey(0), budget=19, quota=(5, 7, 7), **kw)
+  with pytest.raises(UserError, match="sum to the budget"):
+    env.toy_params(jax.random.PRNGKey(0), budget=20, quota=(7, 9, 3), **kw)
+  assign = np.repeat(np.arange(2), [4, 4])
+  with pytest.raises(UserError, match="kmeans.stratified"):  # a cluster mixing labels
+    env.make_params(feats=np.zeros((2, 2)), assign=assign, budget=4, chunk=2, reward=env.ToyReward(),
+                    labels=np.array([0, 1, 0, 0, 1, 1, 1, 1]), quota=(2, 2))

@@ -16,7 +16,7 @@ from rlsel import proxy as proxy_lib
 from rlsel.data.splits import stratified_fractions
 from rlsel.env.rewards import proxy_reward
 from rlsel.errors import require
-from rlsel.selectors.basic import numpy_rng, stratified_sample
+from rlsel.selectors.basic import label_quotas, numpy_rng, stratified_sample
 
 _STD_EPS = 1e-6  # added to per-dimension std before dividing (constant dimensions)
 # rl.within_order: the order a cluster hands out its rows ("confident": `label_confidence`, highest first).
@@ -123,7 +123,8 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   mislabelled (`label_clean`'s confident learning with the same probe settings) are not selectable. With
   rl.confident_pool = m > 0 only the m x budget rows the out-of-fold probe is surest carry their given label
   (`confident_subset`) are selectable; with proxy.reward_trusted < 1 the reward split keeps its most trusted rows
-  (`trusted_reward_rows`). `tokens` [n, L] (pad 0): needed by the transformer proxy, which trains on them; clusters
+  (`trusted_reward_rows`). With rl.label_quotas every episode keeps the pool's label proportions (label-stratified
+clusters). `tokens` [n, L] (pad 0): needed by the transformer proxy, which trains on them; clusters
   always come from the embeddings."""
   labels = np.asarray(labels, np.int32)
   rng = numpy_rng(key)
@@ -207,7 +208,13 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   loss, ent = proxy_lib.loss_and_entropy(spec, init, data.x, data.y)
   feats = kmeans_lib.cluster_features(assign, cents, sy, num_classes, np.asarray(loss), np.asarray(ent))
   chunk, whole = env_lib.resolve_chunk(config.rl.chunk, budget, config.rl.episode_steps)
+  quota = None
+  if bool(config.rl.label_quotas):  # the whole pool's label proportions, as the stratified baselines keep
+    classes, take = label_quotas(labels, budget)
+    quota = np.zeros(num_classes, np.int64)
+    quota[classes] = take
   params = env_lib.make_params(feats=feats, assign=assign, budget=budget, chunk=chunk, whole=whole,
                                reward=proxy_reward(config.proxy), timing=str(config.proxy.reward_timing),
-                               proxy_spec=spec, proxy_data=data, priority=priority if order == "confident" else None)
+                               proxy_spec=spec, proxy_data=data, priority=priority if order == "confident" else None,
+                               labels=None if quota is None else sy, quota=quota)
   return params, selectable, sample

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlsel import proxy as proxy_lib
-from rlsel.env.observe import action_mask, observe
+from rlsel.env.observe import action_mask, observe, room
 from rlsel.env.rewards import RewardFn
 from rlsel.env.types import EnvParams, EnvState
 from rlsel.errors import UserError
@@ -24,9 +24,14 @@ from rlsel.errors import UserError
 TIMINGS = ("step", "end")
 
 
-def episode_bound(sizes: np.ndarray, budget: int, chunk: int, whole: bool) -> int:
-  """Steps that always suffice to meet the budget (exact in the usual case)."""
+def episode_bound(sizes: np.ndarray, budget: int, chunk: int, whole: bool, cluster_label: np.ndarray = None,
+                  quota: np.ndarray = None) -> int:
+  """Steps that always suffice to meet the budget (exact in the usual case); with label quotas, the sum of each
+  label's own bound (its clusters, its quota)."""
   sizes = np.asarray(sizes)
+  if quota is not None:
+    cluster_label = np.asarray(cluster_label)
+    return sum(episode_bound(sizes[cluster_label == k], int(q), chunk, whole) for k, q in enumerate(quota) if q > 0)
   if whole:
     return int(np.searchsorted(np.cumsum(np.sort(sizes)), budget) + 1)
   c, n = sizes.shape[0], int(sizes.sum())
@@ -37,10 +42,11 @@ def episode_bound(sizes: np.ndarray, budget: int, chunk: int, whole: bool) -> in
 
 def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, whole: bool = False,
                 timing: str = "step", proxy_spec=None, proxy_data=None, values=None,
-                surrogate_params=None, priority=None) -> EnvParams:
+                surrogate_params=None, priority=None, labels=None, quota=None) -> EnvParams:
   """Builds EnvParams from cluster features [C, F], the cluster id of each selectable row [N] and the reward.
   `priority` [N] (optional): each cluster hands out its rows by decreasing priority (ties in row order) in every
-  episode, instead of a fresh random order per episode."""
+  episode, instead of a fresh random order per episode. `labels` [N] and `quota` [K] (optional, together): label
+  quotas; every cluster's rows must share one label, and each label needs at least its quota of rows."""
   assign = np.asarray(assign, np.int64)
   feats = np.asarray(feats, np.float32)
   c, n = feats.shape[0], assign.shape[0]
@@ -54,6 +60,21 @@ def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, who
   if assign.min() < 0 or assign.max() >= c:
     raise ValueError("cluster ids must lie in [0, C)")
   sizes = np.bincount(assign, minlength=c)
+  cluster_label = None
+  if (labels is None) != (quota is None):
+    raise ValueError("label quotas need both the rows' labels and the quota per label")
+  if quota is not None:
+    labels, quota = np.asarray(labels, np.int64), np.asarray(quota, np.int64)
+    chex.assert_shape(labels, (n,))
+    cluster_label = np.zeros(c, np.int64)
+    cluster_label[assign] = labels
+    if np.any(cluster_label[assign] != labels) or labels.min() < 0 or labels.max() >= quota.shape[0]:
+      raise UserError("label quotas need clusters of one label each: add --config.kmeans.stratified=True")
+    have = np.bincount(labels, minlength=quota.shape[0])
+    if quota.min() < 0 or quota.sum() != budget or np.any(quota > have):
+      raise UserError(f"the label quotas {quota.tolist()} must sum to the budget of {budget} and not exceed the "
+                      f"selectable rows of each label {have.tolist()}; lower --config.budget or set "
+                      "--config.rl.label_quotas=False")
   if whole:
     chunk = int(sizes.max())
   if chunk < 1:
@@ -75,8 +96,10 @@ def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, who
       feats=jnp.asarray(feats), sizes=jnp.asarray(sizes, jnp.int32), order=jnp.asarray(order),
       values=jnp.asarray(np.zeros(c) if values is None else values, jnp.float32),
       proxy=proxy_data, surrogate=surrogate_params, num_rows=n, budget=int(budget), chunk=int(chunk),
-      whole=bool(whole), max_steps=episode_bound(sizes, budget, chunk, whole), reward=reward, timing=timing,
-      proxy_spec=proxy_spec, shuffle=priority is None)
+      whole=bool(whole), max_steps=episode_bound(sizes, budget, chunk, whole, cluster_label, quota), reward=reward,
+      timing=timing, proxy_spec=proxy_spec, shuffle=priority is None,
+      cluster_label=None if quota is None else jnp.asarray(cluster_label, jnp.int32),
+      quota=None if quota is None else tuple(int(q) for q in quota))
 
 
 def resolve_chunk(chunk, budget: int, episode_steps: int):
@@ -131,7 +154,8 @@ def step(key: jax.Array, state: EnvState, action: jnp.ndarray, params: EnvParams
   taken = state.taken
   left = params.sizes[c] - taken[c]
   ok = action_mask(taken, params)[c] & ~state.done
-  n_add = jnp.where(ok, jnp.minimum(jnp.minimum(params.chunk, left), params.budget - taken.sum()), 0)
+  r = room(taken, params)
+  n_add = jnp.where(ok, jnp.minimum(jnp.minimum(params.chunk, left), r if params.quota is None else r[c]), 0)
   idx = jax.lax.dynamic_slice(state.order[c], (taken[c],), (params.chunk,))
   rows = jnp.where(jnp.arange(params.chunk) < n_add, idx, params.num_rows)
   mask = state.mask.at[rows].set(True, mode="drop")

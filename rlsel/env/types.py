@@ -14,7 +14,9 @@ class EnvParams:
   """The fixed pool. Arrays: feats [C, F], sizes [C], order [C, W] (pool rows per cluster, -1 padded),
   values [C] (toy reward only), proxy data, surrogate params. The rest is static, the reward included (a hashable
   `rlsel.env.rewards.RewardFn`). `shuffle`: every episode takes a cluster's rows in a fresh random order; False
-  keeps `order` (rows ranked by a priority, best first)."""
+  keeps `order` (rows ranked by a priority, best first). Label quotas (optional, both or neither): `cluster_label`
+  [C], the one label of each cluster's rows, and `quota` (static, K ints), the examples each label may take (summing
+  to the budget), so a selection keeps the labels' proportions as the stratified baselines do."""
   feats: jnp.ndarray
   sizes: jnp.ndarray
   order: jnp.ndarray
@@ -30,6 +32,8 @@ class EnvParams:
   timing: str = struct.field(pytree_node=False)
   proxy_spec: Optional[proxy_lib.ProxySpec] = struct.field(pytree_node=False, default=None)
   shuffle: bool = struct.field(pytree_node=False, default=True)
+  cluster_label: Optional[jnp.ndarray] = None
+  quota: Optional[tuple] = struct.field(pytree_node=False, default=None)
 
 
 @struct.dataclass

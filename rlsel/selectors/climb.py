@@ -6,7 +6,8 @@ env_params)` runs it compiled. `play` (pure) and `play_jit` (compiled) turn an a
 
 An allocation `a [C]` (int32) counts the environment's chunks given to each cluster: it sums to
 K = ceil(budget / chunk) and never exceeds a cluster's available chunks (`chunk_caps`), so it meets the budget
-exactly (the env cuts the last chunk). It becomes a selection through the environment itself (`play`): the episode
+exactly (the env cuts the last chunk). Under label quotas (`rl.label_quotas`) each label's clusters share exactly
+the chunks of its quota (K is their sum). It becomes a selection through the environment itself (`play`): the episode
 order drawn from a key, round-robin over the allocated clusters, i.e. the first a_c * chunk examples of cluster c.
 The same round-robin episode is the demonstration the warm-started PPO clones (`Demo`).
 
@@ -51,25 +52,57 @@ class Demo(NamedTuple):
   valid: jnp.ndarray   # [T] the episode had not ended before this step
 
 
+def label_chunks(params: env_lib.EnvParams):
+  """With label quotas, the chunks each label's quota takes (a static tuple; its last chunk is cut); else None."""
+  return None if params.quota is None else tuple(-(-q // params.chunk) for q in params.quota)
+
+
 def num_chunks(params: env_lib.EnvParams) -> int:
-  """K: chunks in a full selection (the last one is cut to the budget)."""
-  return -(-params.budget // params.chunk)
+  """K: chunks in a full selection (the last one, or each label's last one under quotas, is cut)."""
+  per = label_chunks(params)
+  return -(-params.budget // params.chunk) if per is None else sum(per)
 
 
 def chunk_caps(params: env_lib.EnvParams) -> jnp.ndarray:
   """Chunks each cluster can give: full chunks (as the env's action mask allows when the pool has slack), or
-  started chunks when full ones cannot reach the budget (these always can: budget <= pool size)."""
+  started chunks when full ones cannot reach the budget (these always can: budget <= pool size); under label
+  quotas the same rule within each label."""
   full = params.sizes // params.chunk
-  return jnp.where(full.sum() >= num_chunks(params), full, -(-params.sizes // params.chunk)).astype(jnp.int32)
+  started = -(-params.sizes // params.chunk)
+  per = label_chunks(params)
+  if per is None:
+    return jnp.where(full.sum() >= num_chunks(params), full, started).astype(jnp.int32)
+  enough = jax.ops.segment_sum(full, params.cluster_label, num_segments=len(per)) >= jnp.asarray(per)
+  return jnp.where(enough[params.cluster_label], full, started).astype(jnp.int32)
 
 
-def discretise(w: jnp.ndarray, caps: jnp.ndarray, k: int) -> jnp.ndarray:
+def discretise(w: jnp.ndarray, caps: jnp.ndarray, k: int, cluster_label: jnp.ndarray = None,
+               per_label: tuple = None) -> jnp.ndarray:
   """Mixture weights [C] -> chunk counts [C] summing to k, within caps: each chunk goes to the cluster furthest
-  below its share (largest remainder, capacity aware)."""
+  below its share (largest remainder, capacity aware). With `cluster_label` [C] and `per_label` (chunks of each
+  label, summing to k), the weights are rescaled to each label's share and no label gets more than its chunks."""
+  limits = None
+  if per_label is not None:
+    limits = jnp.asarray(per_label, jnp.int32)
+    mass = jax.ops.segment_sum(w, cluster_label, num_segments=len(per_label))
+    w = w / jnp.maximum(mass[cluster_label], 1e-12) * (limits / k)[cluster_label]
+
   def add(_, a):
-    deficit = jnp.where(a < caps, w * k - a, -jnp.inf)
+    ok = a < caps
+    if limits is not None:
+      used = jax.ops.segment_sum(a, cluster_label, num_segments=len(per_label))
+      ok = ok & (used < limits)[cluster_label]
+    deficit = jnp.where(ok, w * k - a, -jnp.inf)
     return a.at[jnp.argmax(deficit)].add(1)
   return jax.lax.fori_loop(0, k, add, jnp.zeros(w.shape, jnp.int32))
+
+
+def allocations(w: jnp.ndarray, params: env_lib.EnvParams) -> jnp.ndarray:
+  """Mixture weights [..., C] -> chunk allocations [..., C] of the environment (`discretise` with its caps, K and
+  label quotas)."""
+  caps, k = chunk_caps(params), num_chunks(params)
+  one = lambda v: discretise(v, caps, k, params.cluster_label, label_chunks(params))
+  return one(w) if w.ndim == 1 else jax.vmap(one)(w)
 
 
 def features(alloc: jnp.ndarray, params: env_lib.EnvParams) -> jnp.ndarray:
@@ -134,8 +167,7 @@ def make_search(config, params: env_lib.EnvParams, iterations: int = 0):
   n, top = int(climb_cfg.samples), int(climb_cfg.top_k)
   n_real = max(1, min(n, int(round(n * float(climb_cfg.score_share)))))
   k = num_chunks(params)
-  caps = chunk_caps(params)
-  c = caps.shape[0]
+  c = params.sizes.shape[0]
   hidden, steps, batch = int(climb_cfg.surrogate_hidden), int(climb_cfg.surrogate_steps), int(climb_cfg.surrogate_batch)
   conc, floor = float(climb_cfg.concentration), float(climb_cfg.dirichlet_floor)
   explore = float(climb_cfg.explore_share)
@@ -149,7 +181,7 @@ def make_search(config, params: env_lib.EnvParams, iterations: int = 0):
     e = jax.random.exponential(k_uni, (n, c))  # Dirichlet(1, ..., 1), without a second gamma sampler to compile
     uniform = e / jnp.sum(e, -1, keepdims=True)
     w = jnp.where(jax.random.uniform(k_mix, (n, 1)) < explore, uniform, near)
-    return jax.vmap(discretise, in_axes=(0, None, None))(w, caps, k)
+    return allocations(w, params)
 
   def fit(key, sur):
     """Adam on standardised targets (ranking is all that matters; raw proxy scores differ by ~1e-2)."""
@@ -163,7 +195,7 @@ def make_search(config, params: env_lib.EnvParams, iterations: int = 0):
   def search(key):
     k_sur, k_loop = jax.random.split(key)
     sur = surrogate_lib.init(k_sur, 2 * c, hidden, rounds * n_real, float(climb_cfg.surrogate_lr))
-    start = discretise(params.sizes / jnp.sum(params.sizes), caps, k)  # proportional: like a random subset
+    start = allocations(params.sizes / jnp.sum(params.sizes), params)  # proportional: like a random subset
     proposal = jnp.tile(start[None], (top, 1))
     hist = jnp.zeros((rounds * n_real, c), jnp.int32)
 
