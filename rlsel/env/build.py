@@ -124,8 +124,8 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   rl.confident_pool = m > 0 only the m x budget rows the out-of-fold probe is surest carry their given label
   (`confident_subset`) are selectable; with proxy.reward_trusted < 1 the reward split keeps its most trusted rows
   (`trusted_reward_rows`). With rl.label_quotas every episode keeps the pool's label proportions (label-stratified
-clusters). `tokens` [n, L] (pad 0): needed by the transformer proxy, which trains on them; clusters
-  always come from the embeddings."""
+  clusters). `tokens` [n, L] (pad 0): needed by the transformer proxy, which trains on them; clusters always come
+  from the embeddings."""
   labels = np.asarray(labels, np.int32)
   rng = numpy_rng(key)
   source = str(config.proxy.reward_source)

@@ -7,8 +7,9 @@ env_params)` runs it compiled. `play` (pure) and `play_jit` (compiled) turn an a
 An allocation `a [C]` (int32) counts the environment's chunks given to each cluster: it sums to
 K = ceil(budget / chunk) and never exceeds a cluster's available chunks (`chunk_caps`), so it meets the budget
 exactly (the env cuts the last chunk). Under label quotas (`rl.label_quotas`) each label's clusters share exactly
-the chunks of its quota (K is their sum). It becomes a selection through the environment itself (`play`): the episode
-order drawn from a key, round-robin over the allocated clusters, i.e. the first a_c * chunk examples of cluster c.
+the chunks of its quota (K is their sum). It becomes a selection through the environment itself (`play`): the
+episode order drawn from a key, round-robin over the allocated clusters, i.e. the first a_c * chunk examples of
+cluster c.
 The same round-robin episode is the demonstration the warm-started PPO clones (`Demo`).
 
 Round k: n samples = Dirichlet around a kept allocation (or, for the exploration share, uniform over the simplex),
