@@ -129,6 +129,9 @@ def base_config() -> ml_collections.ConfigDict:
                                      # (highest out-of-fold probe probability of the given label first; noisy pools)
   c.rl.confident_pool = 0.0          # m >= 1: only the m x budget rows of highest such probability (per class, in the
                                      # pool's label shares) are selectable; 0 = every row outside the reward split
+  c.rl.confident_pool_noise_scale = 0.0  # k > 0: the confident pool keeps at least (1 - k x the share confident
+                                     # learning flags) of the rows, so a clean-looking pool is not cut to its easiest
+                                     # rows (the m x budget floor holds where the flagged share is large); 0 = off
   c.rl.drop_label_issues = False     # True (protocol_config's default): rows confident learning flags as likely
                                      # mislabelled (label_clean's flags, selection.clean_filter_by) are not
                                      # selectable (applied before rl.confident_pool)

@@ -266,6 +266,42 @@ def test_confident_pool_keeps_only_the_surest_rows_selectable():
       validation.validate_settings(cfg)
 
 
+def test_confident_pool_noise_scale_keeps_more_of_a_clean_looking_pool():
+  """rl.confident_pool_noise_scale = k: the confident pool keeps max(m x budget, (1 - k x flagged share) x rows):
+  the m x budget floor where confident learning flags much (heavy noise), more rows where it flags little; the
+  larger pool still holds the surest rows first; a scale without the pool, or a negative one, is one clear error."""
+  pytest.importorskip("cleanlab")
+  from rlsel import validation
+  from rlsel.env.build import confident_pool_size, label_confidence
+  from rlsel.selectors.coverage import label_issues
+  from tests.test_selectors_baselines import noisy_pool
+  assert confident_pool_size(1000, 4, 50, 3.0, 0.30) == 200   # 1 - 0.9 = 10% < 4 x budget: the floor
+  assert confident_pool_size(1000, 4, 50, 3.0, 0.15) == 550   # 1 - 0.45 = 55% of the rows
+  assert confident_pool_size(1000, 4, 50, 0.0, 0.15) == 200   # off: the fixed multiple
+  assert confident_pool_size(1000, 30, 50, 3.0, 0.0) == 1000  # never more than the rows
+  pool, flipped = noisy_pool(n=400, flip_rate=0.1, seed=2)
+  key, budget = jax.random.PRNGKey(3), 20
+  cfg = tiny_rl_config()
+  _, every, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  cfg.rl.confident_pool = 2.0
+  _, fixed, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  cfg.rl.confident_pool_noise_scale = 1.5
+  params, scaled, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  _, probs = label_confidence(jax.random.fold_in(key, 1), cfg, pool.train.embeddings[every], pool.train.labels[every],
+                              pool.num_classes)
+  share = label_issues(pool.train.labels[every], probs, cfg.selection.clean_filter_by, "test").mean()
+  want = int(np.floor((1 - 1.5 * share) * every.shape[0]))
+  assert want > fixed.shape[0] == 40, (share, want)
+  assert scaled.shape == (want,) and params.num_rows == want
+  assert np.isin(fixed, scaled).all()  # the surest rows stay in; the scale only widens the pool
+  assert flipped[scaled].mean() < flipped[every].mean()
+  for bad, pool_multiple in ((-1.0, 4.0), (2.0, 0.0)):
+    cfg = tiny_rl_config()
+    cfg.selectors, cfg.rl.confident_pool_noise_scale, cfg.rl.confident_pool = ("rl_ppo",), bad, pool_multiple
+    with pytest.raises(UserError, match="rl.confident_pool_noise_scale"):
+      validation.validate_settings(cfg)
+
+
 def test_drop_label_issues_leaves_confident_learnings_flagged_rows_out():
   """rl.drop_label_issues: the selectable rows are those outside the reward split that `label_clean`'s confident
   learning does not flag (the same out-of-fold probe, selection.clean_filter_by), so far fewer flipped labels; with

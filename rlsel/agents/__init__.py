@@ -195,6 +195,10 @@ def validate(config) -> None:
   require_number(rl_cfg.confident_pool, "rl.confident_pool", low=0)
   require(float(rl_cfg.confident_pool) == 0 or float(rl_cfg.confident_pool) >= 1,
           f"rl.confident_pool={rl_cfg.confident_pool} must be 0 (off) or >= 1 (a multiple of the budget)")
+  require_number(rl_cfg.confident_pool_noise_scale, "rl.confident_pool_noise_scale", low=0)
+  require(float(rl_cfg.confident_pool_noise_scale) == 0 or float(rl_cfg.confident_pool) > 0,
+          f"rl.confident_pool_noise_scale={rl_cfg.confident_pool_noise_scale} sizes rl.confident_pool, which is off: "
+          "add --config.rl.confident_pool=4 or drop the scale")
   require(isinstance(rl_cfg.label_quotas, bool), f"rl.label_quotas={rl_cfg.label_quotas!r} must be True or False")
   require(not rl_cfg.label_quotas or bool(config.kmeans.stratified),
           "rl.label_quotas=True needs clusters of one label each: add --config.kmeans.stratified=True")

@@ -22,17 +22,33 @@ _STD_EPS = 1e-6  # added to per-dimension std before dividing (constant dimensio
 # rl.within_order: the order a cluster hands out its rows ("confident": `label_confidence`, highest first).
 WITHIN_ORDERS = ("random", "confident")
 # Config fields a selector on the environment reads (its cell identity): the environment's sections, plus the
-# out-of-fold probe behind rl.within_order="confident" and rl.confident_pool, and rl.drop_label_issues' filter.
+# out-of-fold probe behind rl.within_order="confident" and rl.confident_pool, and the confident-learning flags behind
+# rl.drop_label_issues and rl.confident_pool_noise_scale.
 ENV_SECTIONS = ("kmeans", "proxy", "rl", "selection.probe_steps", "selection.probe_learning_rate",
                 "selection.probe_l2", "selection.probe_folds", "selection.clean_filter_by")
 
 
-def confident_subset(labels: np.ndarray, confidence: np.ndarray, multiple: float, budget: int) -> np.ndarray:
-  """Sorted positions of the ceil(`multiple` * `budget`) rows (all rows if fewer) of highest `confidence`, each class
-  in its share of `labels` (`coverage.confident_positions`): rl.confident_pool's selectable rows."""
+def confident_pool_size(n: int, multiple: float, budget: int, noise_scale: float = 0.0,
+                        flagged_share: float = 0.0) -> int:
+  """Rows rl.confident_pool keeps of `n`: ceil(`multiple` x `budget`), or more where the pool looks clean,
+  floor((1 - `noise_scale` x `flagged_share`) x n) (rl.confident_pool_noise_scale; `flagged_share` is the share
+  confident learning flags); never more than `n`. A fixed multiple of the budget suits heavy noise but on a
+  clean-looking pool keeps only prototypical rows, which teach a target little."""
+  keep = int(np.ceil(float(multiple) * budget))
+  if noise_scale > 0:
+    keep = max(keep, int(np.floor((1.0 - float(noise_scale) * float(flagged_share)) * n)))
+  return min(n, keep)
+
+
+def confident_subset(labels: np.ndarray, confidence: np.ndarray, multiple: float, budget: int,
+                     size: int = None) -> np.ndarray:
+  """Sorted positions of the ceil(`multiple` * `budget`) rows (`size` rows if given; all rows if fewer) of highest
+  `confidence`, each class in its share of `labels` (`coverage.confident_positions`): rl.confident_pool's
+  selectable rows."""
   from rlsel.selectors import coverage
   labels = np.asarray(labels)
-  n = min(labels.shape[0], int(np.ceil(float(multiple) * budget)))
+  n = int(np.ceil(float(multiple) * budget)) if size is None else int(size)
+  n = min(labels.shape[0], n)
   return np.sort(coverage.confident_positions(labels, np.zeros(labels.shape[0], bool), confidence, n))
 
 
@@ -122,7 +138,8 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   are put in the pool's feature space). With rl.drop_label_issues the rows confident learning flags as likely
   mislabelled (`label_clean`'s confident learning with the same probe settings) are not selectable. With
   rl.confident_pool = m > 0 only the m x budget rows the out-of-fold probe is surest carry their given label
-  (`confident_subset`) are selectable; with proxy.reward_trusted < 1 the reward split keeps its most trusted rows
+  (`confident_subset`) are selectable, or with rl.confident_pool_noise_scale more where confident learning flags
+  few rows (`confident_pool_size`); with proxy.reward_trusted < 1 the reward split keeps its most trusted rows
   (`trusted_reward_rows`). With rl.label_quotas every episode keeps the pool's label proportions (label-stratified
   clusters). `tokens` [n, L] (pad 0): needed by the transformer proxy, which trains on them; clusters always come
   from the embeddings."""
@@ -151,19 +168,29 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   multiple = float(config.rl.confident_pool)
   require(multiple == 0 or multiple >= 1, f"rl.confident_pool={multiple} must be 0 (off) or >= 1 (a multiple of the "
           "budget), e.g. --config.rl.confident_pool=2")
+  scale = float(config.rl.confident_pool_noise_scale)
+  require(scale >= 0, f"rl.confident_pool_noise_scale={scale} must be >= 0 (0 = off), e.g. 3")
+  require(scale == 0 or multiple > 0, f"rl.confident_pool_noise_scale={scale} sizes rl.confident_pool, which is off; "
+          "add --config.rl.confident_pool=4 or drop the scale")
   drop = bool(config.rl.drop_label_issues)
-  priority = None
+  priority, flagged_share = None, 0.0
   if order == "confident" or multiple > 0 or drop:  # its own key: the other draws of the environment are unchanged
     priority, probs = label_confidence(jax.random.fold_in(key, 1), config, np.asarray(embeddings)[selectable],
                                        labels[selectable], num_classes)
-  if drop:
+  if drop or scale > 0:
     from rlsel.selectors.coverage import label_issues
-    clean = ~label_issues(labels[selectable], probs, str(config.selection.clean_filter_by), "rl.drop_label_issues")
+    who = "rl.drop_label_issues" if drop else "rl.confident_pool_noise_scale"
+    flags = label_issues(labels[selectable], probs, str(config.selection.clean_filter_by), who)
+    flagged_share = float(flags.mean())
+  candidates = selectable.shape[0]  # before the drop: the scaled pool is a share of every row outside the reward split
+  if drop:
+    clean = ~flags
     require(budget <= int(clean.sum()), f"the budget of {budget} examples exceeds the {int(clean.sum())} selectable "
             "examples confident learning does not flag; lower --config.budget or drop --config.rl.drop_label_issues")
     selectable, priority = selectable[clean], priority[clean]
   if multiple > 0:
-    keep = confident_subset(labels[selectable], priority, multiple, budget)
+    size = confident_pool_size(candidates, multiple, budget, scale, flagged_share)
+    keep = confident_subset(labels[selectable], priority, multiple, budget, min(size, selectable.shape[0]))
     selectable, priority = selectable[keep], priority[keep]
   x = standardise(embeddings)
   hx = None if reward is not None else standardise(held_out.embeddings, reference=embeddings)
