@@ -52,6 +52,7 @@ def test_noisy_configs_keep_their_measured_environment():
   for variant in ("rt_sym20", "rt_sym40", "rt_inst30", "tweets_trusted"):
     c = load_config("noisy", variant)
     assert not c.rl.drop_label_issues and c.rl.confident_pool == 4.0, variant
+    assert c.rl.confident_pool_noise_scale == 3.0, variant  # chosen on tweets_trusted's validation (session 23)
   assert load_config("benchmark").rl.drop_label_issues
 
 
