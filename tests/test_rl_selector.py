@@ -295,6 +295,14 @@ def test_confident_pool_noise_scale_keeps_more_of_a_clean_looking_pool():
   assert scaled.shape == (want,) and params.num_rows == want
   assert np.isin(fixed, scaled).all()  # the surest rows stay in; the scale only widens the pool
   assert flipped[scaled].mean() < flipped[every].mean()
+  heavy, _ = noisy_pool(n=400, flip_rate=0.45, seed=2)  # cleanlab flags much: the floor holds, the same environment
+  cfg.rl.confident_pool_noise_scale = 0.0
+  base_params, base, _ = build_env(key, cfg, heavy.train.embeddings, heavy.train.labels, heavy.num_classes, budget)
+  cfg.rl.confident_pool_noise_scale = 3.0
+  same_params, same, _ = build_env(key, cfg, heavy.train.embeddings, heavy.train.labels, heavy.num_classes, budget)
+  np.testing.assert_array_equal(same, base)
+  for a, b in zip(jax.tree_util.tree_leaves(same_params), jax.tree_util.tree_leaves(base_params), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   for bad, pool_multiple in ((-1.0, 4.0), (2.0, 0.0)):
     cfg = tiny_rl_config()
     cfg.selectors, cfg.rl.confident_pool_noise_scale, cfg.rl.confident_pool = ("rl_ppo",), bad, pool_multiple
