@@ -49,10 +49,11 @@ data 378-449 s; selection rl_ppo 62-79 s, label_confident 13-14 s. This environm
 core, a slower machine): rl_ppo selection 78-85 s, its fine-tune 399-498 s, on rt_inst30 and rt_sym40 alike.
 rt_sym20 (2026-12-06, session 20, one process per core): fine-tune 312-491 s (5% and full data alike); selection
 rl_ppo 66-71 s, climb 24-27 s, label_clean 12-14 s, cluster_stratified 2 s.
-tweets_trusted (2026-12-06, sessions 21-22, one process per core): fine-tune 397-491 s (5% and full alike);
-selection rl_ppo 87-109 s, label_clean 31-33 s. There this environment's rl_ppo loses to random, -5.2 points
-[-8.3, -2.1] over 5 paired seeds, while label_clean beats it (+0.9 [+0.6, +1.2]): on real crowd noise the
-confident pool keeps only easy tweets (benchmarks/RESULTS.md, "Noisy pool: `tweets_trusted`").
+tweets_trusted (2026-12-06, sessions 21-23, one process per core): fine-tune 395-491 s (5%, 1/16 and full alike);
+selection rl_ppo 90-96 s, climb 53-54 s, label_clean 31-33 s, cluster_stratified 3 s. There the fixed 4 x budget
+pool made rl_ppo lose to random, -5.2 points [-8.3, -2.1] over 5 paired seeds (only easy tweets selectable); with
+the noise-scaled pool it is +5.6 [+3.0, +8.2] above that and level with random (benchmarks/RESULTS.md, "Noisy pool:
+`tweets_trusted`").
 """
 
 from rlsel.configlib import protocol_config
