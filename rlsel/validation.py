@@ -106,7 +106,7 @@ def _check_selection(config, selectors) -> None:
   """Settings of the coverage/cleaning baselines that are asked for, and cleanlab installed for the cleaning ones."""
   s = config.selection
   cleaning = [name for name in ("label_clean", "label_confident") if name in selectors]
-  if config.rl.drop_label_issues:  # the environment's filter runs the same confident learning
+  if config.rl.drop_label_issues or config.rl.confident_pool_noise_scale:  # the environment runs the same flags
     from rlsel.selectors import base
     cleaning += [name for name in selectors if "rl" in base.selector_class(name).config_sections]
   if cleaning:

@@ -331,6 +331,10 @@ def test_label_clean_without_cleanlab(pool, monkeypatch, debug_config):
   debug_config.sweep.selectors = ("label_clean",)
   with pytest.raises(UserError, match="pip install cleanlab"):
     validation.validate(debug_config)
+  debug_config.selectors, debug_config.sweep.selectors = ("rl_ppo",), ()  # the noise-scaled pool reads the same flags
+  debug_config.rl.confident_pool, debug_config.rl.confident_pool_noise_scale = 4.0, 3.0
+  with pytest.raises(UserError, match="rl_ppo needs cleanlab"):
+    validation.validate(debug_config)
 
 
 @pytest.mark.parametrize("field,value,selector", [("ccs_beta", 1.0, "ccs"), ("ccs_bins", 0, "ccs"),
