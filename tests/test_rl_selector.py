@@ -282,11 +282,16 @@ def test_confident_pool_noise_scale_keeps_more_of_a_clean_looking_pool():
   pool, flipped = noisy_pool(n=400, flip_rate=0.1, seed=2)
   key, budget = jax.random.PRNGKey(3), 20
   cfg = tiny_rl_config()
-  _, every, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+
+  def env(p):  # (EnvParams, selectable positions) of pool `p` under cfg's settings now
+    params, selectable, _ = build_env(key, cfg, p.train.embeddings, p.train.labels, p.num_classes, budget)
+    return params, selectable
+
+  _, every = env(pool)
   cfg.rl.confident_pool = 2.0
-  _, fixed, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  _, fixed = env(pool)
   cfg.rl.confident_pool_noise_scale = 1.5
-  params, scaled, _ = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  params, scaled = env(pool)
   _, probs = label_confidence(jax.random.fold_in(key, 1), cfg, pool.train.embeddings[every], pool.train.labels[every],
                               pool.num_classes)
   share = label_issues(pool.train.labels[every], probs, cfg.selection.clean_filter_by, "test").mean()
@@ -297,9 +302,9 @@ def test_confident_pool_noise_scale_keeps_more_of_a_clean_looking_pool():
   assert flipped[scaled].mean() < flipped[every].mean()
   heavy, _ = noisy_pool(n=400, flip_rate=0.45, seed=2)  # cleanlab flags much: the floor holds, the same environment
   cfg.rl.confident_pool_noise_scale = 0.0
-  base_params, base, _ = build_env(key, cfg, heavy.train.embeddings, heavy.train.labels, heavy.num_classes, budget)
+  base_params, base = env(heavy)
   cfg.rl.confident_pool_noise_scale = 3.0
-  same_params, same, _ = build_env(key, cfg, heavy.train.embeddings, heavy.train.labels, heavy.num_classes, budget)
+  same_params, same = env(heavy)
   np.testing.assert_array_equal(same, base)
   for a, b in zip(jax.tree_util.tree_leaves(same_params), jax.tree_util.tree_leaves(base_params), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

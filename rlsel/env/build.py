@@ -190,7 +190,7 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
     selectable, priority = selectable[clean], priority[clean]
   if multiple > 0:
     size = confident_pool_size(candidates, multiple, budget, scale, flagged_share)
-    keep = confident_subset(labels[selectable], priority, multiple, budget, min(size, selectable.shape[0]))
+    keep = confident_subset(labels[selectable], priority, multiple, budget, size)
     selectable, priority = selectable[keep], priority[keep]
   x = standardise(embeddings)
   hx = None if reward is not None else standardise(held_out.embeddings, reference=embeddings)
