@@ -30,6 +30,7 @@ def spearman(a, b):
 
 
 CONFIDENCE = 0.95  # two-sided level of every interval in rlsel's reports
+ZERO_SPREAD = 1e-9  # paired differences this close are equal (float rounding of accuracies k / n)
 
 
 def paired_difference(a, b, confidence: float = CONFIDENCE) -> dict:
@@ -37,7 +38,9 @@ def paired_difference(a, b, confidence: float = CONFIDENCE) -> dict:
 
   `a[i]` and `b[i]` must come from the same seed (same split and fine-tune keys, only the subset differs). The
   verdict is "better" / "worse" when the interval excludes 0, "no detectable difference" when it spans 0, and
-  "n = 1, no interval" for a single pair (a spread of 0 would be a lie).
+  "n = 1, no interval" for a single pair (a spread of 0 would be a lie). Identical nonzero differences on every seed
+  (test accuracy is a multiple of 1/test size, so two seeds can agree exactly) give a t interval of width 0, which
+  claims a certainty the seeds do not have: no interval and the verdict "zero spread, no interval".
   """
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if a.shape != b.shape or a.ndim != 1 or a.size == 0:
@@ -48,6 +51,9 @@ def paired_difference(a, b, confidence: float = CONFIDENCE) -> dict:
          "wins": int((d > 0).sum()), "ties": int((d == 0).sum()), "losses": int((d < 0).sum())}
   if n < 2:
     out["verdict"] = "n = 1, no interval"
+    return out
+  if np.ptp(d) <= ZERO_SPREAD and abs(d.mean()) > ZERO_SPREAD:
+    out["verdict"] = "zero spread, no interval"
     return out
   from scipy import stats as scipy_stats
   half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / np.sqrt(n))

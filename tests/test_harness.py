@@ -324,6 +324,11 @@ def test_paired_difference_verdicts():
   # The paired-t half-width for n = 3: t(0.975, 2) = 4.3027 times sd / sqrt(3).
   d = np.array([0.70, 0.75, 0.72]) - 0.72
   assert flat["ci_high"] - flat["mean_diff"] == pytest.approx(4.302653 * d.std(ddof=1) / np.sqrt(3), rel=1e-5)
+  # Identical nonzero differences: no zero-width interval, no verdict; identical subsets are a plain tie.
+  same = paired_difference([0.7516, 0.7484], [0.7532, 0.7500])
+  assert same["ci_low"] is None and same["verdict"] == "zero spread, no interval" and same["losses"] == 2
+  tied = paired_difference([0.75, 0.74], [0.75, 0.74])
+  assert tied["verdict"] == "no detectable difference" and tied["ci_low"] == tied["ci_high"] == 0.0
   with pytest.raises(ValueError):
     paired_difference([0.1, 0.2], [0.1])
 
