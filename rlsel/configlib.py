@@ -137,6 +137,9 @@ def base_config() -> ml_collections.ConfigDict:
                                      # selectable (applied before rl.confident_pool)
   c.rl.label_quotas = False          # True: every episode keeps the pool's label proportions (each label's clusters
                                      # share its quota, as the stratified baselines); needs kmeans.stratified=True
+  c.rl.coverage_share = 0.0          # s in [0, 1): every episode starts with s x budget examples drawn at random
+                                     # within the clusters in proportion to their sizes (cluster_stratified's take);
+                                     # the actions choose the rest (rl.episode_steps steps); not with label_quotas
   c.rl.num_envs = 16                 # parallel episodes per update (vmap)
   c.rl.num_updates = 30              # PPO / REINFORCE updates; DQN rollout rounds
   c.rl.update_epochs = 4             # PPO epochs per update

@@ -117,3 +117,31 @@ def test_label_quotas_keep_the_pools_label_proportions():
   cfg.selectors, cfg.rl.label_quotas = ("climb",), True
   with pytest.raises(UserError, match="kmeans.stratified"):
     validation.validate_settings(cfg)
+
+
+def test_coverage_base_climb_and_rl_ppo():
+  """rl.coverage_share: climb allocates only the chunks beyond the base (its caps and features count the base) and
+  plays to the budget; rl_ppo returns exactly the budget of unique ids from such episodes, its chunk sized for the
+  rest of the budget; the share is checked before any work."""
+  from rlsel import validation
+  from rlsel.errors import UserError
+  toy = env.toy_params(jax.random.PRNGKey(0), num_clusters=8, cluster_size=12, budget=24, chunk=4,
+                       base=env.coverage_base(np.repeat(np.arange(8), 12), 8, 8))
+  assert np.asarray(toy.base).tolist() == [1] * 8 and climb.num_chunks(toy) == 4
+  np.testing.assert_array_equal(np.asarray(climb.chunk_caps(toy)), [2] * 8)   # (12 - 1) // 4
+  w = jax.random.dirichlet(jax.random.PRNGKey(2), np.ones(8), (16,))
+  allocs = np.asarray(climb.allocations(w, toy))
+  assert np.all(allocs.sum(1) == 4)
+  taken = np.asarray(climb.features(allocs[0], toy))[:8] * 12                  # taken / size -> taken
+  np.testing.assert_allclose(taken, 1 + 4 * allocs[0], atol=1e-5)
+  final, _ = climb.play_jit(_toy_config(), jax.random.PRNGKey(3), allocs[0], toy)
+  np.testing.assert_array_equal(np.asarray(final.taken), 1 + 4 * allocs[0])
+  pool, budget = synthetic_pool(n=200), 20
+  cfg = _tiny_config()
+  cfg.rl.coverage_share = 0.5
+  ids, info = make("rl_ppo", cfg).select(jax.random.PRNGKey(0), pool, budget)
+  assert ids.shape == (budget,) and np.unique(ids).shape[0] == budget and np.isin(ids, pool.train.ids).all()
+  assert info["chunk"] == 3 and info["episode_steps"] == 4   # the 10 beyond the base of 10, in the 4 steps asked
+  cfg.selectors, cfg.rl.coverage_share = ("rl_ppo",), 1.0
+  with pytest.raises(UserError, match="coverage_share"):
+    validation.validate_settings(cfg)

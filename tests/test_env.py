@@ -17,7 +17,7 @@ _ACT = jax.jit(lambda key: tuple(jax.random.split(key, 3)))
 _SAMPLE = jax.jit(lambda key, mask: jax.random.categorical(key, jnp.where(mask, 0.0, -1e9)))
 
 
-def _proxy_params(timing="step", chunk=3, whole=False, subsample=0, reward=None):
+def _proxy_params(timing="step", chunk=3, whole=False, subsample=0, reward=None, base=None):
   """A tiny proxy-rewarded pool: 90 selectable rows in 5 uneven clusters, a 30-row reward split."""
   rng = np.random.default_rng(0)
   c = base_config()
@@ -30,7 +30,8 @@ def _proxy_params(timing="step", chunk=3, whole=False, subsample=0, reward=None)
   assign = np.repeat(np.arange(5), [4, 11, 20, 25, 30])
   feats = rng.normal(size=(5, 4))
   return env.make_params(feats=feats, assign=assign, budget=20, chunk=chunk, whole=whole,
-                         reward=reward or env.ProxyReward(), timing=timing, proxy_spec=spec, proxy_data=data)
+                         reward=reward or env.ProxyReward(), timing=timing, proxy_spec=spec, proxy_data=data,
+                         base=None if base is None else env.coverage_base(assign, 5, base))
 
 
 def _run_episode(params, seed, extra_steps=2):
@@ -54,9 +55,12 @@ def _run_episode(params, seed, extra_steps=2):
   return recs
 
 
-@pytest.mark.parametrize("case", ["toy_chunks", "proxy_chunks", "proxy_whole", "incremental_chunks"])
+@pytest.mark.parametrize("case", ["toy_chunks", "proxy_chunks", "proxy_whole", "incremental_chunks", "proxy_base"])
 def test_step_invariants(case):
-  if case == "toy_chunks":  # uneven sizes that are not multiples of the chunk
+  if case == "proxy_base":  # a coverage base of 8 of the 20: the actions spend 12, in ceil(12 / 3) steps
+    params = _proxy_params(base=8)
+    assert params.base_total == 8 and params.max_steps == 4
+  elif case == "toy_chunks":  # uneven sizes that are not multiples of the chunk
     params = env.toy_params(jax.random.PRNGKey(3), num_clusters=5, cluster_size=[3, 5, 7, 9, 14], budget=22, chunk=4)
   elif case == "incremental_chunks":
     params = _proxy_params(reward=env.IncrementalProxyReward(2))
@@ -226,3 +230,41 @@ def test_bad_label_quotas_are_clear_errors():
   with pytest.raises(UserError, match="kmeans.stratified"):  # a cluster mixing labels
     env.make_params(feats=np.zeros((2, 2)), assign=assign, budget=4, chunk=2, reward=env.ToyReward(),
                     labels=np.array([0, 1, 0, 0, 1, 1, 1, 1]), quota=(2, 2))
+
+
+def test_coverage_base_is_proportional_and_starts_every_episode():
+  """rl.coverage_share's base: each cluster's share of n in proportion to its size (largest remainder); every episode
+  starts with a fresh random take of exactly those counts, scored as the base's selection; the actions spend the
+  rest of the budget and the episode ends on it."""
+  assign = np.repeat(np.arange(5), [4, 11, 20, 25, 30])
+  base = env.coverage_base(assign, 5, 10)
+  assert base.tolist() == [1, 1, 2, 3, 3] and base.sum() == 10        # exact shares 0.44 1.22 2.22 2.78 3.33
+  assert env.coverage_base(assign, 6, 0).tolist() == [0] * 6
+  with pytest.raises(ValueError):
+    env.coverage_base(assign, 5, 91)
+  params = _proxy_params(base=10)
+  firsts = []
+  for seed in range(2):
+    state, obs = _RESET(jax.random.PRNGKey(seed), params)
+    rows = np.flatnonzero(np.asarray(state.mask))
+    np.testing.assert_array_equal(np.asarray(state.taken), base)
+    np.testing.assert_array_equal(np.bincount(assign[rows], minlength=5), base)   # the base's rows, cluster by cluster
+    assert float(state.init_score) == pytest.approx(float(env.score(state, params)), abs=1e-6)
+    firsts.append(set(rows))
+  assert firsts[0] != firsts[1]                                       # a fresh random take per episode
+  empty = float(params.reward.initial(state.rows, params))
+  assert float(state.init_score) != empty                             # the base is scored, not the empty set
+  recs = _run_episode(params, seed=3)
+  last = recs[-1][3]
+  assert bool(last.done) and np.asarray(last.mask).sum() == params.budget and np.all(np.asarray(last.taken) >= base)
+  assert sum(float(rec[4]) for rec in recs) == pytest.approx(float(last.score - last.init_score), abs=1e-5)
+  toy = env.toy_params(jax.random.PRNGKey(0), num_clusters=5, cluster_size=[4, 11, 20, 25, 30], budget=20, chunk=3,
+                       base=base)
+  state, _ = _RESET(jax.random.PRNGKey(1), toy)
+  assert float(state.init_score) == pytest.approx(float(np.dot(np.asarray(toy.values), base) / 20), abs=1e-6)
+  with pytest.raises(ValueError, match="fewer than the budget"):
+    env.toy_params(jax.random.PRNGKey(0), num_clusters=5, cluster_size=[4, 11, 20, 25, 30], budget=10, base=base)
+  from rlsel.errors import UserError
+  with pytest.raises(UserError, match="cannot be combined"):
+    env.toy_params(jax.random.PRNGKey(0), num_clusters=2, cluster_size=[5, 5], budget=6, chunk=2,
+                   cluster_labels=[0, 1], quota=(3, 3), base=np.array([1, 1]))

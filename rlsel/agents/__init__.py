@@ -200,5 +200,8 @@ def validate(config) -> None:
           f"rl.confident_pool_noise_scale={rl_cfg.confident_pool_noise_scale} sizes rl.confident_pool, which is off: "
           "add --config.rl.confident_pool=4 or drop the scale")
   require(isinstance(rl_cfg.label_quotas, bool), f"rl.label_quotas={rl_cfg.label_quotas!r} must be True or False")
+  require_number(rl_cfg.coverage_share, "rl.coverage_share", low=0, high=1, high_open=True)
+  require(float(rl_cfg.coverage_share) == 0 or not rl_cfg.label_quotas,
+          "rl.coverage_share > 0 and rl.label_quotas=True cannot be combined yet; drop one of them")
   require(not rl_cfg.label_quotas or bool(config.kmeans.stratified),
           "rl.label_quotas=True needs clusters of one label each: add --config.kmeans.stratified=True")

@@ -141,7 +141,8 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   (`confident_subset`) are selectable, or with rl.confident_pool_noise_scale more where confident learning flags
   few rows (`confident_pool_size`); with proxy.reward_trusted < 1 the reward split keeps its most trusted rows
   (`trusted_reward_rows`). With rl.label_quotas every episode keeps the pool's label proportions (label-stratified
-  clusters). `tokens` [n, L] (pad 0): needed by the transformer proxy, which trains on them; clusters always come
+  clusters). With rl.coverage_share = s > 0 every episode starts from s x budget rows taken in proportion to the
+  cluster sizes (`coverage_base`), and the chunk is sized for the rest. `tokens` [n, L] (pad 0): needed by the transformer proxy, which trains on them; clusters always come
   from the embeddings."""
   labels = np.asarray(labels, np.int32)
   rng = numpy_rng(key)
@@ -234,7 +235,10 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   init = proxy_lib.fit_initial(k_fit, spec, data, sample, int(config.proxy.init_steps))
   loss, ent = proxy_lib.loss_and_entropy(spec, init, data.x, data.y)
   feats = kmeans_lib.cluster_features(assign, cents, sy, num_classes, np.asarray(loss), np.asarray(ent))
-  chunk, whole = env_lib.resolve_chunk(config.rl.chunk, budget, config.rl.episode_steps)
+  share = float(config.rl.coverage_share)
+  base = env_lib.coverage_base(assign, feats.shape[0], int(round(share * budget))) if share > 0 else None
+  spend = budget - (0 if base is None else int(base.sum()))  # what the actions choose
+  chunk, whole = env_lib.resolve_chunk(config.rl.chunk, spend, config.rl.episode_steps)
   quota = None
   if bool(config.rl.label_quotas):  # the whole pool's label proportions, as the stratified baselines keep
     classes, take = label_quotas(labels, budget)
@@ -243,5 +247,5 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   params = env_lib.make_params(feats=feats, assign=assign, budget=budget, chunk=chunk, whole=whole,
                                reward=proxy_reward(config.proxy), timing=str(config.proxy.reward_timing),
                                proxy_spec=spec, proxy_data=data, priority=priority if order == "confident" else None,
-                               labels=None if quota is None else sy, quota=quota)
+                               labels=None if quota is None else sy, quota=quota, base=base)
   return params, selectable, sample

@@ -8,6 +8,10 @@ fixed length bound `max_steps`; steps after the end are no-ops with zero reward,
 
 Chunk mode masks clusters with fewer than a full chunk left (unless none has a full chunk), which makes every
 episode exactly ceil(budget / chunk) steps whenever the pool has slack (see `episode_bound`).
+
+With a coverage base (`make_params(base=...)`, `rl.coverage_share`), every episode starts with that many examples of
+each cluster already chosen (a fresh random take, in proportion to the cluster sizes) and its initial score is the
+base's; the actions spend the rest of the budget.
 """
 
 import chex
@@ -40,13 +44,27 @@ def episode_bound(sizes: np.ndarray, budget: int, chunk: int, whole: bool, clust
   return full if n - budget >= c * (chunk - 1) else full + c
 
 
+def coverage_base(assign: np.ndarray, num_clusters: int, n: int) -> np.ndarray:
+  """[C] counts of `n` examples shared over the clusters in proportion to their sizes (largest remainder, ties to the
+  lower cluster id): the take of a cluster-stratified random sample, which `rl.coverage_share` starts episodes from."""
+  sizes = np.bincount(np.asarray(assign, np.int64), minlength=num_clusters)
+  if not 0 <= n <= sizes.sum():
+    raise ValueError(f"a coverage base of {n} examples must lie between 0 and the pool's {int(sizes.sum())} rows")
+  exact = sizes * n / max(int(sizes.sum()), 1)
+  take = np.floor(exact).astype(np.int64)
+  take[np.argsort(-(exact - take), kind="stable")[:n - int(take.sum())]] += 1
+  return take
+
+
 def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, whole: bool = False,
                 timing: str = "step", proxy_spec=None, proxy_data=None, values=None,
-                surrogate_params=None, priority=None, labels=None, quota=None) -> EnvParams:
+                surrogate_params=None, priority=None, labels=None, quota=None, base=None) -> EnvParams:
   """Builds EnvParams from cluster features [C, F], the cluster id of each selectable row [N] and the reward.
   `priority` [N] (optional): each cluster hands out its rows by decreasing priority (ties in row order) in every
   episode, instead of a fresh random order per episode. `labels` [N] and `quota` [K] (optional, together): label
-  quotas; every cluster's rows must share one label, and each label needs at least its quota of rows."""
+  quotas; every cluster's rows must share one label, and each label needs at least its quota of rows. `base` [C]
+  (optional, not with quotas): examples of each cluster every episode starts with (`coverage_base`), fewer than the
+  budget in all."""
   assign = np.asarray(assign, np.int64)
   feats = np.asarray(feats, np.float32)
   c, n = feats.shape[0], assign.shape[0]
@@ -75,6 +93,16 @@ def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, who
       raise UserError(f"the label quotas {quota.tolist()} must sum to the budget of {budget} and not exceed the "
                       f"selectable rows of each label {have.tolist()}; lower --config.budget or set "
                       "--config.rl.label_quotas=False")
+  base_total = 0
+  if base is not None:
+    base = np.asarray(base, np.int64)
+    chex.assert_shape(base, (c,))
+    if quota is not None:
+      raise UserError("a coverage base (rl.coverage_share) and label quotas (rl.label_quotas) cannot be combined yet")
+    if base.min() < 0 or np.any(base > sizes) or base.sum() >= budget:
+      raise ValueError(f"a coverage base must take 0..size rows of each cluster and fewer than the budget of {budget} "
+                       f"in all, got {int(base.sum())}")
+    base_total = int(base.sum())
   if whole:
     chunk = int(sizes.max())
   if chunk < 1:
@@ -96,14 +124,18 @@ def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, who
       feats=jnp.asarray(feats), sizes=jnp.asarray(sizes, jnp.int32), order=jnp.asarray(order),
       values=jnp.asarray(np.zeros(c) if values is None else values, jnp.float32),
       proxy=proxy_data, surrogate=surrogate_params, num_rows=n, budget=int(budget), chunk=int(chunk),
-      whole=bool(whole), max_steps=episode_bound(sizes, budget, chunk, whole, cluster_label, quota), reward=reward,
+      whole=bool(whole), reward=reward,
+      max_steps=episode_bound(sizes - (0 if base is None else base), budget - base_total, chunk, whole,
+                              cluster_label, quota),
       timing=timing, proxy_spec=proxy_spec, shuffle=priority is None,
       cluster_label=None if quota is None else jnp.asarray(cluster_label, jnp.int32),
-      quota=None if quota is None else tuple(int(q) for q in quota))
+      quota=None if quota is None else tuple(int(q) for q in quota),
+      base=None if base is None else jnp.asarray(base, jnp.int32), base_total=base_total)
 
 
 def resolve_chunk(chunk, budget: int, episode_steps: int):
-  """Config `rl.chunk` ("auto", an integer, or "cluster") -> (chunk examples, whole)."""
+  """Config `rl.chunk` ("auto", an integer, or "cluster") -> (chunk examples, whole). `budget`: what the actions
+  spend (the budget less any coverage base)."""
   s = str(chunk).strip().lower()
   if s == "cluster":
     return 1, True
@@ -125,7 +157,13 @@ def score(state: EnvState, params: EnvParams) -> jnp.ndarray:
   return params.reward(state.proxy_key, state.taken, state.order, state.rows, params)
 
 
+def start_counts(params: EnvParams) -> jnp.ndarray:
+  """[C] examples of each cluster an episode starts with: the coverage base, or none."""
+  return jnp.zeros(params.sizes.shape, jnp.int32) if params.base is None else params.base
+
+
 def reset(key: jax.Array, params: EnvParams):
+  """A fresh episode: the clusters' rows in a new random order (unless ranked), the base (if any) already chosen."""
   k_perm, k_rows, k_proxy = jax.random.split(key, 3)
   order = params.order
   if params.shuffle:
@@ -135,11 +173,19 @@ def reset(key: jax.Array, params: EnvParams):
     rows = proxy_lib.reward_rows(k_rows, params.proxy_spec, params.proxy)
   else:
     rows = jnp.zeros((1,), jnp.int32)
-  s0 = params.reward.initial(rows, params)
-  c = params.sizes.shape[0]
-  state = EnvState(mask=jnp.zeros((params.num_rows,), bool), taken=jnp.zeros((c,), jnp.int32),
-                   step=jnp.zeros((), jnp.int32), score=s0, init_score=s0, order=order, rows=rows,
-                   proxy_key=k_proxy, done=jnp.zeros((), bool), reward_state=params.reward.init_state(params))
+  fn = params.reward
+  carried = fn.init_state(params)
+  taken = start_counts(params)
+  mask = jnp.zeros((params.num_rows,), bool)
+  if params.base is None:
+    s0 = fn.initial(rows, params)
+  else:
+    first = jnp.arange(order.shape[1])[None, :] < params.base[:, None]
+    mask = mask.at[jnp.where(first, order, params.num_rows).ravel()].set(True, mode="drop")
+    carried = fn.advance(k_proxy, carried, taken, order, params)
+    s0 = fn.current(k_proxy, carried, taken, order, rows, params)
+  state = EnvState(mask=mask, taken=taken, step=jnp.zeros((), jnp.int32), score=s0, init_score=s0, order=order,
+                   rows=rows, proxy_key=k_proxy, done=jnp.zeros((), bool), reward_state=carried)
   return state, observe(state.taken, state.step, params)
 
 

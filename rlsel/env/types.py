@@ -16,7 +16,9 @@ class EnvParams:
   `rlsel.env.rewards.RewardFn`). `shuffle`: every episode takes a cluster's rows in a fresh random order; False
   keeps `order` (rows ranked by a priority, best first). Label quotas (optional, both or neither): `cluster_label`
   [C], the one label of each cluster's rows, and `quota` (static, K ints), the examples each label may take (summing
-  to the budget), so a selection keeps the labels' proportions as the stratified baselines do."""
+  to the budget), so a selection keeps the labels' proportions as the stratified baselines do. `base` [C] (optional):
+  examples of each cluster every episode starts with (its first rows in the episode's order, so a fresh random take per
+  episode); the actions then spend only the rest of the budget. `base_total` is its sum (static)."""
   feats: jnp.ndarray
   sizes: jnp.ndarray
   order: jnp.ndarray
@@ -34,6 +36,8 @@ class EnvParams:
   shuffle: bool = struct.field(pytree_node=False, default=True)
   cluster_label: Optional[jnp.ndarray] = None
   quota: Optional[tuple] = struct.field(pytree_node=False, default=None)
+  base: Optional[jnp.ndarray] = None
+  base_total: int = struct.field(pytree_node=False, default=0)
 
 
 @struct.dataclass

@@ -5,7 +5,8 @@ next proposal. `make_search(config, env_params) -> search(key)` is pure, one jit
 env_params)` runs it compiled. `play` (pure) and `play_jit` (compiled) turn an allocation into a selection.
 
 An allocation `a [C]` (int32) counts the environment's chunks given to each cluster: it sums to
-K = ceil(budget / chunk) and never exceeds a cluster's available chunks (`chunk_caps`), so it meets the budget
+K = ceil((budget - base) / chunk) (base: `rl.coverage_share`, 0 by default) and never exceeds a cluster's available
+chunks (`chunk_caps`), so it meets the budget
 exactly (the env cuts the last chunk). Under label quotas (`rl.label_quotas`) each label's clusters share exactly
 the chunks of its quota (K is their sum). It becomes a selection through the environment itself (`play`): the
 episode order drawn from a key, round-robin over the allocated clusters, i.e. the first a_c * chunk examples of
@@ -59,17 +60,19 @@ def label_chunks(params: env_lib.EnvParams):
 
 
 def num_chunks(params: env_lib.EnvParams) -> int:
-  """K: chunks in a full selection (the last one, or each label's last one under quotas, is cut)."""
+  """K: chunks in a full selection beyond any coverage base (the last one, or each label's last one under quotas, is
+  cut)."""
   per = label_chunks(params)
-  return -(-params.budget // params.chunk) if per is None else sum(per)
+  return -(-(params.budget - params.base_total) // params.chunk) if per is None else sum(per)
 
 
 def chunk_caps(params: env_lib.EnvParams) -> jnp.ndarray:
   """Chunks each cluster can give: full chunks (as the env's action mask allows when the pool has slack), or
   started chunks when full ones cannot reach the budget (these always can: budget <= pool size); under label
-  quotas the same rule within each label."""
-  full = params.sizes // params.chunk
-  started = -(-params.sizes // params.chunk)
+  quotas the same rule within each label. Counted beyond any coverage base."""
+  left = params.sizes - env_lib.start_counts(params)
+  full = left // params.chunk
+  started = -(-left // params.chunk)
   per = label_chunks(params)
   if per is None:
     return jnp.where(full.sum() >= num_chunks(params), full, started).astype(jnp.int32)
@@ -107,8 +110,8 @@ def allocations(w: jnp.ndarray, params: env_lib.EnvParams) -> jnp.ndarray:
 
 
 def features(alloc: jnp.ndarray, params: env_lib.EnvParams) -> jnp.ndarray:
-  """Predictor input of allocations [..., C]: the env's mask features of the (uncut) counts."""
-  taken = jnp.minimum(alloc * params.chunk, params.sizes)
+  """Predictor input of allocations [..., C]: the env's mask features of the (uncut) counts, any base included."""
+  taken = jnp.minimum(env_lib.start_counts(params) + alloc * params.chunk, params.sizes)
   return env_lib.mask_features(taken, params)
 
 
