@@ -365,6 +365,10 @@ def test_selection_profile_names_and_figures():
   p_label = np.array([0.9, 0.2, 0.6, 0.4, 0.8])
   got = profile(labels, p_label, np.array([0, 1, 4]))
   assert got == {"n": 3, "labels": [2, 1], "probe_agreement": 2 / 3, "mean_p_label": pytest.approx(1.9 / 3)}
+  from rlsel.bench.selection_profile import coverage
+  unit = np.array([[1, 0], [0.6, 0.8], [0, 1], [-1, 0]], np.float32)
+  cov = coverage(unit, np.array([0, 0, 1, 2]), np.array([0, 2]))
+  assert cov["clusters_touched"] == 2 and cov["coverage_distance"] == pytest.approx((0 + 0.2 + 0 + 1) / 4, abs=1e-6)
 
 
 @pytest.mark.slow
