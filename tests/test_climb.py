@@ -142,6 +142,7 @@ def test_coverage_base_climb_and_rl_ppo():
   ids, info = make("rl_ppo", cfg).select(jax.random.PRNGKey(0), pool, budget)
   assert ids.shape == (budget,) and np.unique(ids).shape[0] == budget and np.isin(ids, pool.train.ids).all()
   assert info["chunk"] == 3 and info["episode_steps"] == 4   # the 10 beyond the base of 10, in the 4 steps asked
+  assert info["coverage_base"] == 10
   cfg.selectors, cfg.rl.coverage_share = ("rl_ppo",), 1.0
   with pytest.raises(UserError, match="coverage_share"):
     validation.validate_settings(cfg)

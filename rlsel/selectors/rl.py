@@ -223,6 +223,7 @@ class RLSelector(Selector):
         "random_reward_score": proxy_lib.score_positions(k_score, params.proxy_spec, params.proxy, sample),
         "greedy_return": float(greedy_return), "real_proxy_evals": int(out["real_evals"]),
         "num_clusters": int(params.sizes.shape[0]), "chunk": params.chunk, "episode_steps": params.max_steps,
+        "coverage_base": params.base_total,
         "selectable": int(selectable.shape[0]), "reward_split": int(params.proxy.rx.shape[0]),
         "env_seconds": t_env - t0, "train_seconds": t_train - t_env, "select_seconds": time.time() - t0,
         "curves": {k: [None if isinstance(x, float) and not np.isfinite(x) else x for x in v.tolist()]
