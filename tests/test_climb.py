@@ -6,6 +6,7 @@ import pytest
 
 from rlsel import env
 from rlsel.configlib import base_config
+from rlsel.env.build import coverage_base
 from rlsel.selectors import make, names
 from rlsel.selectors import climb
 from rlsel.selectors import rl_warm
@@ -126,7 +127,7 @@ def test_coverage_base_climb_and_rl_ppo():
   from rlsel import validation
   from rlsel.errors import UserError
   toy = env.toy_params(jax.random.PRNGKey(0), num_clusters=8, cluster_size=12, budget=24, chunk=4,
-                       base=env.coverage_base(np.repeat(np.arange(8), 12), 8, 8))
+                       base=coverage_base(np.repeat(np.arange(8), 12), 8, 8))
   assert np.asarray(toy.base).tolist() == [1] * 8 and climb.num_chunks(toy) == 4
   np.testing.assert_array_equal(np.asarray(climb.chunk_caps(toy)), [2] * 8)   # (12 - 1) // 4
   w = jax.random.dirichlet(jax.random.PRNGKey(2), np.ones(8), (16,))

@@ -8,6 +8,7 @@ import pytest
 
 from rlsel import env, proxy
 from rlsel.configlib import base_config
+from rlsel.env.build import coverage_base
 from rlsel.env.rewards import draw_selected
 
 
@@ -31,7 +32,7 @@ def _proxy_params(timing="step", chunk=3, whole=False, subsample=0, reward=None,
   feats = rng.normal(size=(5, 4))
   return env.make_params(feats=feats, assign=assign, budget=20, chunk=chunk, whole=whole,
                          reward=reward or env.ProxyReward(), timing=timing, proxy_spec=spec, proxy_data=data,
-                         base=None if base is None else env.coverage_base(assign, 5, base))
+                         base=None if base is None else coverage_base(assign, 5, base))
 
 
 def _run_episode(params, seed, extra_steps=2):
@@ -237,11 +238,11 @@ def test_coverage_base_is_proportional_and_starts_every_episode():
   starts with a fresh random take of exactly those counts, scored as the base's selection; the actions spend the
   rest of the budget and the episode ends on it."""
   assign = np.repeat(np.arange(5), [4, 11, 20, 25, 30])
-  base = env.coverage_base(assign, 5, 10)
+  base = coverage_base(assign, 5, 10)
   assert base.tolist() == [1, 1, 2, 3, 3] and base.sum() == 10        # exact shares 0.44 1.22 2.22 2.78 3.33
-  assert env.coverage_base(assign, 6, 0).tolist() == [0] * 6
+  assert coverage_base(assign, 6, 0).tolist() == [0] * 6
   with pytest.raises(ValueError):
-    env.coverage_base(assign, 5, 91)
+    coverage_base(assign, 5, 91)
   params = _proxy_params(base=10)
   firsts = []
   for seed in range(2):

@@ -128,8 +128,8 @@ def main(argv):
   print(f"\n{out['task']}: linear probe on validation embeddings; pool agreement {pool['probe_agreement']:.3f}\n")
   print(f"coverage: the pool's mean cosine distance to its nearest pick; clusters (of {out['num_clusters']}) with a "
         "pick\n")
-  print("| selection | examples | labels | probe agrees | vs pool | mean p(label) | distance to nearest pick | clusters "
-        "| test acc |")
+  print("| selection | examples | labels | probe agrees | vs pool | mean p(label) | distance to nearest pick "
+        "| clusters | test acc |")
   print("|---|---|---|---|---|---|---|---|---|")
   for r in [{"name": "(pool)", "test_accuracy": None, **pool}] + out["selections"]:
     acc = "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"

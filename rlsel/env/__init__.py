@@ -9,8 +9,7 @@
   k-means and the data utilities).
 """
 
-from rlsel.env.core import (TIMINGS, coverage_base, episode_bound, make_params, reset, resolve_chunk, score,
-                            start_counts, step)
+from rlsel.env.core import TIMINGS, episode_bound, make_params, reset, resolve_chunk, score, start_counts, step
 from rlsel.env.observe import action_mask, mask_features, observe
 from rlsel.env.rewards import (IncrementalProxyReward, NoReward, ProxyReward, RewardFn, SurrogateReward, ToyReward,
                                proxy_reward)
@@ -18,5 +17,6 @@ from rlsel.env.toy import toy_optimal_return, toy_params
 from rlsel.env.types import EnvParams, EnvState, Obs
 
 __all__ = ["TIMINGS", "EnvParams", "EnvState", "IncrementalProxyReward", "NoReward", "Obs", "ProxyReward", "RewardFn",
-           "SurrogateReward", "ToyReward", "action_mask", "coverage_base", "episode_bound", "make_params", "mask_features", "observe",
-           "proxy_reward", "reset", "resolve_chunk", "score", "start_counts", "step", "toy_optimal_return", "toy_params"]
+           "SurrogateReward", "ToyReward", "action_mask", "episode_bound", "make_params", "mask_features", "observe",
+           "proxy_reward", "reset", "resolve_chunk", "score", "start_counts", "step", "toy_optimal_return",
+           "toy_params"]

@@ -130,6 +130,19 @@ def build_pool_env(key, config, pool, budget: int):
                    tokens=pool.train.input_ids, held_out=held)
 
 
+def coverage_base(assign: np.ndarray, num_clusters: int, n: int) -> np.ndarray:
+  """[C] counts of `n` examples shared over the clusters in proportion to their sizes (`label_quotas`' largest
+  remainder over the cluster ids): the take of a cluster-stratified random sample, which `rl.coverage_share` starts
+  every episode from (`rlsel.env.make_params(base=...)`)."""
+  assign = np.asarray(assign, np.int64)
+  if not 0 <= n <= assign.shape[0]:
+    raise ValueError(f"a coverage base of {n} examples must lie between 0 and the pool's {assign.shape[0]} rows")
+  base = np.zeros(num_clusters, np.int64)
+  clusters, take = label_quotas(assign, n)
+  base[clusters] = take
+  return base
+
+
 def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_classes: int, budget: int,
               tokens: np.ndarray = None, held_out: HeldOut = None):
   """Reward split, clusters, initial proxy and EnvParams for a pool. Returns (env_params, selectable positions,
@@ -142,8 +155,8 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   few rows (`confident_pool_size`); with proxy.reward_trusted < 1 the reward split keeps its most trusted rows
   (`trusted_reward_rows`). With rl.label_quotas every episode keeps the pool's label proportions (label-stratified
   clusters). With rl.coverage_share = s > 0 every episode starts from s x budget rows taken in proportion to the
-  cluster sizes (`coverage_base`), and the chunk is sized for the rest. `tokens` [n, L] (pad 0): needed by the transformer proxy, which trains on them; clusters always come
-  from the embeddings."""
+  cluster sizes (`coverage_base`), and the chunk is sized for the rest. `tokens` [n, L] (pad 0): needed by the
+  transformer proxy, which trains on them; clusters always come from the embeddings."""
   labels = np.asarray(labels, np.int32)
   rng = numpy_rng(key)
   source = str(config.proxy.reward_source)
@@ -236,7 +249,7 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   loss, ent = proxy_lib.loss_and_entropy(spec, init, data.x, data.y)
   feats = kmeans_lib.cluster_features(assign, cents, sy, num_classes, np.asarray(loss), np.asarray(ent))
   share = float(config.rl.coverage_share)
-  base = env_lib.coverage_base(assign, feats.shape[0], int(round(share * budget))) if share > 0 else None
+  base = coverage_base(assign, feats.shape[0], int(round(share * budget))) if share > 0 else None
   spend = budget - (0 if base is None else int(base.sum()))  # what the actions choose
   chunk, whole = env_lib.resolve_chunk(config.rl.chunk, spend, config.rl.episode_steps)
   quota = None

@@ -44,18 +44,6 @@ def episode_bound(sizes: np.ndarray, budget: int, chunk: int, whole: bool, clust
   return full if n - budget >= c * (chunk - 1) else full + c
 
 
-def coverage_base(assign: np.ndarray, num_clusters: int, n: int) -> np.ndarray:
-  """[C] counts of `n` examples shared over the clusters in proportion to their sizes (largest remainder, ties to the
-  lower cluster id): the take of a cluster-stratified random sample, which `rl.coverage_share` starts episodes from."""
-  sizes = np.bincount(np.asarray(assign, np.int64), minlength=num_clusters)
-  if not 0 <= n <= sizes.sum():
-    raise ValueError(f"a coverage base of {n} examples must lie between 0 and the pool's {int(sizes.sum())} rows")
-  exact = sizes * n / max(int(sizes.sum()), 1)
-  take = np.floor(exact).astype(np.int64)
-  take[np.argsort(-(exact - take), kind="stable")[:n - int(take.sum())]] += 1
-  return take
-
-
 def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, whole: bool = False,
                 timing: str = "step", proxy_spec=None, proxy_data=None, values=None,
                 surrogate_params=None, priority=None, labels=None, quota=None, base=None) -> EnvParams:
@@ -63,8 +51,8 @@ def make_params(*, feats, assign, budget: int, chunk: int, reward: RewardFn, who
   `priority` [N] (optional): each cluster hands out its rows by decreasing priority (ties in row order) in every
   episode, instead of a fresh random order per episode. `labels` [N] and `quota` [K] (optional, together): label
   quotas; every cluster's rows must share one label, and each label needs at least its quota of rows. `base` [C]
-  (optional, not with quotas): examples of each cluster every episode starts with (`coverage_base`), fewer than the
-  budget in all."""
+  (optional, not with quotas): examples of each cluster every episode starts with (`rlsel.env.build.coverage_base`),
+  fewer than the budget in all."""
   assign = np.asarray(assign, np.int64)
   feats = np.asarray(feats, np.float32)
   c, n = feats.shape[0], assign.shape[0]
