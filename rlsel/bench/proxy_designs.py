@@ -201,7 +201,8 @@ def influence_features(ctx: Context) -> dict:
   projector = gradients.make_projector(jax.random.fold_in(jax.random.key(ctx.seed), _WARMUP_TAG + 1), s,
                                        gradients.leaf_shapes(params, paths), sparse=False)
   feats = gradients.gradient_features(fns, params, pool.train, paths, projector, int(s.grad_batch_size),
-                                      progress=True, label="influence gradients")
+                                      progress=True, label="influence gradients",
+                                      length_multiple=int(config.features.length_multiple))
   atomic_save_npy(pathlib.Path(f"{stem}-train.npy"), feats)
   meta = {**warm, "settings": settings, "gradient_seconds": time.time() - t0, **projector.describe()}
   atomic_write_json(stem.with_suffix(".json"), meta)

@@ -66,7 +66,7 @@ class Cropi(gradients.WarmedSelector, Selector):
       t = time.time()
       remaining = np.flatnonzero(~chosen)
       common = dict(paths=paths, projector=projector, batch_size=int(s.grad_batch_size),
-                    progress=bool(s.progress))
+                    progress=bool(s.progress), length_multiple=int(self.config.features.length_multiple))
       pool_f = gradients.gradient_features(fns, params, pool.train.take(remaining), label=f"cropi round {r} pool",
                                            **common)
       val_f = gradients.gradient_features(fns, params, pool.validation, label=f"cropi round {r} val", **common)

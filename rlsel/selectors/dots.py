@@ -118,7 +118,8 @@ class Dots(gradients.WarmedSelector, Selector):
     n_hold = int(round(float(s.dots_holdout_fraction) * ref.shape[0]))
     n_hold = min(max(n_hold, 0), ref.shape[0] - 2)
     fit_pos, hold_pos = np.sort(ref[n_hold:]), np.sort(ref[:n_hold])
-    probs = gradients.predict_proba(fns, ckpts[-1].params, pool.train.take(ref), int(s.eval_batch_size))
+    probs = gradients.predict_proba(fns, ckpts[-1].params, pool.train.take(ref), int(s.eval_batch_size),
+                                    int(self.config.features.length_multiple))
     measured = np.zeros(n, np.float32)
     measured[ref] = probs[np.arange(ref.shape[0]), pool.train.labels[ref]]
     correct = np.zeros(n, bool)

@@ -62,11 +62,13 @@ class LearnAlign(gradients.WarmedSelector, Selector):
     fns, paths, ckpts = warm.fns, warm.paths, warm.checkpoints
     params = ckpts[-1].params
     t1 = time.time()
-    probs = gradients.predict_proba(fns, params, pool.train, int(s.eval_batch_size))
+    probs = gradients.predict_proba(fns, params, pool.train, int(s.eval_batch_size),
+                                    int(self.config.features.length_multiple))
     p_correct = probs[np.arange(len(pool.train)), pool.train.labels]
     projector = gradients.make_projector(kproj, s, gradients.leaf_shapes(params, paths), sparse=False)
     feats = gradients.gradient_features(fns, params, pool.train, paths, projector, int(s.grad_batch_size),
-                                        progress=bool(s.progress), label="learnalign pool grads")
+                                        progress=bool(s.progress), label="learnalign pool grads",
+                                        length_multiple=int(self.config.features.length_multiple))
     t2 = time.time()
     if s.learnalign_alignment == "class":
       scores = np.asarray(learnalign_class_scores(jnp.asarray(feats), jnp.asarray(p_correct, jnp.float32),

@@ -52,7 +52,7 @@ class Less(gradients.WarmedSelector, Selector):
     train_f, val_f = [], []
     for i, ck in enumerate(ckpts):
       common = dict(paths=paths, projector=projector, batch_size=int(s.grad_batch_size),
-                    progress=bool(s.progress))
+                    progress=bool(s.progress), length_multiple=int(self.config.features.length_multiple))
       use_adam = s.less_feature == "adam"
       train_f.append(gradients.gradient_features(fns, ck.params, pool.train, adam=ck if use_adam else None,
                                                  adam_hparams=gradients.adam_hparams(s),

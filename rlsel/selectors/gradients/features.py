@@ -10,7 +10,7 @@ import numpy as np
 
 from rlsel import progress as progress_lib
 from rlsel.selectors.base import Split
-from rlsel.selectors.gradients.model import ModelFns, batch_of, batch_starts, pad_positions
+from rlsel.selectors.gradients.model import ModelFns, batch_of, length_sorted
 from rlsel.selectors.gradients.params import flat_params, flatten_rows, flatten_vector, merge_params, split_params
 from rlsel.selectors.gradients.projection import Projector, apply_projection
 from rlsel.selectors.gradients.warmup import Checkpoint
@@ -69,9 +69,11 @@ def _batch_features(selected, frozen, mu, nu, count, key, coords, batch, *, appl
 
 def gradient_features(fns: ModelFns, params, split: Split, paths: list, projector: Projector, batch_size: int,
                       adam: Optional[Checkpoint] = None, adam_hparams=(0.9, 0.999, 1e-8), progress: bool = False,
-                      label: str = "gradients") -> np.ndarray:
+                      label: str = "gradients", length_multiple: int = 0) -> np.ndarray:
   """Projected per-example gradients [n, dim] of `split` (Adam-transformed if `adam` is given), one jitted batch at a
-  time on the host, with progress lines on stderr if `progress`."""
+  time on the host, with progress lines on stderr if `progress`. `length_multiple` > 0 runs length-sorted batches
+  cut to their longest row (`model.length_sorted`; one compile per width): padding columns carry no gradient, so the
+  features are the same up to float rounding, for less time on short texts."""
   selected, frozen = split_params(params, paths)
   if adam is not None:
     mu = flatten_vector(flat_params(adam.mu), paths)
@@ -82,14 +84,15 @@ def gradient_features(fns: ModelFns, params, split: Split, paths: list, projecto
   coords = projector.coords if projector.coords is not None else jnp.zeros((1,), jnp.int32)
   static = dict(apply=fns.apply, paths=tuple(paths), kind=projector.kind, dim=projector.dim, block=projector.block,
                 shapes=tuple(projector.shapes), use_adam=adam is not None, hparams=tuple(float(h) for h in adam_hparams))
-  out = []
+  out = None
   bar = progress_lib.bar(len(split), label) if progress else None
-  for pos in batch_starts(len(split), batch_size):
-    feats = _batch_features(selected, frozen, mu, nu, count, projector.key, coords,
-                            batch_of(split, pad_positions(pos, batch_size)), **static)
-    out.append(np.asarray(feats)[:pos.shape[0]])
+  for pos, real, cols in length_sorted(split, batch_size, length_multiple):
+    feats = np.asarray(_batch_features(selected, frozen, mu, nu, count, projector.key, coords,
+                                       batch_of(split, pos, cols), **static))
+    out = np.zeros((len(split), feats.shape[1]), np.float32) if out is None else out
+    out[pos[:real]] = feats[:real]
     if bar:
-      bar.update(pos.shape[0])
+      bar.update(real)
   if bar:
     bar.close()
-  return np.concatenate(out, 0)
+  return out
