@@ -250,6 +250,28 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   assert one["test_retest_pearson"] is None and one["noise_ceiling"] is None and one["ratio_to_ceiling"] is None
   assert all(r["target_test_accuracy"] == acc[(r["family"], r["index"])][:1] for r in one["rows"])
 
+  # A subset saved by another machine's draw (its environment filter flagged other rows): refused unless
+  # --keep_saved_subsets, which keeps the saved ids (even a row this run's environment does not offer) and counts it.
+  path = fid / "subset-rt-s0-random-000.json"
+  saved = path.read_bytes()
+  targets = {t: t.read_bytes() for t in fid.glob("target-rt-s0-random-000-k*.json")}
+  row = json.loads(saved)
+  outside = next(int(v) for v in pool.train.ids if int(v) not in selectable_ids)
+  row["ids"] = [outside] + row["ids"][1:]
+  path.write_text(json.dumps(row))
+  for t in targets:
+    t.unlink()
+  with pytest.raises(UserError, match="keep_saved_subsets"):
+    pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2)
+  kept_run = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2, keep_saved=True)
+  assert kept_run["subsets_kept_from_saved_draws"] == 1 and kept_run["subsets_complete"] == 6
+  assert json.loads(next(fid.glob("target-rt-s0-random-000-k0.json")).read_text())["key"] == 0
+  assert all(math.isfinite(r["designs"]["head"]) for r in kept_run["rows"])
+  assert s["subsets_kept_from_saved_draws"] == 0
+  path.write_bytes(saved)
+  for t, b in targets.items():
+    t.write_bytes(b)
+
   # A saved result from other settings is refused, not mixed in.
   other = load_config("debug")
   other.finetune.min_steps = MIN_STEPS + 1

@@ -79,7 +79,9 @@ def parse_designs(value: str) -> tuple:
 @dataclasses.dataclass
 class Context:
   """What every design reads: the run's config, pool and test split, the environment the RL selectors build for the
-  seed (its proxy data and the selectable / reward positions of pool.train), and where to cache."""
+  seed (its proxy data and the selectable / reward positions of pool.train), and where to cache. A subset's
+  positions index `rows` (pool.train positions; default the selectable ones; proxy_fidelity appends rows that a
+  saved subset drawn on another machine holds)."""
   config: object
   pool: object
   test: object
@@ -90,6 +92,11 @@ class Context:
   budget: int
   out_dir: pathlib.Path
   score_key: object
+  rows: np.ndarray = None
+
+  def __post_init__(self):
+    if self.rows is None:
+      self.rows = self.selectable
 
 
 def _proxy_config(config, overrides):
@@ -223,7 +230,7 @@ class Influence:
     g = np.asarray(feats["train"], np.float64)
     if design.features == "influence_unit":
       g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-    self.row_scores = g[ctx.selectable] @ g[ctx.reward].mean(0)
+    self.row_scores = g[ctx.rows] @ g[ctx.reward].mean(0)
     self.prepare_seconds = time.time() - t0 + sum(float(self.info.get(k, 0.0)) for k in ("warmup_seconds",
                                                                                           "gradient_seconds"))
 
@@ -256,7 +263,7 @@ class Prepared:
     val_emb = ctx.pool.validation.embeddings
     if spec.kind == "transformer":
       toks = np.asarray(ctx.pool.train.input_ids, np.int32)
-      x, rx = toks[ctx.selectable], toks[ctx.reward]
+      x, rx = toks[ctx.rows], toks[ctx.reward]
       vx = np.asarray(ctx.pool.validation.input_ids, np.int32)
     else:
       if design.features == "adapted":
@@ -268,7 +275,7 @@ class Prepared:
       else:
         train_emb = np.asarray(ctx.pool.train.embeddings, np.float32)
       z = standardise(train_emb)
-      x, rx = z[ctx.selectable], z[ctx.reward]
+      x, rx = z[ctx.rows], z[ctx.reward]
       vx = standardise(val_emb, reference=train_emb)
     ry = np.asarray(ctx.pool.train.labels, np.int32)[ctx.reward]
     vy = np.asarray(ctx.pool.validation.labels, np.int32)
@@ -280,8 +287,11 @@ class Prepared:
     init = base.init_params if same_init else proxy_lib.init_params(
         jax.random.fold_in(ctx.score_key, 1), spec, x.shape[1])
     self.spec = spec
-    self.data = proxy_lib.ProxyData(x=jnp.asarray(x), y=base.y, rx=jnp.asarray(rx), ry=jnp.asarray(ry),
-                                    init_params=init)
+    y = base.y  # the environment's labels of its selectable rows, then those of any rows appended after them
+    extra = np.asarray(ctx.rows)[len(ctx.selectable):]
+    if extra.size:
+      y = jnp.concatenate([y, jnp.asarray(np.asarray(ctx.pool.train.labels)[extra], y.dtype)])
+    self.data = proxy_lib.ProxyData(x=jnp.asarray(x), y=y, rx=jnp.asarray(rx), ry=jnp.asarray(ry), init_params=init)
     self.key = ctx.score_key
     self.chunk = int(ctx.env_params.chunk)
     self.prepare_seconds = time.time() - t0 + sum(float(self.info.get(k, 0.0)) for k in ("warmup_seconds",
@@ -289,7 +299,7 @@ class Prepared:
     self._fn = _scorer(spec, design.incremental_steps, self.chunk)
 
   def score(self, positions) -> float:
-    """The design's score of the subset at `positions` (rows of the selectable set): mean over its keys."""
+    """The design's score of the subset at `positions` (indices into `Context.rows`): mean over its keys."""
     import jax
     import jax.numpy as jnp
     pos = jnp.asarray(np.sort(np.asarray(positions)), jnp.int32)

@@ -29,7 +29,10 @@ DIR is a main-command workdir (its embedding cache and results are reused; new f
    to the noise ceiling of the mean, and its seconds per evaluation and to prepare.
 `--shard=I/N` splits the fine-tunes over N processes on the same DIR (one per core); run once more without it for
 the summary of everything (`--finetune=False` summarises what is saved so far, fine-tuning nothing). Every subset and every fine-tune is saved as it finishes (DIR/fidelity/subset-*.json,
-target-*-k<key>.json), so an interrupted run continues; files written under other settings are refused. Summary:
+target-*-k<key>.json), so an interrupted run continues; files written under other settings are refused, and so is a
+saved subset whose ids differ from this run's draw unless `--keep_saved_subsets` (a study continued on another
+machine: XLA:CPU's float rounding there can flag a few other rows in the environment's confident-learning filter,
+which shifts every draw; the saved subsets and their fine-tunes are then the record, and the summary counts them). Summary:
 DIR/fidelity/summary-<task>-s<seed>.json. The last two lines: `noise_ceiling_sqrt_r=<v>` and
 `spearman_proxy_vs_target=<rho>` (the proxy's reward score against the main command's fine-tune, key 0).
 """
@@ -58,7 +61,7 @@ _POLICY_TAG, _SKEW_TAG, _RETEST_TAG, _NOISY_TAG = 1_000_001, 1_000_002, 1_000_00
 def define_flags() -> None:
   """Defines the command line's flags: called only when this module runs as a program, so that importing it for
   its functions (tests import several benchmarks into one process) defines none."""
-  global _CONFIG, _WORKDIR, _SUBSETS, _SEED, _FAMILIES, _RETEST_KEYS, _SHARD, _DESIGNS, _FINETUNE
+  global _CONFIG, _WORKDIR, _SUBSETS, _SEED, _FAMILIES, _RETEST_KEYS, _SHARD, _DESIGNS, _FINETUNE, _KEEP_SAVED
   _CONFIG = config_flags.DEFINE_config_file("config", "configs/glue.py", "Main-command config (task, budget, target).",
                                             lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "A main-command workdir for the same config.")
@@ -79,6 +82,10 @@ def define_flags() -> None:
   _SHARD = flags.DEFINE_string("shard", "0/1", "I/N: fine-tune the target only for subsets n with n % N == I (run N "
                                "processes, one per core, on the same workdir); the others' saved fine-tunes are read, "
                                "and subsets not fine-tuned yet are left out of the summary and counted.")
+  _KEEP_SAVED = flags.DEFINE_boolean("keep_saved_subsets", False, "Take saved subsets (and their fine-tunes) as they "
+                                     "were drawn even where this run draws other ids, e.g. a study continued on "
+                                     "another machine whose environment filter flags a few other rows; counted in "
+                                     "the summary. Default: refuse them.")
 
 
 def _fmt(value, spec: str = "+.3f") -> str:
@@ -387,7 +394,7 @@ def design_report(scores, rows, ceiling, reference=None) -> dict:
 
 
 def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES, retest: int = 2, shard=(0, 1),
-        designs=("head",), finetune: bool = True) -> dict:
+        designs=("head",), finetune: bool = True, keep_saved: bool = False) -> dict:
   import jax
   import numpy as np
 
@@ -442,7 +449,12 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
   subset_settings = fingerprint(config.task, config.data, feature_settings, config.budget, subset_proxy_fields(config),
                                 config.kmeans, config.rl.chunk, config.rl.episode_steps, seed)
   target_settings = fingerprint(config.task, config.data, feature_settings, config.target, config.finetune, seed)
-  rows, inits, missing, kept = [], {}, 0, []
+  rows, inits, missing, kept, from_saved = [], {}, 0, [], 0
+  # Positions index `scored_rows` (pool.train positions): the selectable rows, then any row a kept saved subset holds
+  # that this run's environment does not offer (`--keep_saved_subsets`), so the designs can score every subset.
+  scored_rows = [int(v) for v in selectable]
+  where = {int(pool.train.ids[v]): j for j, v in enumerate(scored_rows)}
+  pool_where = {int(v): j for j, v in enumerate(pool.train.ids)}
   for n, (fam, i, strength) in enumerate(todo):
     stem = f"{task.name}-s{seed}-{fam}-{i:03d}"
     pos = draw_subset(fam, i, strength, seed, params, cluster, budget, changed)
@@ -455,8 +467,18 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
               **_proxy_report(score_key, params.proxy_spec, params.proxy, pos, test_x, test_y)}
 
     row, _ = _load_or_make(out_dir / f"subset-{stem}.json", subset_settings, make_subset)
-    require(row["ids"] == [int(v) for v in ids], f"{out_dir / f'subset-{stem}.json'} holds other ids than this "
-            f"run draws; move {out_dir} away or use another --workdir")
+    if row["ids"] != [int(v) for v in ids]:
+      require(keep_saved, f"{out_dir / f'subset-{stem}.json'} holds other ids than this run draws (another machine's "
+              "draw, or other code); pass --keep_saved_subsets to continue with the saved subsets, or move "
+              f"{out_dir} away or use another --workdir")
+      ids = np.asarray(row["ids"], np.int64)
+      for v in ids:
+        if int(v) not in where:
+          where[int(v)] = len(scored_rows)
+          scored_rows.append(pool_where[int(v)])
+      pos = np.asarray([where[int(v)] for v in ids])
+      hist = np.asarray(row["cluster_counts"])
+      from_saved += 1
     accs, secs, fresh = [], 0.0, False
     mine = finetune and n % shards == shard_i
     for j in range(retest):
@@ -475,7 +497,8 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
       continue
     row = {k: v for k, v in row.items() if k not in ("ids", "settings")}
     row.update(target_test_accuracy=accs, target_test_accuracy_mean=float(np.mean(accs)),
-               max_cluster_share=float(hist.max() / budget), changed_label_share=float(changed[pos].mean()))
+               max_cluster_share=float(hist.max() / budget),
+               changed_label_share=float(changed_mask(task, ids).mean()))
     rows.append(row)
     kept.append(pos)
     if fresh:
@@ -494,7 +517,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
   rho_mean = spearman(proxy_s, target_mean)
   ctx = proxy_designs.Context(config=config, pool=pool, test=test, env_params=params, selectable=selectable,
                               reward=reward_positions(config, pool, seed), seed=seed, budget=budget, out_dir=out_dir,
-                              score_key=score_key)
+                              score_key=score_key, rows=np.asarray(scored_rows, selectable.dtype))
   scored = proxy_designs.evaluate(designs, ctx, kept)
   design_rows = {name: {**{k: v for k, v in d.items() if k != "scores"},
                         **design_report(d["scores"], rows, ceiling_mean,
@@ -512,7 +535,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
                  "spearman_proxy_score_vs_target_mean": spearman([r["proxy_reward_score"] for r in fr],
                                                                  [r["target_test_accuracy_mean"] for r in fr])}
   summary = {"task": task.name, "seed": seed, "budget": budget, "subsets": subsets, "retest_keys": retest,
-             "subsets_complete": len(rows), "subsets_missing": missing,
+             "subsets_complete": len(rows), "subsets_missing": missing, "subsets_kept_from_saved_draws": from_saved,
              "num_clusters": num_clusters,
              "spearman_proxy_score_vs_target": spearman(proxy_s, target0),
              "spearman_proxy_accuracy_vs_target": spearman(proxy_a, target0),
@@ -559,12 +582,15 @@ def main(argv) -> None:
     fail("proxy_fidelity", "--workdir is required: a main-command workdir for the same config")
   try:
     s = run(_CONFIG.value, _WORKDIR.value, _SUBSETS.value, _SEED.value, _FAMILIES.value, _RETEST_KEYS.value,
-            parse_shard(_SHARD.value), _DESIGNS.value, _FINETUNE.value)
+            parse_shard(_SHARD.value), _DESIGNS.value, _FINETUNE.value, _KEEP_SAVED.value)
   except UserError as e:
     fail("proxy_fidelity", str(e))
   print(f"\n{s['task']}, seed {s['seed']}, budget {s['budget']}: {s['subsets']} subsets x {s['retest_keys']} "
         f"fine-tune key set(s)" + (f"; {s['subsets_missing']} not fine-tuned yet (other shards), left out"
                                    if s["subsets_missing"] else ""))
+  if s["subsets_kept_from_saved_draws"]:
+    print(f"  {s['subsets_kept_from_saved_draws']} saved subset(s) differ from this run's draw and were kept as saved "
+          "(--keep_saved_subsets)")
   print(f"  target test accuracy (mean over keys) {s['target_test_accuracy_range'][0]:.4f} .. "
         f"{s['target_test_accuracy_range'][1]:.4f}")
   print("\n| family | subsets | target acc mean | target acc std | max cluster share | changed labels | "
