@@ -140,6 +140,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.coverage_share = 0.0          # s in [0, 1): every episode starts with s x budget examples drawn at random
                                      # within the clusters in proportion to their sizes (cluster_stratified's take);
                                      # the actions choose the rest (rl.episode_steps steps); not with label_quotas
+  c.rl.size_prior = 0.0              # w >= 0: the policy's logits get + w x log(rows left in each cluster), so an
+                                     # untrained policy (w = 1) draws clusters in proportion to their rows, as a
+                                     # stratified random subset does, not uniformly; PPO / REINFORCE (not DQN)
   c.rl.num_envs = 16                 # parallel episodes per update (vmap)
   c.rl.num_updates = 30              # PPO / REINFORCE updates; DQN rollout rounds
   c.rl.update_epochs = 4             # PPO epochs per update

@@ -217,7 +217,7 @@ def _rl_episodes(num_devices: int) -> dict:
   ref = jax.jit(ppo.make_train(frozen, params))(jax.random.key(2))
   got = jax.jit(ppo.make_train(frozen, params, sharding=shard))(jax.random.key(2))
   net = ref["params"]
-  traj, _ = jax.jit(lambda k: rollout(k, sample_policy(16, net, params.feats), params, 2 * num_devices, shard))(
+  traj, _ = jax.jit(lambda k: rollout(k, sample_policy(16, net, params), params, 2 * num_devices, shard))(
       jax.random.key(3))
   return {"rl_param_max_abs_diff": _max_diff(ref["params"], got["params"]),
           "rl_best_mask_equal": bool(np.array_equal(np.asarray(ref["best_mask"]), np.asarray(got["best_mask"]))),

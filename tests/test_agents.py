@@ -149,3 +149,32 @@ def test_cluster_head_equals_a_dense_layer_on_the_concatenation():
   got = split.apply({"params": params}, h, ctx)
   want = nn.Dense(7).apply({"params": params}, both)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_size_prior_draws_clusters_in_proportion_to_their_rows_left():
+  """rl.size_prior = 1: the untrained policy (near-constant network outputs) picks clusters in proportion to the rows
+  they have left, as a stratified random draw does; 0: near-uniform over clusters. Masked clusters stay masked."""
+  from rlsel.agents import networks, policy_logits, validate
+  from rlsel.errors import UserError
+  sizes = np.array([40, 10, 25, 5, 20])
+  params = env.toy_params(jax.random.PRNGKey(1), num_clusters=5, cluster_size=sizes, budget=20, chunk=1)
+  _, obs = env.reset(jax.random.PRNGKey(2), params)
+  net = networks.init(jax.random.PRNGKey(3), 32, params.feats, obs)
+  probs = {w: np.asarray(jax.nn.softmax(policy_logits(32, net, params, obs, w)[0])) for w in (0.0, 1.0)}
+  np.testing.assert_allclose(probs[1.0], sizes / sizes.sum(), atol=0.02)
+  np.testing.assert_allclose(probs[0.0], np.full(5, 0.2), atol=0.02)
+  # Rows left, not cluster sizes: after taking 30 rows of cluster 0 its share falls to 10 of the 70 left.
+  taken = jnp.asarray([30, 0, 0, 0, 0], jnp.int32)
+  later = env.observe(taken, jnp.asarray(1, jnp.int32), params)
+  left = sizes - np.asarray(taken)
+  np.testing.assert_allclose(np.asarray(jax.nn.softmax(policy_logits(32, net, params, later, 1.0)[0])),
+                             left / left.sum(), atol=0.02)
+  masked = later._replace(action_mask=later.action_mask.at[1].set(False))
+  out, _ = policy_logits(32, net, params, masked, 1.0)
+  assert float(jax.nn.softmax(out)[1]) < 1e-6
+  # PPO trains with it end to end (the greedy episode included) and still spends the budget exactly.
+  cfg = _toy_config(num_updates=2, size_prior=1.0)
+  out = jax.jit(ppo.make_train(cfg, params), compiler_options=FAST)(jax.random.PRNGKey(4))
+  assert int(np.asarray(out["best_mask"]).sum()) == params.budget
+  with pytest.raises(UserError, match="size_prior"):
+    validate(_toy_config(size_prior=-1.0))

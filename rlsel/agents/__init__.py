@@ -95,27 +95,34 @@ def rollout(key, policy, env_params, num_envs: int, sharding=None):
   return traj, final.replace(reward_state=())  # the reward's carry ends with the episode (and differs by reward)
 
 
-def sample_policy(hidden: int, params, feats):
-  """Samples from the masked softmax of the network's outputs."""
+def policy_logits(hidden: int, params, env_params, obs, size_prior: float = 0.0):
+  """(masked policy logits [..., C], value [...]): the network's outputs plus the `rl.size_prior` term
+  (`networks.with_size_prior`). Every policy-gradient agent samples, learns and clones through this."""
+  logits, value = networks.apply(hidden, params, env_params.feats, obs)
+  return networks.with_size_prior(logits, obs, env_params.sizes, size_prior), value
+
+
+def sample_policy(hidden: int, params, env_params, size_prior: float = 0.0):
+  """Samples from the masked softmax of the policy logits (`policy_logits`)."""
   def policy(key, obs):
-    logits, value = networks.apply(hidden, params, feats, obs)
+    logits, value = policy_logits(hidden, params, env_params, obs, size_prior)
     a = jax.random.categorical(key, logits)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), a[..., None], -1)[..., 0]
     return a, logp, value
   return policy
 
 
-def greedy_policy(hidden: int, params, feats):
-  """Arg-max of the masked network outputs (logits or Q-values)."""
+def greedy_policy(hidden: int, params, env_params, size_prior: float = 0.0):
+  """Arg-max of the masked network outputs (policy logits with their `size_prior`, or Q-values with 0)."""
   def policy(key, obs):
-    out, value = networks.apply(hidden, params, feats, obs)
+    out, value = policy_logits(hidden, params, env_params, obs, size_prior)
     return jnp.argmax(out, -1), jnp.zeros(out.shape[:-1]), value
   return policy
 
 
-def greedy_episode(key, hidden: int, params, env_params):
+def greedy_episode(key, hidden: int, params, env_params, size_prior: float = 0.0):
   """One greedy episode of the trained network; returns the final EnvState (unbatched) and its return."""
-  traj, final = rollout(key, greedy_policy(hidden, params, env_params.feats), env_params, 1)
+  traj, final = rollout(key, greedy_policy(hidden, params, env_params, size_prior), env_params, 1)
   return jax.tree.map(lambda x: x[0], final), traj.reward.sum()
 
 
@@ -124,13 +131,13 @@ def greedy_every(rl_cfg, num_updates: int) -> int:
   return min(int(rl_cfg.greedy_every), num_updates)
 
 
-def greedy_metric(u, every: int, key, hidden: int, params, env_params):
+def greedy_metric(u, every: int, key, hidden: int, params, env_params, size_prior: float = 0.0):
   """The greedy policy's episode return (real reward) after update `u` when `every` > 0 divides u + 1, else NaN:
   the learning curve's evidence that the policy itself, not only its luckiest samples, got better."""
   if every <= 0:
     return jnp.array(jnp.nan, jnp.float32)
   return jax.lax.cond((u + 1) % every == 0,
-                      lambda: greedy_episode(key, hidden, params, env_params)[1].astype(jnp.float32),
+                      lambda: greedy_episode(key, hidden, params, env_params, size_prior)[1].astype(jnp.float32),
                       lambda: jnp.array(jnp.nan, jnp.float32))
 
 
@@ -185,7 +192,7 @@ def validate(config) -> None:
     require_number(rl_cfg[f], f"rl.{f}", low=0, low_open=True)
   for f in ("gamma", "gae_lambda", "dqn_eps_start", "dqn_eps_end"):
     require_number(rl_cfg[f], f"rl.{f}", low=0, high=1)
-  for f in ("ent_coef", "vf_coef"):
+  for f in ("ent_coef", "vf_coef", "size_prior"):
     require_number(rl_cfg[f], f"rl.{f}", low=0)
   require_number(rl_cfg.surrogate_share, "rl.surrogate_share", low=0, high=1, low_open=True)
   from rlsel.env.build import WITHIN_ORDERS

@@ -52,6 +52,17 @@ class ClusterNet(nn.Module):
     return out, value
 
 
+def with_size_prior(out, obs: Obs, sizes, weight: float):
+  """`out` [..., C] plus `weight` x log(rows left in each cluster) (left = obs.dyn's left/size x `sizes` [C], at least
+  1): with weight 1 and a network that outputs a constant, the policy picks clusters in proportion to the rows they
+  have left, a stratified random draw, instead of uniformly over clusters (which over-samples small ones). Masked
+  clusters stay masked. `weight` 0 returns `out` unchanged (rl.size_prior; DQN's Q-values never take it)."""
+  if not weight:
+    return out
+  left = obs.dyn[..., 1] * sizes.astype(obs.dyn.dtype)
+  return out + float(weight) * jnp.log(jnp.maximum(left, 1.0))
+
+
 def init(key: jax.Array, hidden: int, feats, obs: Obs):
   return ClusterNet(hidden).init(key, feats, obs)["params"]
 

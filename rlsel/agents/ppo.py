@@ -14,7 +14,7 @@ from flax import struct
 from rlsel import env as env_lib
 from rlsel import surrogate as surrogate_lib
 from rlsel.agents import (TrainProgram, batch_obs, finish_best, greedy_evals, greedy_every, greedy_metric, init_best,
-                          losses, networks, progress, rollout, sample_policy, track_best)
+                          losses, networks, policy_logits, progress, rollout, sample_policy, track_best)
 
 
 def real_update_schedule(share: float, num_updates: int):
@@ -40,7 +40,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
   `sharding` (optional): lay the parallel episodes out over a mesh's devices."""
   rl_cfg = config.rl
   num_envs, horizon, num_updates = int(rl_cfg.num_envs), env_params.max_steps, int(rl_cfg.num_updates)
-  hidden, scale = int(rl_cfg.hidden), float(rl_cfg.reward_scale)
+  hidden, scale, prior = int(rl_cfg.hidden), float(rl_cfg.reward_scale), float(rl_cfg.size_prior)
   batch = num_envs * horizon
   num_mb = max(1, min(int(rl_cfg.num_minibatches), batch))
   mb = batch // num_mb
@@ -54,7 +54,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
 
   def loss_fn(params, tr, adv, target):
     obs = batch_obs(tr.taken, tr.step, env_params)
-    logits, value = networks.apply(hidden, params, env_params.feats, obs)
+    logits, value = policy_logits(hidden, params, env_params, obs, prior)
     logp_all = jax.nn.log_softmax(logits)
     logp = jnp.take_along_axis(logp_all, tr.action[:, None], -1)[:, 0]
     w = tr.valid.astype(jnp.float32)
@@ -76,7 +76,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
       params, opt, sur, best_score, best_mask, rng = (state.params, state.opt_state, state.surrogate,
                                                       state.best_score, state.best_mask, state.rng)
       rng, k_roll, k_ep, k_sur = jax.random.split(rng, 4)
-      policy = sample_policy(hidden, params, env_params.feats)
+      policy = sample_policy(hidden, params, env_params, prior)
       use_real = schedule[u]
       if use_sur:
         sur_params = env_params.replace(reward=env_lib.SurrogateReward(int(rl_cfg.surrogate_hidden)),
@@ -121,7 +121,8 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
                  "best_score": best_score[0], "loss": loss.mean(), "entropy": info.entropy.mean(),
                  "approx_kl": info.approx_kl.mean(), "value_loss": info.value.mean(),
                  "real_reward": use_real.astype(jnp.float32), "surrogate_loss": sur_loss,
-                 "greedy_return": greedy_metric(u, every, jax.random.fold_in(k_roll, 1), hidden, params, env_params)}
+                 "greedy_return": greedy_metric(u, every, jax.random.fold_in(k_roll, 1), hidden, params, env_params,
+                                                prior)}
       jax.debug.callback(show, u, metrics["mean_return"], best_score[0])
       return PPOState(params=params, opt_state=opt, surrogate=sur, best_score=best_score, best_mask=best_mask,
                       rng=rng), metrics

@@ -11,7 +11,7 @@ from flax import struct
 
 from rlsel import env as env_lib
 from rlsel.agents import (TrainProgram, batch_obs, finish_best, greedy_evals, greedy_every, greedy_metric, init_best,
-                          losses, networks, progress, rollout, sample_policy, track_best)
+                          losses, networks, policy_logits, progress, rollout, sample_policy, track_best)
 
 
 @struct.dataclass
@@ -27,13 +27,13 @@ class ReinforceState:
 def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce", sharding=None) -> TrainProgram:
   rl_cfg = config.rl
   num_envs, horizon, num_updates = int(rl_cfg.num_envs), env_params.max_steps, int(rl_cfg.num_updates)
-  hidden, scale = int(rl_cfg.hidden), float(rl_cfg.reward_scale)
+  hidden, scale, prior = int(rl_cfg.hidden), float(rl_cfg.reward_scale), float(rl_cfg.size_prior)
   tx = optax.chain(optax.clip_by_global_norm(rl_cfg.max_grad_norm), optax.adam(rl_cfg.learning_rate))
   show = progress(name, int(rl_cfg.log_every))
   every = greedy_every(rl_cfg, num_updates)
 
   def loss_fn(params, tr, ret):
-    logits, value = networks.apply(hidden, params, env_params.feats, batch_obs(tr.taken, tr.step, env_params))
+    logits, value = policy_logits(hidden, params, env_params, batch_obs(tr.taken, tr.step, env_params), prior)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tr.action[:, None], -1)[:, 0]
     w = tr.valid.astype(jnp.float32)
     adv = losses.normalise(ret - jax.lax.stop_gradient(value), w)
@@ -56,7 +56,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
       params, opt, best_score, best_mask, rng = (state.params, state.opt_state, state.best_score, state.best_mask,
                                                  state.rng)
       rng, k_roll = jax.random.split(rng)
-      traj, final = rollout(k_roll, sample_policy(hidden, params, env_params.feats), env_params, num_envs,
+      traj, final = rollout(k_roll, sample_policy(hidden, params, env_params, prior), env_params, num_envs,
                             sharding)
       best_score, best_mask = track_best(best_score, best_mask, final, jnp.array(True))
       ret = losses.returns_to_go(traj.reward * scale, traj.done, rl_cfg.gamma)
@@ -67,7 +67,8 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
       total = traj.reward.sum(0)
       metrics = {"mean_return": total.mean(), "max_return": total.max(), "final_score": final.score.mean(),
                  "best_score": best_score[0], "loss": loss, "entropy": ent,
-                 "greedy_return": greedy_metric(u, every, jax.random.fold_in(k_roll, 1), hidden, params, env_params)}
+                 "greedy_return": greedy_metric(u, every, jax.random.fold_in(k_roll, 1), hidden, params, env_params,
+                                                prior)}
       jax.debug.callback(show, u, metrics["mean_return"], best_score[0])
       return ReinforceState(params=params, opt_state=opt, best_score=best_score, best_mask=best_mask, rng=rng), metrics
 

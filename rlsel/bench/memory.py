@@ -64,7 +64,7 @@ def main(argv=None):
                                          params, None))
   stage(f"PPO {args.updates} updates x {args.envs} envs", t)
   t = time.time()
-  final, _ = jits.greedy(int(c.rl.hidden), jax.random.key(2), out["params"], params)
+  final, _ = jits.greedy(int(c.rl.hidden), float(c.rl.size_prior), jax.random.key(2), out["params"], params)
   chosen = int(np.asarray(final.mask).sum())
   stage("greedy episode", t)
   assert chosen == budget, (chosen, budget)

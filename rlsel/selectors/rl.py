@@ -68,14 +68,15 @@ def _finish_impl(algo, name, config, sharding, env_params, carry, metrics):
   return _program(algo, name, config, sharding, env_params).finish(carry, metrics)
 
 
-def _greedy_impl(hidden: int, key, net_params, env_params):
+def _greedy_impl(hidden: int, size_prior: float, key, net_params, env_params):
   from rlsel.agents import greedy_episode
-  return greedy_episode(key, hidden, net_params, env_params)
+  return greedy_episode(key, hidden, net_params, env_params, size_prior)
 
 
 class AgentPrograms(NamedTuple):
   """The compiled agent programs (one set with XLA optimisation, one without: `rl.fast_compile`); the static
-  arguments are (algo, name, FrozenConfigDict, episode sharding), or the network width for `greedy`."""
+  arguments are (algo, name, FrozenConfigDict, episode sharding), or the network width and size prior for
+  `greedy`."""
   train: Callable
   greedy: Callable
   init: Callable
@@ -87,7 +88,7 @@ def _jit(fn, static, fast):
   return jax.jit(fn, static_argnums=static, compiler_options=FAST_COMPILE if fast else None)
 
 
-_PROGRAMS = {fast: AgentPrograms(_jit(_train_impl, (0, 1, 2, 3), fast), _jit(_greedy_impl, 0, fast),
+_PROGRAMS = {fast: AgentPrograms(_jit(_train_impl, (0, 1, 2, 3), fast), _jit(_greedy_impl, (0, 1), fast),
                                  _jit(_init_impl, (0, 1, 2, 3), fast), _jit(_segment_impl, (0, 1, 2, 3), fast),
                                  _jit(_finish_impl, (0, 1, 2, 3), fast))
          for fast in (False, True)}
@@ -204,7 +205,8 @@ class RLSelector(Selector):
     out = jax.block_until_ready(out)
     t_train = time.time()
 
-    final, greedy_return = greedy_jit(int(cfg.rl.hidden), k_greedy, out["params"], params)
+    prior = 0.0 if self.algo == "dqn" else float(cfg.rl.size_prior)  # DQN's Q-values take no prior
+    final, greedy_return = greedy_jit(int(cfg.rl.hidden), prior, k_greedy, out["params"], params)
     cands, train_scores = sampled_candidates(out["top_scores"], out["top_masks"])
     cands = {"greedy": np.flatnonzero(np.asarray(final.mask)), **cands}
     rescored = proxy_lib.rescore(k_score, params.proxy_spec, params.proxy, cands, int(cfg.proxy.rescore_keys))

@@ -26,18 +26,20 @@ def clone(key, config, env_params, allocs):
   (params, {"loss", "accuracy"}). The episodes share one order key (the order does not change the actions)."""
   return _JITS[bool(config.rl.fast_compile)][0](key, int(config.rl.hidden), int(config.climb.bc_steps),
                                                 float(config.climb.bc_lr), float(config.rl.max_grad_norm),
-                                                jnp.asarray(allocs, jnp.int32), env_params)
+                                                float(config.rl.size_prior), jnp.asarray(allocs, jnp.int32),
+                                                env_params)
 
 
-def _clone_impl(key, hidden, steps, lr, max_grad_norm, allocs, env_params):
+def _clone_impl(key, hidden, steps, lr, max_grad_norm, size_prior, allocs, env_params):
   k_play, k_init = jax.random.split(key)
   _, demo = jax.vmap(climb_sel.play, in_axes=(None, 0, None))(k_play, allocs, env_params)
   obs0 = env_lib.observe(jnp.zeros_like(env_params.sizes), jnp.zeros((), jnp.int32), env_params)
   params = networks.init(k_init, hidden, env_params.feats, obs0)
-  return bc.fit(params, hidden, env_params, demo, steps, lr, max_grad_norm)
+  return bc.fit(params, hidden, env_params, demo, steps, lr, max_grad_norm, size_prior)
 
 
-_JITS = {fast: (jax.jit(_clone_impl, static_argnums=(1, 2, 3, 4), compiler_options=FAST_COMPILE if fast else None),)
+_JITS = {fast: (jax.jit(_clone_impl, static_argnums=(1, 2, 3, 4, 5),
+                        compiler_options=FAST_COMPILE if fast else None),)
          for fast in (False, True)}
 
 
