@@ -175,9 +175,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Literature selectors (rlsel/selectors/{gradients,less,learnalign,cropi,dots,heuristics}.py).
   c.selection = ml_collections.ConfigDict()
-  c.selection.label_balanced = True  # less, learnalign, cropi, entropy: top of each label's share of the budget (pool
-                                     # proportions). False = top of the whole pool, as in the papers; on rt that filled
-                                     # 507 (LESS) and 488 (LearnAlign) of 510 picks with one class
+  c.selection.label_balanced = True  # less, learnalign, cropi, dots, entropy: top (dots: its draw) of each label's
+                                     # share of the budget (pool proportions). False = the whole pool, as in the
+                                     # papers; on rt that filled 507 (LESS) and 488 (LearnAlign) of 510 picks with one
+                                     # class, and dots drew 4 of 85 from a 24% class of bbc
   c.selection.param_scope = "last_k"  # which params get per-example gradients: "head", "last_k" (head + last k
                                      # layers), "lora" (head + LoRA adapters of a decoder target), "all". Not "head":
                                      # a linear head's unit gradients are class-signed embeddings, so LESS ranked by

@@ -38,7 +38,13 @@ def selection_logits(p_hat: jax.Array, alpha: float, tau: float) -> jax.Array:
   return -jnp.abs(p_hat - alpha) / tau
 
 
+def gumbel_keys(key, p_hat: jax.Array, alpha: float, tau: float) -> jax.Array:
+  """Perturbed log-weights [n]: the top k of any subset of rows is a draw without replacement from that subset with
+  P proportional to exp(-|p_hat - alpha| / tau) (Gumbel top-k), e.g. within each label's share of the budget."""
+  return selection_logits(p_hat, alpha, tau) + jax.random.gumbel(key, p_hat.shape)
+
+
 def sample(key, p_hat: jax.Array, k: int, alpha: float, tau: float) -> jax.Array:
   """k distinct positions drawn with P proportional to exp(-|p_hat - alpha| / tau), without replacement (Gumbel
   top-k, which is exactly sequential sampling without replacement)."""
-  return jax.lax.top_k(selection_logits(p_hat, alpha, tau) + jax.random.gumbel(key, p_hat.shape), k)[1]
+  return jax.lax.top_k(gumbel_keys(key, p_hat, alpha, tau), k)[1]

@@ -179,6 +179,24 @@ def test_dots_at_the_reference_tau_takes_nearly_the_closest_to_alpha():
   assert gap[broad].mean() > 2 * closest.mean()  # the old tau spread the picks well beyond
 
 
+def test_dots_label_balanced_draw_keeps_the_label_shares_and_the_difficulty():
+  """With labels, each label gets its share of the budget, drawn near alpha within that label."""
+  from rlsel.selectors.basic import label_quotas
+  rng = np.random.default_rng(0)
+  labels = np.repeat([0, 1, 2], [500, 300, 200])
+  p = np.where(labels == 0, rng.uniform(0.4, 0.6, 1000), rng.uniform(0.0, 1.0, 1000))  # class 0 sits at alpha
+  picks = dots.dots_sample(jax.random.key(1), jnp.asarray(p, jnp.float32), 40, alpha=0.5, tau=1e-3, labels=labels)
+  assert np.unique(picks).shape[0] == 40
+  classes, take = label_quotas(labels, 40)
+  np.testing.assert_array_equal(np.bincount(labels[picks], minlength=3), take)
+  unbalanced = np.asarray(dots.dots_sample(jax.random.key(1), jnp.asarray(p, jnp.float32), 40, alpha=0.5, tau=1e-3))
+  assert np.bincount(labels[unbalanced], minlength=3)[0] > take[0]  # without labels class 0 takes more than its share
+  for c in classes:  # within a class, nearly its closest to alpha (tau = 1e-3 blurs gaps closer than that)
+    gap = np.abs(p[labels == c] - 0.5)
+    chosen = np.abs(p[picks][labels[picks] == c] - 0.5)
+    assert chosen.mean() <= np.sort(gap)[:int(take[c])].mean() + 3e-3
+
+
 def test_dots_soft_bce_by_hand():
   p, t = jnp.array([0.9, 0.2, 0.5]), jnp.array([1.0, 0.0, 0.25])
   expected = -np.mean([np.log(0.9), np.log(0.8), 0.25 * np.log(0.5) + 0.75 * np.log(0.5)])

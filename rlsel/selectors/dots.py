@@ -5,8 +5,11 @@ subset of the pool and estimated for the rest by attention over the reference se
 p_hat(q) = sum_k softmax_k(z_q . z_k / sqrt(h)) y_k, with separate query and key MLPs trained leave-one-out on the
 reference set by binary cross-entropy against the measured p (as the reference implementation), then Platt-calibrated
 on the leave-one-out predictions. The budget is sampled without replacement with P ~ exp(-|p_hat - alpha| / tau) by
-Gumbel top-k, at the reference's tau = 1e-3 by default (`selection.dots_tau`): nearly the budget closest to alpha. A held-out part of the reference set measures the estimator. The
-estimator's form and the sampler are `rlsel/difficulty.py`, shared with the RLVR track.
+Gumbel top-k, at the reference's tau = 1e-3 by default (`selection.dots_tau`): nearly the budget closest to alpha;
+under `selection.label_balanced` (the default) within each label's share of the budget, as LESS, LearnAlign and CROPI
+take their top (unbalanced, seed 0 of `bbc` drew 4 of its 85 examples from a class holding 24% of the pool). A
+held-out part of the reference set measures the estimator. The estimator's form and the sampler are
+`rlsel/difficulty.py`, shared with the RLVR track.
 """
 
 import functools
@@ -93,15 +96,21 @@ def fit_estimator(key, ref_emb: jax.Array, ref_y: jax.Array, *, hidden: int, ste
   return {**mlps, "platt": platt}
 
 
-def dots_sample(key, p_hat: jax.Array, k: int, alpha: float, tau: float) -> jax.Array:
-  """k positions without replacement with P ~ exp(-|p_hat - alpha| / tau) (`rlsel.difficulty.sample`)."""
-  return difficulty.sample(key, p_hat, k, alpha, tau)
+def dots_sample(key, p_hat: jax.Array, k: int, alpha: float, tau: float, labels=None) -> np.ndarray:
+  """k positions without replacement with P ~ exp(-|p_hat - alpha| / tau) (`rlsel.difficulty.sample`); with
+  `labels`, the same draw within each label's share of k (the pool's proportions, `top_k_positions`), as the other
+  score-based selectors take their top (sorted positions)."""
+  if labels is None:
+    return np.asarray(difficulty.sample(key, p_hat, k, alpha, tau))
+  return gradients.top_k_positions(np.asarray(difficulty.gumbel_keys(key, p_hat, alpha, tau)), k, labels)
 
 
 @register("dots")
 class Dots(gradients.WarmedSelector, Selector):
   """Gumbel top-k sampling around p_hat = alpha, p_hat from an attention estimator fit on a measured reference set."""
-  version = 3  # 3: estimator fit by BCE, tau 1e-3, 512 reference examples, as the reference (2026-12-02)
+  # 3: estimator fit by BCE, tau 1e-3, 512 reference examples, as the reference (2026-12-02); 4: the draw within each
+  # label's share of the budget under selection.label_balanced (2026-12-07)
+  version = 4
 
   def select(self, key, pool: Pool, budget: int, dirs: RunDirs = RunDirs()) -> Selection:
     s = self.config.selection
@@ -146,7 +155,8 @@ class Dots(gradients.WarmedSelector, Selector):
       info["heldout_mae"] = float(np.mean(np.abs(p_hat[hold_pos] - measured[hold_pos])))
     p_use = p_hat.copy()
     p_use[ref] = measured[ref]  # measured beats estimated where we have it
-    pos = np.asarray(dots_sample(ksample, jnp.asarray(p_use), budget, float(s.dots_alpha), float(s.dots_tau)))
+    pos = dots_sample(ksample, jnp.asarray(p_use), budget, float(s.dots_alpha), float(s.dots_tau),
+                      pool.train.labels if s.label_balanced else None)
     info.update(sample_seconds=time.time() - t3, mean_p_hat_pool=float(p_use.mean()),
                 mean_p_hat_selected=float(p_use[pos].mean()),
                 mean_abs_gap_selected=float(np.abs(p_use[pos] - float(s.dots_alpha)).mean()))
