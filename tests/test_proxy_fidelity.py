@@ -262,11 +262,9 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   for t in targets:
     t.unlink()
   with pytest.raises(UserError, match="keep_saved_subsets"):
-    pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2)
-  kept_run = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2, keep_saved=True)
-  assert kept_run["subsets_kept_from_saved_draws"] == 1 and kept_run["subsets_complete"] == 6
-  assert json.loads(next(fid.glob("target-rt-s0-random-000-k0.json")).read_text())["key"] == 0
-  assert all(math.isfinite(r["designs"]["head"]) for r in kept_run["rows"])
+    pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2, finetune=False)
+  kept_run = pf.run(cfg, str(wd), 6, 0, "random,policy,skewed", 2, finetune=False, keep_saved=True)
+  assert kept_run["subsets_kept_from_saved_draws"] == 1 and kept_run["subsets_missing"] == 1  # its fine-tunes gone
   assert s["subsets_kept_from_saved_draws"] == 0
   path.write_bytes(saved)
   for t, b in targets.items():
@@ -357,6 +355,15 @@ def test_designs_score_on_the_rows_they_name(tmp_path):
     scores[name] = prep.score(np.arange(8))
     assert np.isfinite(scores[name])
   assert len(set(scores.values())) == 3  # three different scoring sets give three different scores
+
+  # Rows appended after the selectable ones (a saved subset drawn on another machine holds row 25): trained on too.
+  rows = np.concatenate([selectable, [25]])
+  wide = pd.Context(cfg, pool, None, env, selectable, reward, 0, 8, tmp_path, jax.random.key(2), rows=rows)
+  prep = pd.prepare("head", wide)
+  np.testing.assert_allclose(np.asarray(prep.data.x), z[rows], rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(prep.data.y), pool.train.labels[rows])
+  assert np.isfinite(prep.score(np.array([0, 1, 2, 3, 4, 5, 6, 20])))
+  assert prep.score(np.arange(8)) == pytest.approx(scores["head"], rel=1e-6)  # the selectable rows score as before
 
 
 def test_noisy_family_draws_its_share_of_changed_labels_and_needs_a_noised_pool(tmp_path):
