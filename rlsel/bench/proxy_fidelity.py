@@ -32,8 +32,8 @@ the summary of everything (`--finetune=False` summarises what is saved so far, f
 target-*-k<key>.json), so an interrupted run continues; files written under other settings are refused, and so is a
 saved subset whose ids differ from this run's draw unless `--keep_saved_subsets` (a study continued on another
 machine: XLA:CPU's float rounding there can flag a few other rows in the environment's confident-learning filter,
-which shifts every draw; the saved subsets and their fine-tunes are then the record, and the summary counts them). Summary:
-DIR/fidelity/summary-<task>-s<seed>.json. The last two lines: `noise_ceiling_sqrt_r=<v>` and
+which shifts every draw; the saved subsets and their fine-tunes are then the record, and the summary counts
+them). Summary: DIR/fidelity/summary-<task>-s<seed>.json. The last two lines: `noise_ceiling_sqrt_r=<v>` and
 `spearman_proxy_vs_target=<rho>` (the proxy's reward score against the main command's fine-tune, key 0).
 """
 
