@@ -3,6 +3,7 @@ explores, the target's own test-retest noise, and the reward-overfitting gap.
 
   python -m rlsel.bench.proxy_fidelity --config=configs/glue.py --workdir=DIR [--subsets=30] [--seed=0]
       [--families=random,policy,skewed] [--retest_keys=2] [--designs=head|cheap|all|NAME,...] [--shard=I/N]
+      [--finetune=False] [--keep_saved_subsets]
 
 DIR is a main-command workdir (its embedding cache and results are reused; new files go to DIR/fidelity/).
 1. The RL selectors' reward split, clusters, environment and proxy are rebuilt for run seed `--seed` with the keys
