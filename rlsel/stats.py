@@ -29,6 +29,31 @@ def spearman(a, b):
   return pearson(ranks(a), ranks(b))
 
 
+def within_groups(x, groups) -> np.ndarray:
+  """`x` minus the mean of its group (`groups`: a label per point), so that what is left varies only within groups."""
+  x = np.asarray(x, np.float64)
+  _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+  return x - (np.bincount(inverse, weights=x) / np.bincount(inverse))[inverse]
+
+
+def within_groups_pearson(a, b, groups):
+  """The pooled within-group Pearson correlation: both sides centred on their group means, then one correlation over
+  all points. What two measurements agree on beyond the groups' differences; None when undefined."""
+  return pearson(within_groups(a, groups), within_groups(b, groups))
+
+
+def within_groups_spearman(a, b, groups):
+  """The pooled within-group Spearman: ranks taken within each group, centred on the group's mean rank, then one
+  Pearson over all points (for equal-size groups without ties, the mean of the groups' own rhos). How well `a` orders
+  `b` inside each group, whatever the groups' levels; None when undefined."""
+  groups = np.asarray(groups)
+  ra, rb = np.empty(groups.shape[0]), np.empty(groups.shape[0])
+  for g in np.unique(groups):
+    m = groups == g
+    ra[m], rb[m] = ranks(np.asarray(a, np.float64)[m]), ranks(np.asarray(b, np.float64)[m])
+  return within_groups_pearson(ra, rb, groups)
+
+
 CONFIDENCE = 0.95  # two-sided level of every interval in rlsel's reports
 ZERO_SPREAD = 1e-9  # paired differences this close are equal (float rounding of accuracies k / n)
 

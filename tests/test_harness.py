@@ -352,6 +352,24 @@ def test_spearman_interval_and_paired_bootstrap_difference():
   assert spearman_difference([1, 2, 3], [3, 2, 1], [1, 2, 3])["ci_low"] is None  # too few points for an interval
 
 
+def test_within_group_correlations_ignore_the_groups_levels():
+  from rlsel.stats import spearman, within_groups, within_groups_pearson, within_groups_spearman
+  g = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+  assert np.allclose(within_groups([1, 2, 3, 10, 20, 30, 5, 5, 5], g), [-1, 0, 1, -10, 0, 10, 0, 0, 0])
+  # Levels that agree across groups but orders that disagree inside each: pooled rho +, within-group rho -1.
+  a = np.array([1, 2, 3, 11, 12, 13, 21, 22, 23], float)
+  b = np.array([3, 2, 1, 13, 12, 11, 23, 22, 21], float)
+  assert spearman(a, b) > 0.7 and within_groups_spearman(a, b, g) == pytest.approx(-1.0)
+  assert within_groups_pearson(a, b, g) == pytest.approx(-1.0)
+  # Equal-size groups without ties: the mean of the groups' own rhos, whatever the groups' labels are.
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=12), rng.normal(size=12)
+  h = np.repeat(["c", "a", "b"], 4)
+  own = np.mean([spearman(x[h == k], y[h == k]) for k in "abc"])
+  assert within_groups_spearman(x, y, h) == pytest.approx(own)
+  assert within_groups_pearson(x, np.repeat([1.0, 2.0, 3.0], 4), h) is None  # nothing varies within groups
+
+
 def test_selection_profile_names_and_figures():
   from rlsel import harness
   from rlsel.bench.selection_profile import parse_selection_name, profile

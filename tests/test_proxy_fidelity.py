@@ -210,6 +210,19 @@ def test_families_retest_ceiling_and_resume(tmp_path):
     means = [r["target_test_accuracy_mean"] for r in s["rows"] if r["family"] == fam]
     assert f["n"] == 2 and f["target_mean"] == pytest.approx(np.mean(means))
     assert f["target_std"] == pytest.approx(np.std(means))
+    fk = [r["target_test_accuracy"] for r in s["rows"] if r["family"] == fam]
+    assert f["test_retest_pearson"] == pf.test_retest(fk)["test_retest_pearson"]
+  # Within families: the test-retest of key 0 against key 1 with each family's mean removed, and each design's
+  # pooled within-family Spearman against the target's mean.
+  from rlsel.stats import within_groups, within_groups_spearman
+  fams = [r["family"] for r in s["rows"]]
+  w0, w1 = within_groups(k0_acc, fams), within_groups(k1_acc, fams)
+  assert s["within_family"]["test_retest_pearson"] == (None if pearson(w0, w1) is None else pytest.approx(
+      pearson(w0, w1)))
+  for name, d in s["designs"].items():
+    rho_w = within_groups_spearman([r["designs"][name] for r in s["rows"]],
+                                   [r["target_test_accuracy_mean"] for r in s["rows"]], fams)
+    assert d["spearman_within_family"] == (None if rho_w is None else pytest.approx(rho_w))
 
   # The command again resumes: no fine-tune runs, no saved result changes, same summary; the ceiling line last but one.
   files = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in fid.iterdir() if not p.name.startswith("summary")}

@@ -21,21 +21,25 @@ DIR is a main-command workdir (its embedding cache and results are reused; new f
    more fine-tunes with independent keys (head init, dropout and data order all change; no real cell uses them).
    Reported: the target's test-retest Pearson r (and Spearman) between keys 0 and 1 across subsets, the noise
    ceiling sqrt(r) that no proxy's correlation with one fine-tune can beat (n/a when r <= 0), the proxy's Spearman
-   against key 0 and against the mean over keys with its ratio to the ceiling, and per family the spread of the target.
+   against key 0 and against the mean over keys with its ratio to the ceiling, and per family the spread of the target
+   and its test-retest r. Within families (each family's mean removed) the same test-retest and ceiling: how far any
+   score can order subsets that differ less than the families do (one random subset against another).
 4. For every subset chosen at the budget in DIR/results.json (rl_*, climb, ...): the proxy's accuracy on the reward
    split and on the test split next to the target's test accuracy, so overfitting the reward shows as a gap.
 5. `--designs`: every subset scored by each proxy design of `rlsel/bench/proxy_designs.py` (today's reward, its
    accuracy, several keys, longer training, a larger scoring split, an MLP, the incremental proxy, task-adapted
    features, the transformer proxy), each with its Spearman against the target's mean over keys, that figure's ratio
-   to the noise ceiling of the mean, and its seconds per evaluation and to prepare.
+   to the noise ceiling of the mean, its pooled within-family Spearman, and its seconds per evaluation and to
+   prepare.
 `--shard=I/N` splits the fine-tunes over N processes on the same DIR (one per core); run once more without it for
-the summary of everything (`--finetune=False` summarises what is saved so far, fine-tuning nothing). Every subset and every fine-tune is saved as it finishes (DIR/fidelity/subset-*.json,
-target-*-k<key>.json), so an interrupted run continues; files written under other settings are refused, and so is a
-saved subset whose ids differ from this run's draw unless `--keep_saved_subsets` (a study continued on another
-machine: XLA:CPU's float rounding there can flag a few other rows in the environment's confident-learning filter,
-which shifts every draw; the saved subsets and their fine-tunes are then the record, and the summary counts
-them). Summary: DIR/fidelity/summary-<task>-s<seed>.json. The last two lines: `noise_ceiling_sqrt_r=<v>` and
-`spearman_proxy_vs_target=<rho>` (the proxy's reward score against the main command's fine-tune, key 0).
+the summary of everything (`--finetune=False` summarises what is saved so far, fine-tuning nothing). Every subset
+and every fine-tune is saved as it finishes (DIR/fidelity/subset-*.json, target-*-k<key>.json), so an interrupted
+run continues; files written under other settings are refused, and so is a saved subset whose ids differ from this
+run's draw unless `--keep_saved_subsets` (a study continued on another machine: XLA:CPU's float rounding there can
+flag a few other rows in the environment's confident-learning filter, which shifts every draw; the saved subsets and
+their fine-tunes are then the record, and the summary counts them). Summary: DIR/fidelity/summary-<task>-s<seed>.json.
+The last two lines: `noise_ceiling_sqrt_r=<v>` and `spearman_proxy_vs_target=<rho>` (the proxy's reward score
+against the main command's fine-tune, key 0).
 """
 
 import functools
@@ -50,7 +54,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from rlsel.stats import pearson, spearman, spearman_difference, spearman_interval  # noqa: E402  (numpy only)
+from rlsel.stats import (  # noqa: E402  (numpy only)
+    pearson, spearman, spearman_difference, spearman_interval, within_groups, within_groups_spearman)
 
 FAMILIES = ("random", "policy", "skewed", "noisy")
 DEFAULT_FAMILIES = ("random", "policy", "skewed")  # `noisy` needs a noised pool (`--config.data.label_noise`)
@@ -378,17 +383,33 @@ def reward_positions(config, pool, run_seed: int):
   return split_reward(numpy_rng(k_env), config, pool.train.labels)[1]
 
 
+def within_family(rows) -> dict:
+  """The target's test-retest beyond the families' levels: key 0 against key 1 with each family's mean removed
+  (`test_retest` on the residuals), so the ceiling says how far any score can order subsets *within* a family (e.g.
+  one random subset against another), which is what a search among similar subsets needs; None entries where the
+  families leave no shared variation."""
+  fams = [r["family"] for r in rows]
+  keys = min((len(r["target_test_accuracy"]) for r in rows), default=0)
+  res = [within_groups([r["target_test_accuracy"][j] for r in rows], fams) for j in range(keys)]
+  return test_retest([[res[j][i] for j in range(keys)] for i in range(len(rows))])
+
+
 def design_report(scores, rows, ceiling, reference=None) -> dict:
   """One design's ranking of the subsets against the target: Spearman against key 0 and against the mean over
   keys (with a 95% interval), Pearson against the mean, that Spearman's ratio to `ceiling` (the noise ceiling of the
-  mean over keys), and with `reference` (another design's scores of the same subsets, today's reward) the paired
-  bootstrap difference of the two Spearmans."""
+  mean over keys), the pooled within-family Spearman against the mean (ranks within each family; its interval over
+  n - families + 1 points), and with `reference` (another design's scores of the same subsets, today's reward) the
+  paired bootstrap difference of the two Spearmans."""
   t0 = [r["target_test_accuracy"][0] for r in rows]
   tm = [r["target_test_accuracy_mean"] for r in rows]
+  fams = [r["family"] for r in rows]
   rho = spearman(scores, tm)
+  within = within_groups_spearman(scores, tm, fams)
   out = {"spearman_vs_target": spearman(scores, t0), "spearman_vs_target_mean": rho,
          "spearman_ci": list(spearman_interval(rho, len(tm))), "pearson_vs_target_mean": pearson(scores, tm),
-         "ratio_to_ceiling": None if ceiling is None or rho is None else rho / ceiling}
+         "ratio_to_ceiling": None if ceiling is None or rho is None else rho / ceiling,
+         "spearman_within_family": within,
+         "spearman_within_family_ci": list(spearman_interval(within, len(tm) - len(set(fams)) + 1))}
   if reference is not None:
     out["spearman_minus_head"] = spearman_difference(scores, reference, tm)
   return out
@@ -534,7 +555,8 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
                  "mean_max_cluster_share": float(np.mean([r["max_cluster_share"] for r in fr])),
                  "mean_changed_label_share": float(np.mean([r["changed_label_share"] for r in fr])),
                  "spearman_proxy_score_vs_target_mean": spearman([r["proxy_reward_score"] for r in fr],
-                                                                 [r["target_test_accuracy_mean"] for r in fr])}
+                                                                 [r["target_test_accuracy_mean"] for r in fr]),
+                 "test_retest_pearson": test_retest([r["target_test_accuracy"] for r in fr])["test_retest_pearson"]}
   summary = {"task": task.name, "seed": seed, "budget": budget, "subsets": subsets, "retest_keys": retest,
              "subsets_complete": len(rows), "subsets_missing": missing, "subsets_kept_from_saved_draws": from_saved,
              "num_clusters": num_clusters,
@@ -544,7 +566,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
              "spearman_proxy_score_vs_target_mean": rho_mean,
              **tt, "ratio_to_ceiling": None if ceiling is None or rho_mean is None else rho_mean / ceiling,
              "ratio_to_ceiling_of_mean": None if ceiling_mean is None or rho_mean is None else rho_mean / ceiling_mean,
-             "families": fams, "designs": design_rows,
+             "families": fams, "within_family": within_family(rows), "designs": design_rows,
              "target_test_accuracy_range": [float(min(target_mean)), float(max(target_mean))],
              "proxy_reward_score_range": [float(min(proxy_s)), float(max(proxy_s))], "rows": rows}
 
@@ -595,17 +617,22 @@ def main(argv) -> None:
   print(f"  target test accuracy (mean over keys) {s['target_test_accuracy_range'][0]:.4f} .. "
         f"{s['target_test_accuracy_range'][1]:.4f}")
   print("\n| family | subsets | target acc mean | target acc std | max cluster share | changed labels | "
-        "Spearman(proxy, target) |")
-  print("|---|---|---|---|---|---|---|")
+        "Spearman(proxy, target) | target test-retest r |")
+  print("|---|---|---|---|---|---|---|---|")
   for name, f in s["families"].items():
     print(f"| {name} | {f['n']} | {f['target_mean']:.4f} | {f['target_std']:.4f} | {f['mean_max_cluster_share']:.3f} "
-          f"| {f['mean_changed_label_share']:.3f} | {_fmt(f['spearman_proxy_score_vs_target_mean'])} |")
+          f"| {f['mean_changed_label_share']:.3f} | {_fmt(f['spearman_proxy_score_vs_target_mean'])} | "
+          f"{_fmt(f['test_retest_pearson'])} |")
   print()
   if s["retest_keys"] >= 2:
     print(f"  target test-retest (key 0 vs key 1): Pearson r = {_fmt(s['test_retest_pearson'])}, "
           f"Spearman = {_fmt(s['test_retest_spearman'])}")
     print(f"  noise ceiling sqrt(r) = {_fmt(s['noise_ceiling'], '.3f')} (for one fine-tune; for the mean of "
           f"{s['retest_keys']} keys {_fmt(s['noise_ceiling_of_mean'], '.3f')})")
+    w = s["within_family"]
+    print(f"  within families (each family's mean removed): test-retest r = {_fmt(w['test_retest_pearson'])}, "
+          f"ceiling {_fmt(w['noise_ceiling'], '.3f')} (mean of {s['retest_keys']} keys "
+          f"{_fmt(w['noise_ceiling_of_mean'], '.3f')})")
   else:
     print("  test-retest and noise ceiling skipped: --retest_keys=1 fine-tunes each subset once (use 2 or more)")
   print(f"  Spearman(proxy reward score, target test acc)    = {_fmt(s['spearman_proxy_score_vs_target'])}")
@@ -614,16 +641,19 @@ def main(argv) -> None:
   print(f"  Spearman(proxy reward score, target mean over keys) = {_fmt(s['spearman_proxy_score_vs_target_mean'])}, "
         f"ratio to the ceiling {_fmt(s['ratio_to_ceiling'], '.3f')}")
   print("\n| design | Spearman vs target (key 0) | Spearman vs target mean [95%] | ratio to ceiling | minus head "
-        "[95%, paired bootstrap] | s per evaluation | s to prepare |")
-  print("|---|---|---|---|---|---|---|")
+        "[95%, paired bootstrap] | within families [95%] | s per evaluation | s to prepare |")
+  print("|---|---|---|---|---|---|---|---|")
   for name, d in s["designs"].items():
     lo, hi = d.get("spearman_ci") or (None, None)
     ci = "" if lo is None else f" [{lo:+.2f}, {hi:+.2f}]"
     vs = d.get("spearman_minus_head") or {}
     vs_txt = "—" if vs.get("diff") is None else (f"{vs['diff']:+.3f}" + (
         "" if vs.get("ci_low") is None else f" [{vs['ci_low']:+.2f}, {vs['ci_high']:+.2f}]"))
+    wlo, whi = d.get("spearman_within_family_ci") or (None, None)
+    wci = "" if wlo is None else f" [{wlo:+.2f}, {whi:+.2f}]"
     print(f"| {name} | {_fmt(d['spearman_vs_target'])} | {_fmt(d['spearman_vs_target_mean'])}{ci} | "
-          f"{_fmt(d['ratio_to_ceiling'], '.3f')} | {vs_txt} | {d['seconds_per_eval']:.3f} | "
+          f"{_fmt(d['ratio_to_ceiling'], '.3f')} | {vs_txt} | {_fmt(d.get('spearman_within_family'))}{wci} | "
+          f"{d['seconds_per_eval']:.3f} | "
           f"{d['prepare_seconds']:.0f} |")
   if s["random_mean_gap_proxy_reward_minus_proxy_test"] is not None:
     print(f"  random subsets: proxy reward-split minus proxy test accuracy = "
