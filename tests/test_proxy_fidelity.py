@@ -415,3 +415,36 @@ def test_noisy_family_draws_its_share_of_changed_labels_and_needs_a_noised_pool(
   mask = noise.changed_mask(noised, ids[::-1])
   want = set(noise.load_record(str(tmp_path / "noised"), noised.name)["changed_ids"]["train"])
   assert set(ids[::-1][mask].tolist()) == want and mask.mean() == pytest.approx(0.3, abs=0.01)
+
+
+def test_label_quality_designs_score_subsets_by_the_probes_trust_in_their_labels(tmp_path):
+  """`confidence`: a subset's mean out-of-fold probability of its rows' given labels; `unflagged`: the share of its
+  rows confident learning keeps. Rows whose label was flipped score lower under both."""
+  import types
+
+  import jax
+
+  from rlsel.bench import proxy_designs as pd
+  from rlsel.selectors import coverage
+
+  cfg = load_config("debug")
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(120, 6)).astype(np.float32)
+  clean = (x[:, 0] > 0).astype(np.int32)
+  labels = clean.copy()
+  flipped = np.arange(0, 120, 4)  # a quarter of the rows get the other label
+  labels[flipped] = 1 - labels[flipped]
+  split = lambda e, y: types.SimpleNamespace(embeddings=e, labels=y)
+  pool = types.SimpleNamespace(train=split(x, labels), validation=split(x[:5], labels[:5]), num_classes=2, task="t")
+  selectable, reward = np.arange(0, 100), np.arange(100, 120)
+  ctx = pd.Context(cfg, pool, None, None, selectable, reward, 0, 10, tmp_path, jax.random.key(2))
+  probs = coverage.configured_oof_probs(jax.random.fold_in(jax.random.key(2), pd._PROBE_TAG), cfg, x, labels, 2)
+  good = np.setdiff1d(selectable, flipped)[:20]
+  bad = flipped[flipped < 100][:20]
+  conf, unfl = pd.prepare("confidence", ctx), pd.prepare("unflagged", ctx)
+  assert conf.score(good) == pytest.approx(float(probs[good, labels[good]].mean()))
+  assert conf.score(good) > conf.score(bad)
+  flags = coverage.label_issues(labels, probs, str(cfg.selection.clean_filter_by), "test")
+  assert unfl.score(good) == pytest.approx(float((~flags[good]).mean())) and unfl.score(good) > unfl.score(bad)
+  assert 0 < unfl.info["flagged_share_of_pool"] < 1
+  assert {"confidence", "unflagged"} <= set(pd.CHEAP)

@@ -7,7 +7,9 @@ the one-time cost (e.g. a warm-up fine-tune of the target and re-embedding the p
 `score` scores one subset. Whatever a design learns from stays outside the test split: the warm-up set is drawn
 from the selectable rows, `reward+validation` scores on the reward split plus the validation split and
 `validation` on the validation split alone (the split the target's own early stopping reads). The
-`influence` designs train no proxy: they score a subset by first-order influence at the warmed target (`Influence`).
+`influence` designs train no proxy: they score a subset by first-order influence at the warmed target (`Influence`);
+nor do the label-quality designs, which score a subset by how far an out-of-fold probe trusts its labels
+(`LabelQuality`).
 """
 
 import dataclasses
@@ -19,9 +21,11 @@ import time
 import numpy as np
 
 INFLUENCE = ("influence", "influence_unit")  # first-order designs: no proxy is trained (`Influence`)
-FEATURES = ("frozen", "adapted") + INFLUENCE
+LABEL_QUALITY = ("confidence", "unflagged")  # data-quality designs: no proxy is trained (`LabelQuality`)
+FEATURES = ("frozen", "adapted") + INFLUENCE + LABEL_QUALITY
 SCORE_ROWS = ("reward", "reward+validation", "validation")
 _WARMUP_TAG = 1_000_004  # fold_in / seed tag of the adapted features' warm-up sample and fine-tune keys
+_PROBE_TAG = 1_000_005  # fold_in tag of the label-quality designs' out-of-fold probe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +61,11 @@ DESIGNS = {
     "transformer": Design(overrides=(("kind", "transformer"), ("batch_size", 16))),
     "influence": Design(features="influence"),            # subset mean gradient . reward-split mean gradient
     "influence_unit": Design(features="influence_unit"),  # the same with unit per-example gradients (LESS's cosine)
+    "confidence": Design(features="confidence"),  # mean out-of-fold probability of each row's given label
+    "unflagged": Design(features="unflagged"),    # share of rows confident learning does not flag
 }
 CHEAP = ("head", "head_accuracy", "head_balanced", "head_keys5", "head_steps300", "head_validation", "head_val_only",
-         "head_val_only_accuracy", "mlp", "incremental", "incremental_val_only")
+         "head_val_only_accuracy", "mlp", "incremental", "incremental_val_only", "confidence", "unflagged")
 
 
 def parse_designs(value: str) -> tuple:
@@ -238,11 +244,42 @@ class Influence:
     return float(np.mean(self.row_scores[np.asarray(positions)]))
 
 
+class LabelQuality:
+  """A data-quality design: no proxy is trained. The out-of-fold linear probe of `label_clean` and `ccs`
+  (`coverage.configured_oof_probs`, selection.probe_* settings) is fit once on the whole pool's frozen embeddings;
+  `confidence` scores a subset by the mean probability of its rows' given labels, `unflagged` by the share of its
+  rows confident learning does not flag (selection.clean_filter_by). It asks whether the target rewards rows whose
+  labels agree with their neighbours' more than a proxy's fine-tune can tell."""
+
+  def __init__(self, name: str, design: "Design", ctx: Context):
+    import jax
+
+    from rlsel.selectors import coverage
+    t0 = time.time()
+    self.name, self.design, self.info = name, design, {}
+    labels = np.asarray(ctx.pool.train.labels, np.int32)
+    probs = coverage.configured_oof_probs(jax.random.fold_in(ctx.score_key, _PROBE_TAG), ctx.config,
+                                          np.asarray(ctx.pool.train.embeddings, np.float32), labels,
+                                          ctx.pool.num_classes)
+    if design.features == "confidence":
+      row = probs[np.arange(labels.shape[0]), labels]
+    else:
+      row = ~coverage.label_issues(labels, probs, str(ctx.config.selection.clean_filter_by), f"design {name}")
+      self.info = {"flagged_share_of_pool": float(1.0 - row.mean())}
+    self.row_scores = np.asarray(row, np.float64)[np.asarray(ctx.rows)]
+    self.prepare_seconds = time.time() - t0
+
+  def score(self, positions) -> float:
+    return float(np.mean(self.row_scores[np.asarray(positions)]))
+
+
 def prepare(name: str, ctx: Context):
   """The design `name` made ready for `ctx`: an object with `score(positions)`, `prepare_seconds` and `info`."""
   design = DESIGNS[name]
   if design.features in INFLUENCE:
     return Influence(name, design, ctx)
+  if design.features in LABEL_QUALITY:
+    return LabelQuality(name, design, ctx)
   return Prepared(name, design, ctx)
 
 
