@@ -438,7 +438,7 @@ def test_label_quality_designs_score_subsets_by_the_probes_trust_in_their_labels
   pool = types.SimpleNamespace(train=split(x, labels), validation=split(x[:5], labels[:5]), num_classes=2, task="t")
   selectable, reward = np.arange(0, 100), np.arange(100, 120)
   ctx = pd.Context(cfg, pool, None, None, selectable, reward, 0, 10, tmp_path, jax.random.key(2))
-  probs = coverage.configured_oof_probs(jax.random.fold_in(jax.random.key(2), pd._PROBE_TAG), cfg, x, labels, 2)
+  probs = coverage.configured_oof_probs(jax.random.fold_in(jax.random.key(2), pd.PROBE_TAG), cfg, x, labels, 2)
   good = np.setdiff1d(selectable, flipped)[:20]
   bad = flipped[flipped < 100][:20]
   conf, unfl = pd.prepare("confidence", ctx), pd.prepare("unflagged", ctx)

@@ -27,7 +27,7 @@ def main(config_path: str, workdir: str) -> None:
   pool, _ = harness.build_pool(config, harness.load_task_for_run(config, workdir), workdir)
   labels = np.asarray(pool.train.labels, np.int32)
   where = {int(i): k for k, i in enumerate(pool.train.ids)}
-  key = jax.random.fold_in(jax.random.key(10_000), proxy_designs._PROBE_TAG)  # proxy_fidelity's score key, seed 0
+  key = jax.random.fold_in(jax.random.key(10_000), proxy_designs.PROBE_TAG)  # proxy_fidelity's score key, seed 0
   probs = coverage.configured_oof_probs(key, config, np.asarray(pool.train.embeddings, np.float32), labels,
                                         pool.num_classes)
   conf = probs[np.arange(labels.shape[0]), labels]

@@ -25,7 +25,7 @@ LABEL_QUALITY = ("confidence", "unflagged")  # data-quality designs: no proxy is
 FEATURES = ("frozen", "adapted") + INFLUENCE + LABEL_QUALITY
 SCORE_ROWS = ("reward", "reward+validation", "validation")
 _WARMUP_TAG = 1_000_004  # fold_in / seed tag of the adapted features' warm-up sample and fine-tune keys
-_PROBE_TAG = 1_000_005  # fold_in tag of the label-quality designs' out-of-fold probe
+PROBE_TAG = 1_000_005  # fold_in tag of the label-quality designs' out-of-fold probe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +258,7 @@ class LabelQuality:
     t0 = time.time()
     self.name, self.design, self.info = name, design, {}
     labels = np.asarray(ctx.pool.train.labels, np.int32)
-    probs = coverage.configured_oof_probs(jax.random.fold_in(ctx.score_key, _PROBE_TAG), ctx.config,
+    probs = coverage.configured_oof_probs(jax.random.fold_in(ctx.score_key, PROBE_TAG), ctx.config,
                                           np.asarray(ctx.pool.train.embeddings, np.float32), labels,
                                           ctx.pool.num_classes)
     if design.features == "confidence":
