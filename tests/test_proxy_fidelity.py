@@ -447,4 +447,8 @@ def test_label_quality_designs_score_subsets_by_the_probes_trust_in_their_labels
   flags = coverage.label_issues(labels, probs, str(cfg.selection.clean_filter_by), "test")
   assert unfl.score(good) == pytest.approx(float((~flags[good]).mean())) and unfl.score(good) > unfl.score(bad)
   assert 0 < unfl.info["flagged_share_of_pool"] < 1
+  # One probe fit per context, shared by both designs; each counts its seconds.
+  probe_probs, probe_seconds = ctx.memo["oof_probs"]
+  np.testing.assert_array_equal(probe_probs, probs)
+  assert conf.prepare_seconds >= probe_seconds and unfl.prepare_seconds >= probe_seconds
   assert {"confidence", "unflagged"} <= set(pd.CHEAP)

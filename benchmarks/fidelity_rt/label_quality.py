@@ -1,8 +1,9 @@
 """The label-quality designs (`confidence`, `unflagged`; rlsel/bench/proxy_designs.py) on the saved `rt` study.
 
 The saved subsets predate config fields added since (session 12), so `proxy_fidelity --finetune=False` refuses them
-as "other settings"; this reads the saved subsets and fine-tunes directly and applies the designs' formula (the same
-out-of-fold probe and key). Usage, from the repository root (DIR holds a copy of fidelity/ and the feature cache):
+as "other settings"; this reads the saved subsets and fine-tunes directly and scores them with the two designs
+(`proxy_designs.prepare`, proxy_fidelity's score key). Usage, from the repository root (DIR holds a copy of
+fidelity/ and the feature cache):
   python benchmarks/fidelity_rt/label_quality.py configs/glue.py DIR
 """
 import glob
@@ -15,7 +16,6 @@ import numpy as np
 
 from rlsel import harness
 from rlsel.bench import proxy_designs
-from rlsel.selectors import coverage
 from rlsel.stats import pearson, spearman, spearman_interval, within_groups_pearson, within_groups_spearman
 
 
@@ -25,14 +25,13 @@ def main(config_path: str, workdir: str) -> None:
   spec.loader.exec_module(module)
   config = module.get_config()
   pool, _ = harness.build_pool(config, harness.load_task_for_run(config, workdir), workdir)
-  labels = np.asarray(pool.train.labels, np.int32)
   where = {int(i): k for k, i in enumerate(pool.train.ids)}
-  key = jax.random.fold_in(jax.random.key(10_000), proxy_designs.PROBE_TAG)  # proxy_fidelity's score key, seed 0
-  probs = coverage.configured_oof_probs(key, config, np.asarray(pool.train.embeddings, np.float32), labels,
-                                        pool.num_classes)
-  conf = probs[np.arange(labels.shape[0]), labels]
-  kept = ~coverage.label_issues(labels, probs, str(config.selection.clean_filter_by), "label_quality.py")
-  print(f"pool: {labels.shape[0]} rows, {1 - kept.mean():.3f} flagged")
+  # The designs score positions of every pool.train row with proxy_fidelity's score key for seed 0; they read no
+  # environment, reward split or budget.
+  every = np.arange(len(pool.train.ids))
+  ctx = proxy_designs.Context(config, pool, None, None, every, None, 0, 0, None, jax.random.key(10_000))
+  designs = {name: proxy_designs.prepare(name, ctx) for name in ("confidence", "unflagged")}
+  print(f"pool: {every.shape[0]} rows, {designs['unflagged'].info['flagged_share_of_pool']:.3f} flagged")
   rows = []
   for path in sorted(glob.glob(f"{workdir}/fidelity/subset-*.json")):
     sub = json.load(open(path))
@@ -43,7 +42,7 @@ def main(config_path: str, workdir: str) -> None:
       continue
     pos = np.asarray([where[int(i)] for i in sub["ids"]])
     rows.append({"family": sub["family"], "k0": acc[0], "k1": acc[1], "mean": float(np.mean(acc)),
-                 "confidence": float(conf[pos].mean()), "unflagged": float(kept[pos].mean()),
+                 **{name: d.score(pos) for name, d in designs.items()},
                  "head": sub["proxy_reward_score"]})
   fam, tm = [r["family"] for r in rows], [r["mean"] for r in rows]
   print(f"{len(rows)} subsets: test-retest r {pearson([r['k0'] for r in rows], [r['k1'] for r in rows]):+.3f}, "

@@ -99,6 +99,7 @@ class Context:
   out_dir: pathlib.Path
   score_key: object
   rows: np.ndarray = None
+  memo: dict = dataclasses.field(default_factory=dict, repr=False)  # results shared by designs (`oof_probs`)
 
   def __post_init__(self):
     if self.rows is None:
@@ -244,6 +245,22 @@ class Influence:
     return float(np.mean(self.row_scores[np.asarray(positions)]))
 
 
+def oof_probs(ctx: Context):
+  """(the out-of-fold linear probe's probabilities [pool.train rows, C], the seconds the fit took):
+  `coverage.configured_oof_probs`, the probe of `label_clean` and `ccs`, on the whole pool's frozen embeddings. Fit
+  once per context and shared by the label-quality designs, each of which counts its seconds."""
+  if "oof_probs" not in ctx.memo:
+    import jax
+
+    from rlsel.selectors import coverage
+    t0 = time.time()
+    probs = coverage.configured_oof_probs(
+        jax.random.fold_in(ctx.score_key, PROBE_TAG), ctx.config, np.asarray(ctx.pool.train.embeddings, np.float32),
+        np.asarray(ctx.pool.train.labels, np.int32), ctx.pool.num_classes)
+    ctx.memo["oof_probs"] = (probs, time.time() - t0)
+  return ctx.memo["oof_probs"]
+
+
 class LabelQuality:
   """A data-quality design: no proxy is trained. The out-of-fold linear probe of `label_clean` and `ccs`
   (`coverage.configured_oof_probs`, selection.probe_* settings) is fit once on the whole pool's frozen embeddings;
@@ -252,15 +269,11 @@ class LabelQuality:
   labels agree with their neighbours' more than a proxy's fine-tune can tell."""
 
   def __init__(self, name: str, design: "Design", ctx: Context):
-    import jax
-
     from rlsel.selectors import coverage
-    t0 = time.time()
     self.name, self.design, self.info = name, design, {}
     labels = np.asarray(ctx.pool.train.labels, np.int32)
-    probs = coverage.configured_oof_probs(jax.random.fold_in(ctx.score_key, PROBE_TAG), ctx.config,
-                                          np.asarray(ctx.pool.train.embeddings, np.float32), labels,
-                                          ctx.pool.num_classes)
+    probs, probe_seconds = oof_probs(ctx)
+    t0 = time.time() - probe_seconds  # the probe's fit counts for every design that reads it, cached or not
     if design.features == "confidence":
       row = probs[np.arange(labels.shape[0]), labels]
     else:
