@@ -18,9 +18,13 @@ from a copy of this grid's results.json; finished cells are skipped):
     python -m rlsel.main --config=configs/benchmark.py:literature_more --workdir=runs/lit   # rt_subj, bbc: 0-2
     python -m rlsel.main --config=configs/benchmark.py:literature_head --workdir=runs/lit_head  # "before" (below)
 
-`:literature_head` is the gradient setting before 2026-12-02 (session 9): head-only gradients, a 256-dim dense
-Rademacher projection, a 4-epoch warm-up with a checkpoint per epoch; with it the same selectors give the "before"
-column of issue 20. Its selection section differs, so it needs its own workdir.
+`:literature_head` is the setting before issue 20's changes (2026-12-02, session 9), as far as a flag keeps it:
+head-only gradients, a 256-dim dense Rademacher projection, a 4-epoch warm-up with a checkpoint per epoch,
+LearnAlign's pool-wide mean gradient, CROPI's fusion over all ranks, DOTS at tau = 0.1 on 256 reference rows; with it
+the same selectors give the "before" column of issue 20. Changes without a flag stay as today (CROPI scores the whole
+pool each round, DOTS resamples its reference rows and fits its estimator with cross-entropy, DOTS draws within label
+shares). Its selection section differs, so it needs its own workdir (start it from the grid's results.json too: the
+`random` and `full` rows read no selection field).
 
 Fine-tune: the protocol of `rlsel.configlib.protocol_config` (shared with the main job, configs/glue.py): MiniLM-L6
 at 40 tokens, validation every 40 steps with patience 3; a subset plans at least 200 steps (chosen on validation
@@ -62,6 +66,8 @@ def get_config(arg: str = None):
       s = c.selection
       s.param_scope, s.projection_kind, s.projection_dim = "head", "rademacher", 256
       s.warmup_steps, s.warmup_checkpoints, s.cropi_sparse = 0, 0, True
+      # and the formulas before issue 20's fixes, where a flag keeps them
+      s.learnalign_alignment, s.rrf_top_n, s.dots_tau, s.dots_reference_size = "pool", 0, 0.1, 256
   elif arg == "legacy":
     c.tasks = ("rt", "rt_subj", "bbc", "tweets")
     c.selectors = LEGACY_SELECTORS

@@ -57,8 +57,8 @@ def test_noisy_configs_keep_their_measured_environment():
 
 
 def test_literature_variants_pair_with_the_grid():
-  """The literature grid reuses the main grid's random cells (same cell ids); the 'before' variant changes only the
-  gradient settings, so its literature cells are other cells and its random cells the same."""
+  """The literature grid reuses the main grid's random cells (same cell ids); the 'before' variant changes only
+  selection settings, so its literature cells are other cells and its random cells the same."""
   main, lit, head = (load_config("benchmark", v) for v in (None, "literature", "literature_head"))
   lit_more = load_config("benchmark", "literature_more")
   assert set(lit.selectors) == {"random", "less", "learnalign", "cropi", "dots"} and lit.seeds == main.seeds
@@ -67,6 +67,7 @@ def test_literature_variants_pair_with_the_grid():
   for sel in ("less", "learnalign", "cropi", "dots"):
     assert results.config_id(lit, sel) == results.config_id(lit_more, sel) != results.config_id(head, sel)
   assert (head.selection.param_scope, lit.selection.param_scope) == ("head", "last_k")
+  assert (head.selection.learnalign_alignment, head.selection.rrf_top_n, head.selection.dots_tau) == ("pool", 0, 0.1)
 
 
 def test_plan_grid_sweep_and_shared_full():
