@@ -62,7 +62,7 @@ def config_id(config, selector: str = None) -> str:
   return hashlib.sha1(json.dumps(result_config(config, selector), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _differences(before: dict, current: dict, defaults: dict) -> list:
+def changed_fields(before: dict, current: dict, defaults: dict) -> list:
   """Fields of `current` whose value in `before` differs. A field missing from `before` (added to rlsel since) is
   no difference while `current` holds its default; fields of `before` outside `current` (another selector's
   section in a whole-experiment config from before per-cell ids, or a field since removed) are not compared."""
@@ -104,7 +104,7 @@ def check_same_config(workdir, rows, config, selectors=None) -> dict:
     if before is not None:
       if defaults is None:
         defaults = result_config(configlib.base_config())
-      keys = _differences(before, current[sel], defaults)
+      keys = changed_fields(before, current[sel], defaults)
       if not keys:
         checked.add((sel, old))
         continue
@@ -290,7 +290,7 @@ def _check_mergeable(found) -> None:
     keys = set(result_config(configlib.base_config(), sel))
     (first, a), *rest = sorted(configs.items())
     for other, b in rest:
-      diff = _differences(b, {k: v for k, v in a.items() if k in keys}, defaults)
+      diff = changed_fields(b, {k: v for k, v in a.items() if k in keys}, defaults)
       if diff:
         raise UserError(f"the sources were run with different settings for {sel} (config ids: {where}; "
                         f"{', '.join(diff[:5])} differ); a merged table would mix two experiments, so merge each "

@@ -286,8 +286,41 @@ def test_families_retest_ceiling_and_resume(tmp_path):
   # A saved result from other settings is refused, not mixed in.
   other = load_config("debug")
   other.finetune.min_steps = MIN_STEPS + 1
-  with pytest.raises(UserError, match="other settings"):
+  with pytest.raises(UserError, match=r"other settings \(finetune.min_steps: 20 -> 21"):
     pf.run(other, str(wd), 6, 0, "random", 1)
+
+
+def test_a_saved_file_survives_a_field_added_since_at_its_default(tmp_path):
+  """A study's saved files name the fields they depend on: a file whose hash differs only by a field rlsel gained
+  since, at its default, is kept; one that differs in a field it knew is refused, naming the field."""
+  from rlsel.bench import proxy_fidelity as pf
+  from rlsel.errors import UserError
+
+  cfg = load_config("debug")
+  base = pf.target_settings(load_config("debug"), 0)
+  path = tmp_path / "target.json"
+  made = []
+  row, new = pf.load_or_make(path, base, base.fields, lambda: made.append(1) or {"target_test_accuracy": 0.5})
+  assert new and made == [1] and json.loads(path.read_text())["settings_fields"] == base.fields
+
+  # Written before `finetune.new_field` existed: its recorded fields lack it; today it sits at its default.
+  saved = json.loads(path.read_text())
+  grown = pf.Settings("another-hash", {**base.fields, "finetune.new_field": 3})
+  defaults = {**base.fields, "finetune.new_field": 3}
+  row, new = pf.load_or_make(path, grown, defaults, lambda: made.append(2) or {})
+  assert not new and made == [1] and row["target_test_accuracy"] == 0.5
+  # ... set away from its default, or a known field changed, the file is refused with the field named.
+  with pytest.raises(UserError, match=r"finetune.new_field: '\?' -> 4"):
+    pf.load_or_make(path, pf.Settings("x", {**base.fields, "finetune.new_field": 4}), defaults, lambda: {})
+  cfg.finetune.min_steps += 1
+  with pytest.raises(UserError, match="finetune.min_steps"):
+    pf.load_or_make(path, pf.target_settings(cfg, 0), defaults, lambda: {})
+  # A file from before fields were recorded matches on its hash alone.
+  saved.pop("settings_fields")
+  path.write_text(json.dumps(saved))
+  assert pf.load_or_make(path, base, base.fields, lambda: {})[1] is False
+  with pytest.raises(UserError, match="not recorded"):
+    pf.load_or_make(path, grown, defaults, lambda: {})
 
 
 def test_design_names_expand_and_the_incremental_scorer_replays_the_episode():

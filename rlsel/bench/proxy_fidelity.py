@@ -34,8 +34,9 @@ DIR is a main-command workdir (its embedding cache and results are reused; new f
 `--shard=I/N` splits the fine-tunes over N processes on the same DIR (one per core); run once more without it for
 the summary of everything (`--finetune=False` summarises what is saved so far, fine-tuning nothing). Every subset
 and every fine-tune is saved as it finishes (DIR/fidelity/subset-*.json, target-*-k<key>.json), so an interrupted
-run continues; files written under other settings are refused, and so is a saved subset whose ids differ from this
-run's draw unless `--keep_saved_subsets` (a study continued on another machine: XLA:CPU's float rounding there can
+run continues; files written under other settings are refused, naming the fields that changed (each file records
+the fields it depends on, so a field rlsel gained since, left at its default, does not strand a study), and so is a
+saved subset whose ids differ from this run's draw unless `--keep_saved_subsets` (a study continued on another machine: XLA:CPU's float rounding there can
 flag a few other rows in the environment's confident-learning filter, which shifts every draw; the saved subsets and
 their fine-tunes are then the record, and the summary counts them). Summary: DIR/fidelity/summary-<task>-s<seed>.json.
 The last two lines: `noise_ceiling_sqrt_r=<v>` and `spearman_proxy_vs_target=<rho>` (the proxy's reward score
@@ -48,6 +49,7 @@ import math
 import os
 import pathlib
 import sys
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -313,17 +315,66 @@ def _target_accuracy(config, pool, test, ids, seed: int, key_index: int, name: s
           "finetune_seconds": result.seconds}
 
 
-def _load_or_make(path, settings: str, make):
-  """The saved row at `path` if it was made under `settings`; else UserError. Without a file, `make()` it and save."""
+class Settings(NamedTuple):
+  """What a saved file depends on: `hash` (the fingerprint a file is matched on, as before fields were recorded) and
+  `fields` ({"section.field": value}, saved beside it so that a file whose hash differs only because rlsel has
+  since gained a field, left at its default, still counts; `rlsel.results.changed_fields`)."""
+  hash: str
+  fields: dict
+
+
+def settings_of(*named) -> Settings:
+  """Settings of (name, part) pairs: a part is a config section (anything with `to_json`, flattened under its name),
+  a JSON scalar or an array (kept by its fingerprint). The hash is `fingerprint` of the parts in order."""
+  from rlsel.checkpoint import fingerprint
+  from rlsel.configlib import flat_items
+  fields = {}
+  for name, part in named:
+    if hasattr(part, "to_json"):
+      fields.update(flat_items(json.loads(part.to_json()), name + "."))
+    else:
+      fields[name] = fingerprint(part) if hasattr(part, "shape") else part
+  return Settings(fingerprint(*(p for _, p in named)), json.loads(json.dumps(fields, default=repr)))
+
+
+def subset_settings(config, seed: int) -> Settings:
+  """What a saved subset (its draw and proxy report) depends on."""
+  from rlsel import features
+  return settings_of(("task", config.task), ("data", config.data), ("features", features.identity(config.features)),
+                     ("budget", config.budget), ("proxy", subset_proxy_fields(config)), ("kmeans", config.kmeans),
+                     ("rl.chunk", config.rl.chunk), ("rl.episode_steps", config.rl.episode_steps), ("seed", seed))
+
+
+def target_settings(config, seed: int) -> Settings:
+  """What the target's fine-tunes depend on (a fine-tune adds its subset's ids and key: `target_file_settings`)."""
+  from rlsel import features
+  return settings_of(("task", config.task), ("data", config.data), ("features", features.identity(config.features)),
+                     ("target", config.target), ("finetune", config.finetune), ("seed", seed))
+
+
+def target_file_settings(target: Settings, ids, key: int) -> Settings:
+  from rlsel.checkpoint import fingerprint
+  return Settings(fingerprint(target.hash, ids, key), {**target.fields, "ids": fingerprint(ids), "key": key})
+
+
+def load_or_make(path, settings: Settings, defaults: dict, make):
+  """The saved row at `path` if it was made under `settings` (`defaults`: the fields' values in a base config, for
+  fields the file predates); else UserError naming what changed. Without a file, `make()` it and save."""
   from rlsel.errors import UserError
   from rlsel.io import atomic_write_json
+  from rlsel.results import changed_fields
   if path.exists():
     row = json.loads(path.read_text())
-    if row.get("settings") != settings:
-      raise UserError(f"{path} was written under other settings (config, flags or code); move {path.parent} away "
-                      "or use another --workdir")
+    if row.get("settings") != settings.hash:
+      before = row.get("settings_fields")
+      diff = (["its settings were not recorded (a file from before 2026-12-07)"] if before is None else
+              [f"{k}: {before.get(k, '?')!r} -> {settings.fields.get(k, '?')!r}"
+               for k in changed_fields(before, settings.fields, defaults)])
+      if diff:
+        raise UserError(f"{path} was written under other settings ({'; '.join(diff[:5])}"
+                        f"{'; ...' if len(diff) > 5 else ''}); move {path.parent} away or use another --workdir")
     return row, False
-  row = {**make(), "settings": settings}
+  row = {**make(), "settings": settings.hash, "settings_fields": settings.fields}
   atomic_write_json(path, row)
   return row, True
 
@@ -420,8 +471,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
   import jax
   import numpy as np
 
-  from rlsel import features, harness, results
-  from rlsel.checkpoint import fingerprint
+  from rlsel import harness, results
   from rlsel.errors import require
   from rlsel.io import atomic_write_json
   from rlsel.selectors import base as selbase
@@ -467,10 +517,10 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
         f"{params.proxy.rx.shape[0]}, {num_clusters} clusters; {subsets} subsets ("
         + ", ".join(f"{n} {f}" for f, n in counts.items()) + f") x {retest} fine-tune key set(s)", flush=True)
   # What each saved file depends on: a file from other settings is refused rather than mixed in.
-  feature_settings = features.identity(config.features)
-  subset_settings = fingerprint(config.task, config.data, feature_settings, config.budget, subset_proxy_fields(config),
-                                config.kmeans, config.rl.chunk, config.rl.episode_steps, seed)
-  target_settings = fingerprint(config.task, config.data, feature_settings, config.target, config.finetune, seed)
+  from rlsel import configlib
+  subset_set, target_set = subset_settings(config, seed), target_settings(config, seed)
+  base = configlib.base_config()
+  subset_defaults, target_defaults = subset_settings(base, seed).fields, target_settings(base, seed).fields
   rows, inits, missing, kept, from_saved = [], {}, 0, [], 0
   # Positions index `scored_rows` (pool.train positions): the selectable rows, then any row a kept saved subset holds
   # that this run's environment does not offer (`--keep_saved_subsets`), so the designs can score every subset.
@@ -488,7 +538,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
               "cluster_counts": hist.tolist(),
               **_proxy_report(score_key, params.proxy_spec, params.proxy, pos, test_x, test_y)}
 
-    row, _ = _load_or_make(out_dir / f"subset-{stem}.json", subset_settings, make_subset)
+    row, _ = load_or_make(out_dir / f"subset-{stem}.json", subset_set, subset_defaults, make_subset)
     if row["ids"] != [int(v) for v in ids]:
       require(keep_saved, f"{out_dir / f'subset-{stem}.json'} holds other ids than this run draws (another machine's "
               "draw, or other code); pass --keep_saved_subsets to continue with the saved subsets, or move "
@@ -508,8 +558,8 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
       path = out_dir / f"target-{stem}-k{j}.json"
       if not mine and not path.exists():  # another shard's fine-tune, not made yet
         break
-      res, made = _load_or_make(
-          path, fingerprint(target_settings, ids, j),
+      res, made = load_or_make(
+          path, target_file_settings(target_set, ids, j), target_defaults,
           lambda: {"key": j, **_target_accuracy(config, pool, test, ids, seed, j, name, inits)})
       accs.append(float(res["target_test_accuracy"]))
       secs += float(res["finetune_seconds"]) if made else 0.0
@@ -517,7 +567,7 @@ def run(config, workdir: str, subsets: int, seed: int, families=DEFAULT_FAMILIES
     if len(accs) < retest:
       missing += 1
       continue
-    row = {k: v for k, v in row.items() if k not in ("ids", "settings")}
+    row = {k: v for k, v in row.items() if k not in ("ids", "settings", "settings_fields")}
     row.update(target_test_accuracy=accs, target_test_accuracy_mean=float(np.mean(accs)),
                max_cluster_share=float(hist.max() / budget),
                changed_label_share=float(changed_mask(task, ids).mean()))
