@@ -18,6 +18,7 @@ EOF
 }
 
 die() { echo "gpu_local.sh: $*" >&2; exit 2; }
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 gpus="" dry_run=0 args=()
 while (($#)); do
@@ -30,16 +31,9 @@ while (($#)); do
     *) args+=("$1"); shift ;;
   esac
 done
-((${#args[@]})) || { usage >&2; die "no arguments for rlsel.main; pass at least --config=... --workdir=..."; }
-has_flag() { local a; for a in "${args[@]}"; do [[ "$a" == "$1" || "$a" == "$1="* ]] && return 0; done; return 1; }
-has_flag --config || die "pass --config=configs/<name>.py (the arguments after the options go to rlsel.main)"
-has_flag --workdir || die "pass --workdir=DIR (the arguments after the options go to rlsel.main)"
+require_main_args "DIR (the arguments after the options go to rlsel.main)"
 [[ -z "$gpus" || "$gpus" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--gpus=$gpus is not a comma-separated list of GPU indices like 0,1,2"
 
-quote() {  # one word as the shell would read it back: bare when safe, else single-quoted
-  if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then printf '%s' "$1"; else printf "'%s'" "${1//\'/\'\\\'\'}"; fi
-}
-show() { local sep=""; for a in "$@"; do printf '%s' "$sep"; quote "$a"; sep=" "; done; echo; }
 
 if [[ -n "$gpus" ]]; then
   visible="$gpus"

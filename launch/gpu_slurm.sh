@@ -23,6 +23,9 @@ EOF
 }
 
 die() { echo "gpu_slurm.sh: $*" >&2; exit 2; }
+# sbatch runs a copy of this script from its spool folder: then the helpers come from the code directory
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh" 2>/dev/null || source "${RLSEL_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}/launch/common.sh" \
+  || die "launch/common.sh not found; set RLSEL_DIR to the rlsel checkout"
 
 port="" dry_run=0 args=()
 while (($#)); do
@@ -35,10 +38,7 @@ while (($#)); do
     *) args+=("$1"); shift ;;
   esac
 done
-((${#args[@]})) || { usage >&2; die "no arguments for rlsel.main; pass at least --config=... --workdir=..."; }
-has_flag() { local a; for a in "${args[@]}"; do [[ "$a" == "$1" || "$a" == "$1="* ]] && return 0; done; return 1; }
-has_flag --config || die "pass --config=configs/<name>.py (the arguments after the options go to rlsel.main)"
-has_flag --workdir || die "pass --workdir=DIR on a shared file system (the arguments go to rlsel.main)"
+require_main_args "DIR on a shared file system (the arguments go to rlsel.main)"
 
 for var in SLURM_JOB_ID SLURM_JOB_NODELIST SLURM_NNODES; do
   [[ -n "${!var:-}" ]] || die "$var is not set; run this script under sbatch or salloc (see launch/README.md)"
@@ -54,10 +54,6 @@ coordinator="${hosts%%$'\n'*}"
 python="${PYTHON:-python}"
 code_dir="${RLSEL_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}"
 
-quote() {  # one word as the shell would read it back: bare when safe, else single-quoted
-  if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then printf '%s' "$1"; else printf "'%s'" "${1//\'/\'\\\'\'}"; fi
-}
-show() { local sep=""; for a in "$@"; do printf '%s' "$sep"; quote "$a"; sep=" "; done; echo; }
 
 # Each task reads its own SLURM_PROCID (set by srun) as the JAX process id.
 task='export JAX_PROCESS_ID="${SLURM_PROCID:?SLURM_PROCID unset: not an srun task}"; exec "$@"'

@@ -27,6 +27,7 @@ EOF
 }
 
 die() { echo "tpu_vm.sh: $*" >&2; exit 2; }
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 name="" zone="" project="" accelerator="v4-8" version="tpu-ubuntu2204-base" spot=0 python="python3"
 install=1 dry_run=0 args=()
@@ -55,9 +56,7 @@ done
 
 [[ -n "$name" ]] || { usage >&2; die "--name is required (the TPU VM to create or reuse)"; }
 [[ -n "$zone" ]] || die "--zone is required (e.g. --zone=us-central2-b)"
-has_flag() { local a; for a in "${args[@]}"; do [[ "$a" == "$1" || "$a" == "$1="* ]] && return 0; done; return 1; }
-has_flag --config || die "pass --config=configs/<name>.py (the arguments after the options go to rlsel.main)"
-has_flag --workdir || die "pass --workdir=DIR (the arguments after the options go to rlsel.main)"
+require_main_args "DIR (the arguments after the options go to rlsel.main)"
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 gcloud="${GCLOUD:-gcloud}"
@@ -66,10 +65,6 @@ tarball="${TMPDIR:-/tmp}/rlsel-${name}.tar.gz"
 where=(--zone="$zone")
 [[ -n "$project" ]] && where+=(--project="$project")
 
-quote() {  # one word as the shell would read it back: bare when safe, else single-quoted
-  if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then printf '%s' "$1"; else printf "'%s'" "${1//\'/\'\\\'\'}"; fi
-}
-show() { local sep=""; for a in "$@"; do printf '%s' "$sep"; quote "$a"; sep=" "; done; echo; }
 run() { if ((dry_run)); then show "$@"; else "$@"; fi; }
 
 # 1. Reuse the VM if it exists, else create it.

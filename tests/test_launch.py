@@ -138,6 +138,24 @@ def test_tpu_requires_name():
 
 # Slurm -------------------------------------------------------------------------------------------------------------
 
+def test_slurm_script_run_from_sbatchs_spool_copy_finds_its_helpers(fakes, tmp_path):
+  """sbatch runs a copy of the script from its spool folder: the shared helpers then come from the code directory
+  (SLURM_SUBMIT_DIR, or RLSEL_DIR), and without one the script says what to set."""
+  spool = tmp_path / "spool"
+  spool.mkdir()
+  copy = spool / "slurm_script"
+  copy.write_text(open(os.path.join(LAUNCH, "gpu_slurm.sh")).read())
+  env = _clean_env(PATH=fakes["path"], SLURM_SUBMIT_DIR=ROOT, **SLURM_ENV)
+  proc = subprocess.run(["bash", str(copy), "--dry-run", CONFIG, WORKDIR_LOCAL], env=env, cwd=tmp_path,
+                        capture_output=True, text=True, timeout=30)
+  assert proc.returncode == 0, proc.stderr
+  assert _lines(proc.stdout)[0] == ["cd", ROOT]
+  env = _clean_env(PATH=fakes["path"], SLURM_SUBMIT_DIR=str(tmp_path), **SLURM_ENV)
+  proc = subprocess.run(["bash", str(copy), "--dry-run", CONFIG, WORKDIR_LOCAL], env=env, cwd=tmp_path,
+                        capture_output=True, text=True, timeout=30)
+  assert proc.returncode == 2 and "set RLSEL_DIR" in proc.stderr.strip().splitlines()[-1]
+
+
 def test_slurm_dry_run_prints_coordinator_and_one_task_per_node(fakes):
   proc = _run("gpu_slurm.sh", ["--dry-run", CONFIG, WORKDIR_LOCAL, "--config.rl.num_envs=16"],
               _clean_env(PATH=fakes["path"], SLURM_SUBMIT_DIR="/home/u/rlsel", **SLURM_ENV))
