@@ -43,6 +43,11 @@ def test_rl_ppo_returns_budget_of_unique_ids_deterministically(tmp_path):
   assert set(info["candidate_train_scores"]) == set(means) - {"greedy"}
   assert info["chosen"] == max(means, key=means.get)
   assert info["candidate_scores"][info["chosen"]] == info["reward_score"]
+  # Diagnostics the pick ignores: the random sample re-scored the same way, and every candidate scored on the
+  # validation split (rows the agent never trained against), which differ from the reward split's scores.
+  held = info["candidate_validation_mean"]
+  assert set(held) == set(means) | {"random"} and all(np.isfinite(v) for v in held.values())
+  assert np.isfinite(info["random_rescored_mean"]) and held["greedy"] != means["greedy"]
 
 
 def test_sampled_candidates_skip_empty_slots_and_repeats():
@@ -396,6 +401,8 @@ def test_validation_reward_split_is_the_validation_split_and_ranks_a_clean_subse
   np.testing.assert_allclose(np.asarray(params.proxy.rx), standardise(pool.validation.embeddings, reference=x),
                              atol=1e-5)
   clean, dirty = np.flatnonzero(~flipped)[:60], np.flatnonzero(flipped)[:60]
+  from rlsel.selectors.rl import validation_rescore
+  assert validation_rescore(key, cfg, params, pool, {"clean": clean}) == {}  # the reward is the validation split
   scores = [[proxy_lib.score_positions(jax.random.PRNGKey(k), params.proxy_spec, params.proxy, rows)
              for k in range(2)] for rows in (clean, dirty)]
   assert min(scores[0]) > max(scores[1]) + 0.1, scores

@@ -131,6 +131,21 @@ def sampled_candidates(top_scores, top_masks) -> tuple:
   return cands, scores
 
 
+def validation_rescore(key, config, env_params, pool: Pool, candidates: dict) -> dict:
+  """The candidates re-scored as the final pick is, but with the validation split as the proxy's scoring rows
+  instead of the reward split the agent trained against: {name: {"scores", "mean"}}, or {} where that is not
+  comparable (the reward already is the validation split, no validation split, the transformer proxy or a PCA'd
+  proxy). A search that overfits its reward split's rows shows a gap here that the fresh-key re-score cannot."""
+  from rlsel.env.build import standardise
+  v = pool.validation
+  if (str(config.proxy.reward_source) != "pool" or v is None or len(v) == 0 or env_params.proxy_spec.kind != "head"
+      or int(config.proxy.pca_dim) > 0):
+    return {}
+  data = env_params.proxy.replace(rx=jnp.asarray(standardise(v.embeddings, reference=pool.train.embeddings)),
+                                  ry=jnp.asarray(np.asarray(v.labels, np.int32)))
+  return proxy_lib.rescore(key, env_params.proxy_spec, data, candidates, int(config.proxy.rescore_keys))
+
+
 def select_keys(key) -> SelectKeys:
   return SelectKeys(*jax.random.split(key, 4))
 
@@ -215,6 +230,11 @@ class RLSelector(Selector):
     chosen = top_up(numpy_rng(k_score), cands[pick], selectable.shape[0], budget)
     ids = pool.train.ids[selectable[chosen]]
 
+    # Diagnostics beside the pick: the random sample re-scored like the candidates, and every one of them scored on
+    # the validation split (rows the agent never trained against).
+    random_rescored = proxy_lib.rescore(k_score, params.proxy_spec, params.proxy, {"random": np.asarray(sample)},
+                                        int(cfg.proxy.rescore_keys))["random"]["mean"]
+    held = validation_rescore(k_score, cfg, params, pool, {**cands, "random": np.asarray(sample)})
     metrics = {k: np.asarray(v) for k, v in out["metrics"].items()}
     info = {
         "algo": self.algo, "reward": repr(params.reward), "proxy_score": params.proxy_spec.score,
@@ -223,6 +243,8 @@ class RLSelector(Selector):
         "candidate_rescored_mean": {n: r["mean"] for n, r in rescored.items()},
         "candidate_train_scores": train_scores, "rescore_keys": int(cfg.proxy.rescore_keys),
         "random_reward_score": proxy_lib.score_positions(k_score, params.proxy_spec, params.proxy, sample),
+        "random_rescored_mean": random_rescored,
+        "candidate_validation_mean": {n: r["mean"] for n, r in held.items()},  # diagnostics; the pick ignores them
         "greedy_return": float(greedy_return), "real_proxy_evals": int(out["real_evals"]),
         "num_clusters": int(params.sizes.shape[0]), "chunk": params.chunk, "episode_steps": params.max_steps,
         "coverage_base": params.base_total,
