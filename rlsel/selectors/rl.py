@@ -8,7 +8,8 @@ select(key, pool, budget), steps 1-4 being `rlsel.env.build.build_env`:
   5. re-score the greedy episode of the trained policy and the `rl.keep_best` best sampled episodes (distinct ones)
      with `proxy.rescore_keys` fresh proxy keys and return the best mean's ids: exactly `budget` unique ids of
      `pool.train.ids`. The training-time score of a sampled episode is biased up (it was kept for being high);
-     both are logged per cell.
+     both are logged per cell, with the random sample re-scored alike and every candidate's score on the validation
+     split (`validation_rescore`: what the pick's edge is worth on rows the agent never trained against).
 `select` returns the ids with their diagnostics: the reward-split score of the chosen subset (and of a random
 subset), the number of real proxy evaluations, timings and the training curves. With `RunDirs.logdir` it writes
 TensorBoard curves; with `RunDirs.checkpoint_dir` it checkpoints the agent's train state and resumes from it.
