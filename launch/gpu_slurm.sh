@@ -24,7 +24,8 @@ EOF
 
 die() { echo "gpu_slurm.sh: $*" >&2; exit 2; }
 # sbatch runs a copy of this script from its spool folder: then the helpers come from the code directory
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh" 2>/dev/null || source "${RLSEL_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}/launch/common.sh" \
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh" 2>/dev/null \
+  || source "${RLSEL_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}/launch/common.sh" \
   || die "launch/common.sh not found; set RLSEL_DIR to the rlsel checkout"
 
 port="" dry_run=0 args=()
