@@ -120,6 +120,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.proxy.reward_subsample = 0       # >0: a fresh random subsample of this many reward examples per episode
   c.proxy.init_steps = 100           # steps of the initial proxy (random budget-sized sample) behind cluster features
   c.proxy.rescore_keys = 4           # fresh proxy keys averaged to re-score final candidates (no winner's curse)
+  c.proxy.pick_share = 0.0           # >0: this share of the reward split (per class) is kept from the reward and
+                                     # judges only the final pick among candidates (a search overfits its rows)
   c.proxy.pca_dim = 0                # >0: the proxy (and k-means) see the top principal components only (cheaper steps)
 
   c.rl = ml_collections.ConfigDict()

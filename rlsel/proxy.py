@@ -330,6 +330,10 @@ def validate(config) -> None:
   require_number(p.learning_rate, "proxy.learning_rate", low=0, low_open=True)
   require_number(p.reward_fraction, "proxy.reward_fraction", low=0, high=1, low_open=True, high_open=True)
   require_number(p.reward_trusted, "proxy.reward_trusted", low=0, high=1, low_open=True)
+  require_number(p.pick_share, "proxy.pick_share", low=0, high=1, high_open=True)
+  require(p.reward_source == "pool" or float(p.pick_share) == 0.0,
+          f"proxy.pick_share={p.pick_share} splits a reward split carved from the pool; with "
+          "proxy.reward_source='validation' leave it at 0")
   require(p.reward_source == "pool" or float(p.reward_trusted) == 1.0,
           f"proxy.reward_trusted={p.reward_trusted} thins a reward split carved from the pool; with "
           "proxy.reward_source='validation' leave it at 1")

@@ -54,6 +54,12 @@ def test_climb_selector_meets_budget_with_valid_ids_deterministically():
   assert 1 <= len(means) <= 4 and info["chosen"] == max(means, key=means.get)
   again = make("climb", _tiny_config()).select(jax.random.PRNGKey(0), pool, budget).ids
   np.testing.assert_array_equal(np.sort(ids), np.sort(again))
+  cfg = _tiny_config()
+  cfg.proxy.pick_share = 0.5  # the candidates judged on reward rows the search never scored
+  info = make("climb", cfg).select(jax.random.PRNGKey(0), pool, budget).info
+  judged = info["candidate_pick_mean"]
+  assert info["pick_split"] > 0 and set(judged) == set(info["candidate_rescored_mean"])
+  assert info["chosen"] == max(judged, key=judged.get)
 
 
 def test_climb_finds_the_toy_optimum(toy):

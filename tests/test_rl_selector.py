@@ -416,3 +416,42 @@ def test_validation_reward_split_is_the_validation_split_and_ranks_a_clean_subse
     cfg.proxy[field] = bad
     with pytest.raises(UserError, match=match):
       validation.validate_settings(cfg)
+
+
+def test_pick_share_sets_reward_rows_aside_that_judge_only_the_final_pick():
+  """proxy.pick_share = s: a stratified s of the reward split leaves the reward for `EnvParams.pick`, the rows the
+  final candidates are judged on (no episode was scored on them), while the environment's other draws (selectable
+  rows, clusters, the random sample) stay put; the selector picks by the mean there and logs both. 0 keeps today's
+  pick; a share outside [0, 1), or one with the validation split as reward, is one clear error before any work."""
+  from rlsel import validation
+  pool = synthetic_pool(n=200)  # the shapes of the first test's (a shared compilation)
+  key, budget = jax.random.PRNGKey(5), 20
+  cfg = tiny_rl_config()
+  whole, selectable, sample = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes, budget)
+  assert whole.pick is None
+  cfg.proxy.pick_share = 0.5
+  split, selectable2, sample2 = build_env(key, cfg, pool.train.embeddings, pool.train.labels, pool.num_classes,
+                                          budget)
+  np.testing.assert_array_equal(selectable, selectable2)
+  np.testing.assert_array_equal(sample, sample2)
+  np.testing.assert_array_equal(np.asarray(whole.sizes), np.asarray(split.sizes))
+  rows = lambda d: {tuple(np.round(r, 5)) for r in np.asarray(d.rx)}
+  kept, picked = rows(split.proxy), rows(split.pick)
+  assert kept.isdisjoint(picked) and kept | picked == rows(whole.proxy)
+  counts = [np.bincount(np.asarray(d.ry), minlength=pool.num_classes) for d in (whole.proxy, split.pick)]
+  np.testing.assert_allclose(counts[1], counts[0] / 2, atol=1)  # stratified by label
+  assert split.pick.x is split.proxy.x  # the pool's rows are shared, not copied
+
+  ids, info = make("rl_ppo", cfg).select(jax.random.PRNGKey(0), pool, budget)
+  assert ids.shape == (budget,) and info["pick_split"] == split.pick.rx.shape[0]
+  judged = info["candidate_pick_mean"]
+  assert set(judged) == set(info["candidate_rescored_mean"]) and info["chosen"] == max(judged, key=judged.get)
+  assert judged != info["candidate_rescored_mean"] and np.isfinite(info["random_pick_mean"])
+  assert "pick_split" not in make("rl_ppo", tiny_rl_config()).select(jax.random.PRNGKey(0), pool, budget).info
+  for field, bad, match in (("pick_share", 1.0, "proxy.pick_share"), ("pick_share", -0.1, "proxy.pick_share"),
+                            ("reward_source", "validation", "reward_source='validation'")):
+    cfg = tiny_rl_config()
+    cfg.selectors, cfg.proxy.pick_share = ("rl_ppo",), 0.5
+    cfg.proxy[field] = bad
+    with pytest.raises(UserError, match=match):
+      validation.validate_settings(cfg)

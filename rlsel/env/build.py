@@ -109,6 +109,22 @@ def trusted_reward_rows(config, embeddings: np.ndarray, labels: np.ndarray, sele
   return reward[keep]
 
 
+def split_pick(key, config, labels: np.ndarray, reward: np.ndarray) -> tuple:
+  """(reward rows, pick rows): `proxy.pick_share` of the reward split's positions (stratified by label, drawn from
+  its own key so the environment's other draws do not move) set aside to judge the final pick only. An agent that
+  maximises its reward overfits the rows it is scored on; candidates judged on rows no episode was scored on are not
+  biased by that search. Share 0: (reward, None)."""
+  share = float(config.proxy.pick_share)
+  require(0 <= share < 1, f"proxy.pick_share={share} must be in [0, 1), e.g. --config.proxy.pick_share=0.5")
+  if share == 0:
+    return reward, None
+  seed = int(numpy_rng(jax.random.fold_in(key, 2)).integers(2**31))
+  keep, pick = stratified_fractions(np.asarray(labels)[reward], (share,), seed)
+  require(keep.shape[0] > 0 and pick.shape[0] > 0, f"proxy.pick_share={share} leaves the reward split of "
+          f"{reward.shape[0]} rows empty on one side; raise --config.proxy.reward_fraction or change the share")
+  return reward[keep], reward[pick]
+
+
 class HeldOut(NamedTuple):
   """Rows outside the pool that can serve as the reward split (proxy.reward_source="validation"): the validation
   split's embeddings [m, d], labels [m] and, for the transformer proxy, tokens [m, L] (pad 0)."""
@@ -153,7 +169,8 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
   rl.confident_pool = m > 0 only the m x budget rows the out-of-fold probe is surest carry their given label
   (`confident_subset`) are selectable, or with rl.confident_pool_noise_scale more where confident learning flags
   few rows (`confident_pool_size`); with proxy.reward_trusted < 1 the reward split keeps its most trusted rows
-  (`trusted_reward_rows`). With rl.label_quotas every episode keeps the pool's label proportions (label-stratified
+  (`trusted_reward_rows`), and with proxy.pick_share > 0 hands a share of it to `EnvParams.pick` (`split_pick`).
+  With rl.label_quotas every episode keeps the pool's label proportions (label-stratified
   clusters). With rl.coverage_share = s > 0 every episode starts from s x budget rows taken in proportion to the
   cluster sizes (`coverage_base`), and the chunk is sized for the rest. `tokens` [n, L] (pad 0): needed by the
   transformer proxy, which trains on them; clusters always come from the embeddings."""
@@ -177,6 +194,11 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
           "pool; with proxy.reward_source='validation' leave it at 1")
   if trusted < 1:
     reward = trusted_reward_rows(config, np.asarray(embeddings), labels, selectable, reward, num_classes)
+  require(reward is not None or float(config.proxy.pick_share) == 0, f"proxy.pick_share={config.proxy.pick_share} "
+          "splits a reward split carved from the pool; with proxy.reward_source='validation' leave it at 0")
+  picked = None
+  if reward is not None:
+    reward, picked = split_pick(key, config, labels, reward)
   order = str(config.rl.within_order)
   require(order in WITHIN_ORDERS, f"rl.within_order={order!r} must be one of {', '.join(WITHIN_ORDERS)}")
   multiple = float(config.rl.confident_pool)
@@ -218,6 +240,7 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
       x, hx = standardise(x), standardise(hx, reference=x)
   sx, sy = jnp.asarray(x[selectable]), labels[selectable]
   rx = jnp.asarray(x[reward]) if reward is not None else jnp.asarray(hx)
+  pick_x = None if picked is None else jnp.asarray(x[picked])
   ry = labels[reward] if reward is not None else np.asarray(held_out.labels, np.int32)
   del x, hx  # from here on only the device copies (shared by k-means and the proxy) hold the pool
   spec = proxy_lib.spec_from_config(config, num_classes)
@@ -228,6 +251,7 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
     px = jnp.asarray(tokens[selectable])
     if reward is not None:
       prx = jnp.asarray(tokens[reward])
+      pick_x = None if picked is None else jnp.asarray(tokens[picked])
     else:
       require(held_out.tokens is not None, "proxy.kind='transformer' needs the validation split's tokens")
       prx = jnp.asarray(np.asarray(held_out.tokens, np.int32))
@@ -261,4 +285,6 @@ def build_env(key, config, embeddings: np.ndarray, labels: np.ndarray, num_class
                                reward=proxy_reward(config.proxy), timing=str(config.proxy.reward_timing),
                                proxy_spec=spec, proxy_data=data, priority=priority if order == "confident" else None,
                                labels=None if quota is None else sy, quota=quota, base=base)
+  if picked is not None:
+    params = params.replace(pick=data.replace(rx=pick_x, ry=jnp.asarray(labels[picked])))
   return params, selectable, sample

@@ -18,7 +18,9 @@ class EnvParams:
   [C], the one label of each cluster's rows, and `quota` (static, K ints), the examples each label may take (summing
   to the budget), so a selection keeps the labels' proportions as the stratified baselines do. `base` [C] (optional):
   examples of each cluster every episode starts with (its first rows in the episode's order, so a fresh random take per
-  episode); the actions then spend only the rest of the budget. `base_total` is its sum (static)."""
+  episode); the actions then spend only the rest of the budget. `base_total` is its sum (static). `pick` (optional,
+  proxy.pick_share > 0): the proxy data with rows of the reward split kept from the reward (its rx, ry), on which the
+  selector judges its final candidates; the environment never reads it."""
   feats: jnp.ndarray
   sizes: jnp.ndarray
   order: jnp.ndarray
@@ -38,6 +40,7 @@ class EnvParams:
   quota: Optional[tuple] = struct.field(pytree_node=False, default=None)
   base: Optional[jnp.ndarray] = None
   base_total: int = struct.field(pytree_node=False, default=0)
+  pick: Optional[proxy_lib.ProxyData] = None
 
 
 @struct.dataclass

@@ -20,7 +20,7 @@ refit on every (allocation, score) pair so far; the top `top_k` distinct ones of
 by the surrogate become the new proposal. The search's answer is the surrogate's best among the really scored
 allocations (it smooths the proxy's noise and never returns an allocation the reward has not seen); the selector
 re-scores the surrogate's best `climb.rescore_top` of them with `proxy.rescore_keys` fresh proxy keys and keeps the
-best mean (no winner's curse).
+best mean (no winner's curse), on the pick rows where proxy.pick_share set some aside.
 
 The `climb` selector, select(key, pool, budget): the same reward split, clusters and proxy-rewarded environment as
 the RL selectors (`rlsel.env.build.build_env`); a jitted search over chunk allocations; the chosen allocation played in the
@@ -43,7 +43,7 @@ from rlsel.env.build import ENV_SECTIONS, build_pool_env
 from rlsel.errors import require
 from rlsel.selectors.base import Pool, RunDirs, Selection, Selector, register
 from rlsel.selectors.basic import numpy_rng, top_up
-from rlsel.selectors.rl import FAST_COMPILE
+from rlsel.selectors.rl import FAST_COMPILE, judge_candidates
 
 
 class Demo(NamedTuple):
@@ -297,14 +297,16 @@ class ClimbSelector(Selector):
     ranked, predicted = np.asarray(out["ranked"]), np.asarray(out["predicted"])
     top = [i for i in range(ranked.shape[0]) if np.isfinite(predicted[i])][:int(cfg.climb.rescore_top)] or [0]
     cands = {f"ranked_{i + 1}": selected_positions(cfg, k_final, ranked[i], params, budget) for i in top}
-    rescored = proxy_lib.rescore(k_score, params.proxy_spec, params.proxy, cands, int(cfg.proxy.rescore_keys))
-    pick = proxy_lib.best_by_mean(rescored)
+    rescored, judged = judge_candidates(k_score, params, cands, int(cfg.proxy.rescore_keys))
+    pick = proxy_lib.best_by_mean(judged)
     chosen, alloc = cands[pick], ranked[top[list(cands).index(pick)]]
     score = lambda pos: proxy_lib.score_positions(k_score, params.proxy_spec, params.proxy, pos)
     info = {
         "real_proxy_evals": int(out["real_evals"]), "reward_score": rescored[pick]["scores"][0],
         "chosen": pick, "candidate_rescored_mean": {n: r["mean"] for n, r in rescored.items()},
         "rescore_keys": int(cfg.proxy.rescore_keys),
+        **({} if params.pick is None else {"pick_split": int(params.pick.rx.shape[0]),
+                                            "candidate_pick_mean": {n: r["mean"] for n, r in judged.items()}}),
         "random_reward_score": score(sample), "search_best_score": float(np.max(out["scores"])),
         "allocation": alloc.tolist(), "num_clusters": int(params.sizes.shape[0]), "chunk": params.chunk,
         "selectable": int(selectable.shape[0]), "reward_split": int(params.proxy.rx.shape[0]),

@@ -7,9 +7,11 @@ select(key, pool, budget), steps 1-4 being `rlsel.env.build.build_env`:
   4. build EnvParams and train the agent (one jit);
   5. re-score the greedy episode of the trained policy and the `rl.keep_best` best sampled episodes (distinct ones)
      with `proxy.rescore_keys` fresh proxy keys and return the best mean's ids: exactly `budget` unique ids of
-     `pool.train.ids`. The training-time score of a sampled episode is biased up (it was kept for being high);
-     both are logged per cell, with the random sample re-scored alike and every candidate's score on the validation
-     split (`validation_rescore`: what the pick's edge is worth on rows the agent never trained against).
+     `pool.train.ids`. With proxy.pick_share > 0 the mean is taken on the pick rows (`EnvParams.pick`), which no
+     episode was scored on, instead of the reward split. The training-time score of a sampled episode is biased up
+     (it was kept for being high); both are logged per cell, with the random sample re-scored alike and every
+     candidate's score on the validation split (`validation_rescore`: what the pick's edge is worth on rows the
+     agent never trained against).
 `select` returns the ids with their diagnostics: the reward-split score of the chosen subset (and of a random
 subset), the number of real proxy evaluations, timings and the training curves. With `RunDirs.logdir` it writes
 TensorBoard curves; with `RunDirs.checkpoint_dir` it checkpoints the agent's train state and resumes from it.
@@ -147,6 +149,15 @@ def validation_rescore(key, config, env_params, pool: Pool, candidates: dict) ->
   return proxy_lib.rescore(key, env_params.proxy_spec, data, candidates, int(config.proxy.rescore_keys))
 
 
+def judge_candidates(key, env_params, candidates: dict, keys: int) -> tuple:
+  """(the candidates re-scored on the reward split, the same on the rows that judge the pick): `proxy.rescore`
+  with `keys` fresh proxy keys; the second is the first unless proxy.pick_share set rows aside (`EnvParams.pick`)."""
+  rescored = proxy_lib.rescore(key, env_params.proxy_spec, env_params.proxy, candidates, keys)
+  if env_params.pick is None:
+    return rescored, rescored
+  return rescored, proxy_lib.rescore(key, env_params.proxy_spec, env_params.pick, candidates, keys)
+
+
 def select_keys(key) -> SelectKeys:
   return SelectKeys(*jax.random.split(key, 4))
 
@@ -225,16 +236,21 @@ class RLSelector(Selector):
     final, greedy_return = greedy_jit(int(cfg.rl.hidden), prior, k_greedy, out["params"], params)
     cands, train_scores = sampled_candidates(out["top_scores"], out["top_masks"])
     cands = {"greedy": np.flatnonzero(np.asarray(final.mask)), **cands}
-    rescored = proxy_lib.rescore(k_score, params.proxy_spec, params.proxy, cands, int(cfg.proxy.rescore_keys))
+    keys = int(cfg.proxy.rescore_keys)
+    rescored, judged = judge_candidates(k_score, params, cands, keys)
     scores = {n: r["scores"][0] for n, r in rescored.items()}
-    pick = proxy_lib.best_by_mean(rescored)
+    pick = proxy_lib.best_by_mean(judged)
     chosen = top_up(numpy_rng(k_score), cands[pick], selectable.shape[0], budget)
     ids = pool.train.ids[selectable[chosen]]
 
     # Diagnostics beside the pick: the random sample re-scored like the candidates, and every one of them scored on
     # the validation split (rows the agent never trained against).
     random_rescored = proxy_lib.rescore(k_score, params.proxy_spec, params.proxy, {"random": np.asarray(sample)},
-                                        int(cfg.proxy.rescore_keys))["random"]["mean"]
+                                        keys)["random"]["mean"]
+    pick_info = {} if params.pick is None else {
+        "pick_split": int(params.pick.rx.shape[0]), "candidate_pick_mean": {n: r["mean"] for n, r in judged.items()},
+        "random_pick_mean": proxy_lib.rescore(k_score, params.proxy_spec, params.pick,
+                                              {"random": np.asarray(sample)}, keys)["random"]["mean"]}
     held = validation_rescore(k_score, cfg, params, pool, {**cands, "random": np.asarray(sample)})
     metrics = {k: np.asarray(v) for k, v in out["metrics"].items()}
     info = {
@@ -242,7 +258,7 @@ class RLSelector(Selector):
         "reward_source": str(cfg.proxy.reward_source),
         "chosen": pick, "reward_score": scores[pick], "candidate_scores": scores,
         "candidate_rescored_mean": {n: r["mean"] for n, r in rescored.items()},
-        "candidate_train_scores": train_scores, "rescore_keys": int(cfg.proxy.rescore_keys),
+        "candidate_train_scores": train_scores, "rescore_keys": keys, **pick_info,
         "random_reward_score": proxy_lib.score_positions(k_score, params.proxy_spec, params.proxy, sample),
         "random_rescored_mean": random_rescored,
         "candidate_validation_mean": {n: r["mean"] for n, r in held.items()},  # diagnostics; the pick ignores them
