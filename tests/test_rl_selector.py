@@ -43,6 +43,7 @@ def test_rl_ppo_returns_budget_of_unique_ids_deterministically(tmp_path):
   assert set(info["candidate_train_scores"]) == set(means) - {"greedy"}
   assert info["chosen"] == max(means, key=means.get)
   assert info["candidate_scores"][info["chosen"]] == info["reward_score"]
+  assert "pick_split" not in info  # proxy.pick_share = 0: judged on the reward split itself
   # Diagnostics the pick ignores: the random sample re-scored the same way, and every candidate scored on the
   # validation split (rows the agent never trained against), which differ from the reward split's scores.
   held = info["candidate_validation_mean"]
@@ -447,7 +448,6 @@ def test_pick_share_sets_reward_rows_aside_that_judge_only_the_final_pick():
   judged = info["candidate_pick_mean"]
   assert set(judged) == set(info["candidate_rescored_mean"]) and info["chosen"] == max(judged, key=judged.get)
   assert judged != info["candidate_rescored_mean"] and np.isfinite(info["random_pick_mean"])
-  assert "pick_split" not in make("rl_ppo", tiny_rl_config()).select(jax.random.PRNGKey(0), pool, budget).info
   for field, bad, match in (("pick_share", 1.0, "proxy.pick_share"), ("pick_share", -0.1, "proxy.pick_share"),
                             ("reward_source", "validation", "reward_source='validation'")):
     cfg = tiny_rl_config()
