@@ -38,7 +38,8 @@ run continues; files written under other settings are refused, naming the fields
 the fields it depends on, so a field rlsel gained since, left at its default, does not strand a study), and so is a
 saved subset whose ids differ from this run's draw unless `--keep_saved_subsets` (a study continued on another
 machine: XLA:CPU's float rounding there can flag a few other rows in the environment's confident-learning filter,
-which shifts every draw; the saved subsets and their fine-tunes are then the record, and the summary counts them). Summary: DIR/fidelity/summary-<task>-s<seed>.json.
+which shifts every draw; the saved subsets and their fine-tunes are then the record, and the summary counts them).
+Summary: DIR/fidelity/summary-<task>-s<seed>.json.
 The last two lines: `noise_ceiling_sqrt_r=<v>` and `spearman_proxy_vs_target=<rho>` (the proxy's reward score
 against the main command's fine-tune, key 0).
 """
