@@ -10,9 +10,9 @@ workdirs and merge: `python -m rlsel.results merge`). results.md and summary.jso
 difference to random and to full with a 95% interval and a verdict; plots/paired_<task>.png draws them.
 
 Selectors: full, random and the simple baselines a reviewer asks for (cluster_stratified, ccs, label_clean,
-kcenter), then rl_ppo and climb. The literature selectors (less, learnalign, cropi, dots) have a variant of their
-own, which shares every fine-tune setting, so its rows pair with this grid's `random` and `full` (start its workdir
-from a copy of this grid's results.json; finished cells are skipped):
+kcenter, facility), then rl_ppo and climb. The literature selectors (less, learnalign, cropi, dots) have a variant of
+their own, which shares every fine-tune setting, so its rows pair with this grid's `random` and `full` (start its
+workdir from a copy of this grid's results.json; finished cells are skipped):
 
     python -m rlsel.main --config=configs/benchmark.py:literature --workdir=runs/lit        # rt, tweets: seeds 0-4
     python -m rlsel.main --config=configs/benchmark.py:literature_more --workdir=runs/lit   # rt_subj, bbc: 0-2
@@ -37,7 +37,7 @@ budget sweep), for reproducing them; kcenter and cluster_balanced now keep per-l
 
 from rlsel.configlib import protocol_config
 
-SELECTORS = ("full", "random", "cluster_stratified", "ccs", "label_clean", "kcenter", "rl_ppo", "climb")
+SELECTORS = ("full", "random", "cluster_stratified", "ccs", "label_clean", "kcenter", "facility", "rl_ppo", "climb")
 TASKS = ("rt", "tweets")
 MORE_TASKS = ("rt_subj", "bbc")
 SEEDS = (0, 1, 2, 3, 4)

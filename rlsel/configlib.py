@@ -243,6 +243,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.selection.ccs_beta = 0.1         # ccs: share of the pool dropped as hardest (likely mislabelled) before binning
   c.selection.ccs_bins = 50          # ccs: difficulty strata sampled evenly (Zheng et al. use 50)
   c.selection.clean_filter_by = "prune_by_noise_rate"  # label_clean: cleanlab find_label_issues(filter_by=...)
+  c.selection.facility_targets = 8192  # facility: rows of a label it must represent; a label with more is represented
+                                     # by a seeded random sample of this many (memory ~ targets x label rows floats)
 
   # CLIMB-style mixture search (selector `climb`; the warm start of `rl_ppo_warm`): rlsel/selectors/climb.py. Uses c.kmeans,
   # c.proxy and c.rl.chunk / episode_steps / fast_compile to build the same environment as the RL selectors.

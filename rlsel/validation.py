@@ -124,6 +124,8 @@ def _check_selection(config, selectors) -> None:
     require(isinstance(s.ccs_beta, (int, float)) and not isinstance(s.ccs_beta, bool) and 0 <= s.ccs_beta < 1,
             f"selection.ccs_beta={s.ccs_beta!r} must be a fraction in [0, 1), e.g. --config.selection.ccs_beta=0.1")
     _positive_int(s.ccs_bins, "selection.ccs_bins")
+  if "facility" in selectors:
+    _positive_int(s.facility_targets, "selection.facility_targets")
 
 
 def _check_devices(config, selectors) -> None:

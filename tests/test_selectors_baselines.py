@@ -16,7 +16,7 @@ from rlsel.selectors.basic import label_quotas, numpy_rng
 from tests.conftest import synthetic_pool
 
 BASELINES = ["cluster_stratified", "ccs", "label_clean", "label_confident", "kcenter", "cluster_balanced"]
-LABEL_BALANCED = ["cluster_stratified", "label_clean", "label_confident", "kcenter", "cluster_balanced"]
+LABEL_BALANCED = ["cluster_stratified", "label_clean", "label_confident", "kcenter", "cluster_balanced", "facility"]
 
 
 def small_config(**selection):
@@ -90,7 +90,7 @@ def test_config_sections():
                                                          "selection.ccs_bins"),
           "label_clean": probe + ("selection.probe_folds", "selection.clean_filter_by"),
           "kcenter": ("selection.label_balanced",), "entropy": probe + ("selection.label_balanced",),
-          "cluster_balanced": clusters + ("selection.label_balanced",)}
+          "cluster_balanced": clusters + ("selection.label_balanced",), "facility": ("selection.facility_targets",)}
   for name, sections in want.items():
     assert base.make(name, small_config()).config_sections == sections
   c = small_config()
@@ -100,7 +100,7 @@ def test_config_sections():
   c.selection.probe_folds = 3
   after = {name: results.config_id(c, name) for name in want}
   assert [n for n in want if after[n] != before[n]] == ["ccs", "label_clean"]
-  for name in ("cluster_stratified", "ccs", "label_clean"):
+  for name in ("cluster_stratified", "ccs", "label_clean", "facility"):
     assert base.selector_class(name).__module__ == "rlsel.selectors.coverage" and name in base.names()
 
 
@@ -339,10 +339,78 @@ def test_label_clean_without_cleanlab(pool, monkeypatch, debug_config):
 
 @pytest.mark.parametrize("field,value,selector", [("ccs_beta", 1.0, "ccs"), ("ccs_bins", 0, "ccs"),
                                                   ("probe_folds", 1, "label_clean"),
-                                                  ("clean_filter_by", "nonsense", "label_clean")])
+                                                  ("clean_filter_by", "nonsense", "label_clean"),
+                                                  ("facility_targets", 0, "facility")])
 def test_validate_rejects_bad_baseline_settings(debug_config, field, value, selector):
   from rlsel import validation
   debug_config.selectors = (selector,)
   debug_config.selection[field] = value
   with pytest.raises(UserError, match=field):
     validation.validate(debug_config)
+
+
+def brute_force_greedy(sim, k):
+  """Facility-location greedy written out in NumPy: the marginal gain of every unchosen column, lowest on ties."""
+  best, chosen = np.zeros(sim.shape[0]), []
+  for _ in range(k):
+    gain = np.maximum(sim - best[:, None], 0.0).sum(0)
+    gain[chosen] = -1.0
+    j = int(np.argmax(gain))
+    chosen.append(j)
+    best = np.maximum(best, sim[:, j])
+  return chosen
+
+
+def test_facility_greedy_matches_numpy_and_the_submodular_bound():
+  import itertools
+  rng = np.random.default_rng(0)
+  for trial in range(3):
+    sim = rng.normal(size=(30, 12)).astype(np.float32)  # negative similarities count as 0
+    got = np.asarray(coverage.facility_greedy(jax.numpy.asarray(sim), 4))
+    np.testing.assert_array_equal(got, brute_force_greedy(sim, 4))
+    assert len(set(got.tolist())) == 4
+    best = max(coverage.facility_objective(sim, np.asarray(c)) for c in itertools.combinations(range(12), 4))
+    value = coverage.facility_objective(sim, got)
+    assert (1 - 1 / np.e) * best <= value <= best + 1e-6
+    assert value >= max(coverage.facility_objective(sim, rng.choice(12, 4, replace=False)) for _ in range(20))
+
+
+def dense_and_outliers(n=300, outliers=30, modes=9, seed=0):
+  """One label; most rows in `modes` tight blobs (each along its own axis), a few spread far around the sphere."""
+  pool = synthetic_pool(n=n, classes=1, dim=16, seed=seed)
+  rng = np.random.default_rng(seed + 300)
+  axis = np.arange(n) % modes
+  emb = np.eye(16, dtype=np.float32)[axis] + 0.1 * rng.normal(size=(n, 16)).astype(np.float32)
+  emb[:outliers] = rng.normal(size=(outliers, 16))
+  pool.train.labels = np.zeros(n, np.int32)
+  pool.train.__dict__["embeddings"] = emb
+  return pool, np.arange(outliers)
+
+
+def test_facility_represents_density_where_kcenter_chases_outliers():
+  pool, outliers = dense_and_outliers()
+  key, budget = jax.random.key(0), 10
+  fac = pool.train.positions_of(base.make("facility", small_config()).select(key, pool, budget).ids)
+  kc = pool.train.positions_of(base.make("kcenter", small_config()).select(key, pool, budget).ids)
+  # Farthest-first spends most of the budget on the 10% outliers; facility location one pick on each dense mode.
+  assert np.isin(kc, outliers).sum() >= 7 and np.isin(fac, outliers).sum() <= 1, (kc, fac)
+  assert len(set((fac[~np.isin(fac, outliers)] % 9).tolist())) == 9
+
+
+def test_facility_selector_seed_free_unless_targets_are_sampled():
+  pool = imbalanced_pool()
+  budget = 40
+  ids = {k: base.make("facility", small_config()).select(jax.random.key(k), pool, budget) for k in (0, 1)}
+  np.testing.assert_array_equal(ids[0].ids, ids[1].ids)  # every row is a target: the greedy has no randomness
+  info = ids[0].info
+  json.dumps(info)
+  assert set(info["objective"]) == {"0", "1"}
+  assert all(info["objective"][c] >= info["random_objective"][c] for c in info["objective"])
+  # Fewer targets than a label's rows: a seeded sample of them, so the choice depends on the seed (and repeats).
+  sampled = [base.make("facility", small_config(facility_targets=20)).select(jax.random.key(k), pool, budget).ids
+             for k in (0, 1, 0)]
+  assert not np.array_equal(sampled[0], sampled[1])
+  np.testing.assert_array_equal(sampled[0], sampled[2])
+  base.check_selection(sampled[1], pool, budget, "facility")
+  with pytest.raises(UserError, match="facility_targets"):
+    base.make("facility", small_config(facility_targets=0)).select(jax.random.key(0), pool, budget)

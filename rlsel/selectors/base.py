@@ -163,6 +163,7 @@ _MODULES = {
     "ccs": "rlsel.selectors.coverage",
     "label_clean": "rlsel.selectors.coverage",
     "label_confident": "rlsel.selectors.coverage",
+    "facility": "rlsel.selectors.coverage",
     "rl_ppo": "rlsel.selectors.rl",
     "rl_dqn": "rlsel.selectors.rl",
     "rl_reinforce": "rlsel.selectors.rl",
