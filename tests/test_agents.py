@@ -178,3 +178,26 @@ def test_size_prior_draws_clusters_in_proportion_to_their_rows_left():
   assert int(np.asarray(out["best_mask"]).sum()) == params.budget
   with pytest.raises(UserError, match="size_prior"):
     validate(_toy_config(size_prior=-1.0))
+
+
+def test_progress_prints_every_log_every_updates_and_compiles_no_callback_when_silent(capsys):
+  from rlsel.agents import progress
+
+  def traced(log_every):
+    report = progress("agent", log_every)
+
+    def run(us):
+      def body(c, u):
+        report(u, jnp.float32(0.5), jnp.float32(0.25))
+        return c, u
+      return jax.lax.scan(body, 0, us)[1]
+    return run
+
+  silent = jax.make_jaxpr(traced(0))(jnp.arange(4))
+  assert "callback" not in str(silent)  # nothing host-side: the program can enter the persistent compile cache
+  loud = traced(2)
+  assert "callback" in str(jax.make_jaxpr(loud)(jnp.arange(4)))
+  jax.block_until_ready(jax.jit(loud)(jnp.arange(5)))
+  jax.effects_barrier()
+  lines = capsys.readouterr().out.splitlines()
+  assert lines == [f"[agent] update {u}: mean return 0.5 best score 0.25" for u in (0, 2, 4)], lines

@@ -14,7 +14,9 @@ from tests.conftest import REPO
 TIMING = {"select_seconds", "finetune_seconds", "validation_seconds", "test_seconds", "embed_seconds", "info"}
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
 ARGS = ["--config=configs/debug.py", "--config.finetune.max_steps=30",
-        "--config.data.max_examples=300", "--config.finetune.eval_batch_size=32"]
+        "--config.data.max_examples=300", "--config.finetune.eval_batch_size=32",
+        # no progress callback in the agent program: JAX then caches it, so the restarts reuse its compilation
+        "--config.rl.log_every=0"]
 
 
 def _run(workdir, kill_on=None, env=None, selectors="full,random,rl_ppo"):

@@ -167,13 +167,19 @@ def finish_best(best_score, best_mask) -> dict:
 
 
 def progress(name: str, log_every: int):
-  """A host-side printer for `jax.debug.callback` (prints every `log_every` updates; 0 = silent)."""
+  """The progress report to call inside a traced update, `report(u, mean_return, best_score)`: a `jax.debug.callback`
+  that prints every `log_every` updates; with 0, nothing is compiled in, so the program stays eligible for JAX's
+  persistent compilation cache (which never stores a program holding a host callback)."""
+  if log_every <= 0:
+    return lambda u, ret, best: None
+
   def show(u, ret, best):
     u = np.asarray(u).reshape(-1)
-    if log_every > 0 and int(u[0]) % log_every == 0:
+    if int(u[0]) % log_every == 0:
       print(f"[{name}] update {int(u[0])}: mean return {np.asarray(ret).round(4).tolist()} "
             f"best score {np.asarray(best).round(4).tolist()}", flush=True)
-  return show
+
+  return lambda u, ret, best: jax.debug.callback(show, u, ret, best)
 
 
 def validate(config) -> None:

@@ -76,7 +76,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
   hidden, scale, gamma = int(rl_cfg.hidden), float(rl_cfg.reward_scale), float(rl_cfg.gamma)
   size, bsz = int(rl_cfg.dqn_buffer), int(rl_cfg.dqn_batch)
   tx = optax.chain(optax.clip_by_global_norm(rl_cfg.max_grad_norm), optax.adam(rl_cfg.learning_rate))
-  show = progress(name, int(rl_cfg.log_every))
+  report = progress(name, int(rl_cfg.log_every))
   every = greedy_every(rl_cfg, rounds)
   c = env_params.sizes.shape[0]
 
@@ -129,7 +129,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_dqn", shar
       metrics = {"mean_return": ret.mean(), "max_return": ret.max(), "final_score": final.score.mean(),
                  "best_score": best_score[0], "loss": loss.mean(), "epsilon": eps,
                  "greedy_return": greedy_metric(u, every, jax.random.fold_in(k_roll, 1), hidden, params, env_params)}
-      jax.debug.callback(show, u, metrics["mean_return"], best_score[0])
+      report(u, metrics["mean_return"], best_score[0])
       return DQNState(params=params, target_params=target, opt_state=opt, replay=buf, best_score=best_score,
                       best_mask=best_mask, rng=rng), metrics
 

@@ -49,7 +49,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
   schedule = (real_update_schedule(float(rl_cfg.surrogate_share), num_updates) if use_sur
               else jnp.ones(num_updates, bool))
   feat_dim = 2 * env_params.sizes.shape[0]
-  show = progress(name, int(rl_cfg.log_every))
+  report = progress(name, int(rl_cfg.log_every))
   every = greedy_every(rl_cfg, num_updates)
 
   def loss_fn(params, tr, adv, target):
@@ -123,7 +123,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_ppo", init
                  "real_reward": use_real.astype(jnp.float32), "surrogate_loss": sur_loss,
                  "greedy_return": greedy_metric(u, every, jax.random.fold_in(k_roll, 1), hidden, params, env_params,
                                                 prior)}
-      jax.debug.callback(show, u, metrics["mean_return"], best_score[0])
+      report(u, metrics["mean_return"], best_score[0])
       return PPOState(params=params, opt_state=opt, surrogate=sur, best_score=best_score, best_mask=best_mask,
                       rng=rng), metrics
 

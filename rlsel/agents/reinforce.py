@@ -29,7 +29,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
   num_envs, horizon, num_updates = int(rl_cfg.num_envs), env_params.max_steps, int(rl_cfg.num_updates)
   hidden, scale, prior = int(rl_cfg.hidden), float(rl_cfg.reward_scale), float(rl_cfg.size_prior)
   tx = optax.chain(optax.clip_by_global_norm(rl_cfg.max_grad_norm), optax.adam(rl_cfg.learning_rate))
-  show = progress(name, int(rl_cfg.log_every))
+  report = progress(name, int(rl_cfg.log_every))
   every = greedy_every(rl_cfg, num_updates)
 
   def loss_fn(params, tr, ret):
@@ -69,7 +69,7 @@ def make_train(config, env_params: env_lib.EnvParams, name: str = "rl_reinforce"
                  "best_score": best_score[0], "loss": loss, "entropy": ent,
                  "greedy_return": greedy_metric(u, every, jax.random.fold_in(k_roll, 1), hidden, params, env_params,
                                                 prior)}
-      jax.debug.callback(show, u, metrics["mean_return"], best_score[0])
+      report(u, metrics["mean_return"], best_score[0])
       return ReinforceState(params=params, opt_state=opt, best_score=best_score, best_mask=best_mask, rng=rng), metrics
 
     return jax.lax.scan(update, carry, updates)

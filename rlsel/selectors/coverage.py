@@ -62,12 +62,6 @@ def facility_objective(sim: np.ndarray, cols: np.ndarray) -> float:
   return float(np.maximum(np.asarray(sim)[:, cols].max(1), 0.0).mean())
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-  """Rows scaled to unit L2 norm (cosine similarity as a dot product)."""
-  x = np.asarray(x, np.float32)
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def stratified_folds(rng: np.random.Generator, labels: np.ndarray, folds: int) -> np.ndarray:
   """Fold index [n] in [0, folds): each class shuffled and dealt round-robin, one deal continuing across classes, so
   fold sizes differ by at most one overall and each class's count by at most one between folds."""
@@ -322,7 +316,9 @@ class FacilityLocation(Selector):
     require(isinstance(targets, int) and not isinstance(targets, bool) and targets > 0,
             f"selection.facility_targets={targets!r} must be a positive integer, e.g. "
             "--config.selection.facility_targets=8192")
-    emb, labels = unit_rows(pool.train.embeddings), pool.train.labels
+    from rlsel.selectors.gradients import unit_rows  # cosine similarity as a dot product
+    emb = np.asarray(unit_rows(np.asarray(pool.train.embeddings, np.float32)))
+    labels = pool.train.labels
     rng = numpy_rng(key)
     parts, objective, random_objective = [], {}, {}
     for c, t in zip(*label_quotas(labels, budget)):
