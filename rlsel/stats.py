@@ -111,14 +111,21 @@ def spearman_difference(a, b, target, resamples: int = 2000, seed: int = 0, conf
   out = {"diff": None if ra is None or rb is None else ra - rb, "ci_low": None, "ci_high": None}
   if out["diff"] is None or a.size < 4:
     return out
-  rng = np.random.default_rng(seed)
-  diffs = []
-  for _ in range(resamples):
-    i = rng.integers(0, a.size, a.size)
-    x, y = spearman(a[i], t[i]), spearman(b[i], t[i])
-    if x is not None and y is not None:
-      diffs.append(x - y)
-  if diffs:
+  i = np.random.default_rng(seed).integers(0, a.size, (resamples, a.size))  # the resamples, one per row
+  x, y = row_spearman(a[i], t[i]), row_spearman(b[i], t[i])
+  diffs = (x - y)[np.isfinite(x) & np.isfinite(y)]
+  if diffs.size:
     out["ci_low"], out["ci_high"] = (float(v) for v in np.quantile(diffs, [0.5 - confidence / 2,
                                                                             0.5 + confidence / 2]))
   return out
+
+
+def row_spearman(a, b) -> np.ndarray:
+  """Spearman's rho of each row pair of `a` and `b` [R, n] at once (NaN where a row is constant): the bootstrap's
+  thousands of correlations in a few array operations instead of a Python loop."""
+  from scipy.stats import rankdata
+  ra, rb = (rankdata(np.asarray(x, np.float64), axis=1) for x in (a, b))
+  ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
+  norm = np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(norm > 0, (ra * rb).sum(1) / norm, np.nan)

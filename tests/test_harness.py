@@ -351,6 +351,19 @@ def test_spearman_interval_and_paired_bootstrap_difference():
   same = spearman_difference(good, good, t)
   assert same["diff"] == 0 and same["ci_low"] == same["ci_high"] == 0
   assert spearman_difference([1, 2, 3], [3, 2, 1], [1, 2, 3])["ci_low"] is None  # too few points for an interval
+  # The vectorised bootstrap is the loop it replaced: resample i.i.d. points, skip undefined correlations, quantiles.
+  # Few points with ties, so some resamples are constant on a side (undefined) and many have tied ranks.
+  a, b, tt = rng.integers(0, 3, 6), rng.integers(0, 4, 6), rng.integers(0, 3, 6)
+  draw, diffs = np.random.default_rng(7), []
+  for _ in range(300):
+    i = draw.integers(0, 6, 6)
+    x, y = spearman(a[i], tt[i]), spearman(b[i], tt[i])
+    if x is not None and y is not None:
+      diffs.append(x - y)
+  assert 50 < len(diffs) < 300
+  got = spearman_difference(a, b, tt, resamples=300, seed=7)
+  assert (got["ci_low"], got["ci_high"]) == tuple(pytest.approx(v, abs=1e-12) for v in np.quantile(diffs,
+                                                                                                     [0.025, 0.975]))
 
 
 def test_within_group_correlations_ignore_the_groups_levels():
