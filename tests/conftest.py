@@ -95,6 +95,7 @@ def tiny_rl_config():
   c.rl.num_envs, c.rl.num_updates, c.rl.update_epochs, c.rl.num_minibatches = 2, 2, 1, 1
   c.rl.hidden, c.rl.episode_steps, c.rl.log_every, c.rl.fast_compile = 16, 4, 0, True
   c.rl.surrogate_share, c.rl.surrogate_steps = 1.0, 3
+  c.rl.greedy_every = 0  # no greedy episode on the learning curve (a smaller program); the tests of it set 5
   return c
 
 

@@ -85,7 +85,9 @@ def test_behaviour_cloning_reproduces_a_demonstration(toy):
 
 def test_rl_ppo_warm_returns_budget_of_unique_valid_ids():
   pool, budget = synthetic_pool(n=200), 20
-  sel = make("rl_ppo_warm", _tiny_config())
+  c = _tiny_config()
+  c.rl.greedy_every = 5  # the greedy episode on the learning curve after the last update
+  sel = make("rl_ppo_warm", c)
   ids, info = sel.select(jax.random.PRNGKey(0), pool, budget)
   assert ids.shape == (budget,) and np.unique(ids).shape[0] == budget
   assert np.isin(ids, pool.train.ids).all()

@@ -17,7 +17,9 @@ def test_rl_ppo_returns_budget_of_unique_ids_deterministically(tmp_path):
   assert {"rl_ppo", "rl_dqn", "rl_reinforce"} <= set(names())
   pool = synthetic_pool(n=200)
   budget = 20
-  sel = make("rl_ppo", tiny_rl_config())
+  c = tiny_rl_config()
+  c.rl.greedy_every = 5  # the greedy episode on the learning curve after the last update
+  sel = make("rl_ppo", c)
   ids, info = sel.select(jax.random.PRNGKey(0), pool, budget, RunDirs(logdir=str(tmp_path / "tb")))
   assert ids.shape == (budget,) and np.unique(ids).shape[0] == budget
   assert np.isin(ids, pool.train.ids).all()
@@ -34,7 +36,7 @@ def test_rl_ppo_returns_budget_of_unique_ids_deterministically(tmp_path):
                                     pool.num_classes, budget, tokens=pool.train.input_ids)
   np.testing.assert_allclose(score_ids(keys.score, params, pool.train.ids[selectable], ids), info["reward_score"],
                              rtol=1e-5)
-  again = make("rl_ppo", tiny_rl_config()).select(jax.random.PRNGKey(0), pool, budget).ids
+  again = make("rl_ppo", c).select(jax.random.PRNGKey(0), pool, budget).ids
   np.testing.assert_array_equal(np.sort(ids), np.sort(again))
   # No winner's curse: the greedy episode and the distinct best sampled ones are re-scored with fresh proxy keys and
   # the best mean wins; both the training-time and the re-scored figures are logged.
